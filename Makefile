@@ -1,0 +1,23 @@
+# Entry points: `make test` sets everything up and runs the whole suite; `make run` runs the backend.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: test unit run bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+test: $(VENV)/.installed
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: $(VENV)/.installed
+	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,1 @@
+"""The pure core: labeling configs, demonstrations, prompts, answer parsing, Label Studio results (no I/O)."""

@@ -1,0 +1,199 @@
+"""Model answers to labels: tolerant parsing, strict validation against the label set, confidence from logprobs."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from .spec import LabelingSpec
+
+
+MIN_PREFIX = 3
+
+
+class InvalidAnswer(Exception):
+    """The answer yields no label from the set; `kind` is malformed, out_of_set or empty."""
+
+    def __init__(self, kind: str, detail: str):
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token, its log-probability and the alternatives the server reported."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+def normalize(text: str) -> str:
+    """Case-, space- and punctuation-insensitive form used to compare an answer with labels."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return re.sub(r"[\W_]+", "", text)
+
+
+def match_label(raw: str, spec: LabelingSpec) -> str | None:
+    """The one label a free-text answer names, or None: exact, normalized, unique prefix, unique mention."""
+    raw = raw.strip()
+    if raw in spec.label_values:
+        return raw
+    wanted = normalize(raw)
+    if not wanted:
+        return None
+    by_norm = {}
+    for label in spec.labels:
+        for form in (label.value, label.name):
+            by_norm.setdefault(normalize(form), label.value)
+    if wanted in by_norm:
+        return by_norm[wanted]
+    # A prefix must be long enough to mean something: "p" is not an answer, "pos" is.
+    prefixed = {value for norm, value in by_norm.items()
+                if norm and norm.startswith(wanted) and len(wanted) >= MIN_PREFIX}
+    if len(prefixed) == 1:
+        return prefixed.pop()
+    return _unique_mention(raw, spec)
+
+
+def _unique_mention(raw: str, spec: LabelingSpec) -> str | None:
+    # A sentence around the label ("The label is Positive.") names exactly one label as a whole word.
+    found = set()
+    for label in spec.labels:
+        for form in {label.value, label.name}:
+            if re.search(rf"(?<!\w){re.escape(form)}(?!\w)", raw, flags=re.IGNORECASE):
+                found.add(label.value)
+    return found.pop() if len(found) == 1 else None
+
+
+def parse_text_answer(content: str, spec: LabelingSpec) -> tuple[str, ...]:
+    """Labels from a plain-text answer; InvalidAnswer if none of it is in the label set."""
+    content = _strip_fences(content or "").strip()
+    if not content:
+        raise InvalidAnswer("empty", "the model answered nothing")
+    if not spec.multiple:
+        label = match_label(content.splitlines()[0] if len(content) > 200 else content, spec)
+        if label is None:
+            raise InvalidAnswer("out_of_set", f"{content[:120]!r} names none of {list(spec.label_values)}")
+        return (label,)
+    parts = [p for p in re.split(r"[;,\n]|\s\|\s", content) if p.strip()]
+    labels = {match_label(part, spec) for part in parts} - {None}
+    if not labels:
+        raise InvalidAnswer("out_of_set", f"{content[:120]!r} names none of {list(spec.label_values)}")
+    return tuple(v for v in spec.label_values if v in labels)
+
+
+def parse_json_answer(content: str, spec: LabelingSpec) -> tuple[str, ...]:
+    """Labels from a JSON answer (code fences and prose around it tolerated); strict on the values."""
+    payload = _find_json(content or "")
+    raw = _label_field(payload, spec)
+    values = [raw] if isinstance(raw, str) else raw
+    if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
+        raise InvalidAnswer("malformed", f"label field must be a string or a list of strings, got {raw!r}")
+    labels = [match_label(v, spec) for v in values]
+    if None in labels:
+        bad = values[labels.index(None)]
+        raise InvalidAnswer("out_of_set", f"{bad!r} is not one of {list(spec.label_values)}")
+    if len(set(labels)) > 1 and not spec.multiple:
+        raise InvalidAnswer("malformed", f"{len(set(labels))} labels for a single-choice control")
+    return tuple(v for v in spec.label_values if v in labels)
+
+
+def _label_field(payload, spec: LabelingSpec):
+    if isinstance(payload, (str, list)):
+        return payload
+    if not isinstance(payload, dict):
+        raise InvalidAnswer("malformed", f"expected a JSON object, got {type(payload).__name__}")
+    for key in ("labels", "label", spec.control_name, "choices", "choice", "answer"):
+        if key in payload:
+            return payload[key]
+    raise InvalidAnswer("malformed", f"no label field in {sorted(payload)[:5]}")
+
+
+def _strip_fences(content: str) -> str:
+    match = re.search(r"```(?:[a-zA-Z]+)?\s*(.*?)```", content, flags=re.DOTALL)
+    return match.group(1) if match else content
+
+
+def _find_json(content: str):
+    text = _strip_fences(content).strip()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    # A sentence around the object: decode from the first brace that starts a valid value.
+    decoder = json.JSONDecoder()
+    for match in re.finditer(r"[\[{]", text):
+        try:
+            return decoder.raw_decode(text, match.start())[0]
+        except json.JSONDecodeError:
+            continue
+    raise InvalidAnswer("malformed", f"no JSON in the answer {content[:120]!r}")
+
+
+def label_distribution(tokens: list[TokenLogprob], spec: LabelingSpec) -> dict[str, float] | None:
+    """P(label | prompt) over the label set from the answer's token logprobs, renormalized; None if no mass.
+
+    For each label, follow the generated tokens while they spell a prefix of it; at the first token
+    that leaves the label (or completes it) take the probability of the alternatives that continue it.
+    """
+    if not tokens:
+        return None
+    mass = {label: _label_mass(tokens, normalize_answer(label)) for label in spec.label_values}
+    total = sum(mass.values())
+    if total <= 0:
+        return None
+    return {label: value / total for label, value in mass.items()}
+
+
+def normalize_answer(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).casefold().lstrip(" \t\n\"'")
+
+
+def _label_mass(tokens: list[TokenLogprob], target: str) -> float:
+    prefix, logp = "", 0.0
+    for token in tokens:
+        spelled = normalize_answer(prefix + token.token)
+        if _covers(spelled, target):
+            return math.exp(logp + token.logprob)
+        if not target.startswith(spelled):
+            alternatives = [lp for alt, lp in token.top if alt != token.token
+                            and _consistent(normalize_answer(prefix + alt), target)]
+            return math.exp(logp) * sum(math.exp(lp) for lp in alternatives)
+        prefix, logp = prefix + token.token, logp + token.logprob
+    return 0.0
+
+
+def _covers(spelled: str, target: str) -> bool:
+    return spelled.startswith(target) and not spelled[len(target):len(target) + 1].isalnum()
+
+
+def _consistent(spelled: str, target: str) -> bool:
+    return bool(spelled) and (target.startswith(spelled) or _covers(spelled, target))
+
+
+def span_confidence(tokens: list[TokenLogprob], content: str, values: list[str]) -> float | None:
+    """Probability the model gave the characters of the chosen label values in its answer, or None."""
+    if not tokens or "".join(t.token for t in tokens) != content:
+        return None
+    spans, start = [], 0
+    for value in values:
+        index = content.find(value, start)
+        if index < 0:
+            index = content.casefold().find(value.casefold())
+        if index < 0:
+            return None
+        spans.append((index, index + len(value)))
+        start = index + len(value)
+    logp, offset = 0.0, 0
+    for token in tokens:
+        end = offset + len(token.token)
+        if any(offset < s_end and s_start < end for s_start, s_end in spans):
+            logp += token.logprob
+        offset = end
+    return math.exp(logp)
+

@@ -1,0 +1,160 @@
+"""Prompts: demonstrations rendered with a template into chat messages, and stable hashes of what shapes an answer."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+from .errors import BadTemplate
+from .examples import Example
+from .spec import LabelingSpec
+
+DEFAULT_TEMPLATE = "{text} [SEP] The label of the above text is {label}"
+MODES = ("json", "logprobs", "text")
+MULTI_SEPARATOR = "; "
+# Bump when the message layout changes, so model versions and cache keys move with it.
+PROMPT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class PromptSettings:
+    """Everything besides the demonstrations and the config that shapes a model's answer."""
+
+    model: str
+    mode: str = "json"
+    template: str = DEFAULT_TEMPLATE
+    instruction: str = ""
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"answer mode must be one of {list(MODES)}, got {self.mode!r}")
+        check_template(self.template)
+
+
+def check_template(template: str) -> None:
+    """BadTemplate unless the template holds {text} once and ends with {label}."""
+    if template.count("{text}") != 1 or template.count("{label}") != 1:
+        raise BadTemplate(f"the template needs {{text}} and {{label}} exactly once each, got {template!r}")
+    if not template.rstrip().endswith("{label}"):
+        raise BadTemplate(f"the template must end with {{label}} (the model continues from there), got {template!r}")
+
+
+def render_query(template: str, text: str) -> str:
+    """The template up to {label}, filled with a text: what the model completes."""
+    prefix = template[: template.index("{label}")].rstrip()
+    # str.replace, not str.format: task texts contain braces.
+    return prefix.replace("{text}", text)
+
+
+def render_demonstration(template: str, text: str, answer: str) -> str:
+    """A whole demonstration in one string, the original algorithm's form."""
+    return f"{render_query(template, text)} {answer}"
+
+
+def answer_text(spec: LabelingSpec, labels: Iterable[str], mode: str) -> str:
+    """How an assistant turn states labels in a given mode (demonstrations show the model the form)."""
+    labels = list(labels)
+    if mode == "json":
+        payload = {"labels": labels} if spec.multiple else {"label": labels[0]}
+        return json.dumps(payload, ensure_ascii=False)
+    return MULTI_SEPARATOR.join(labels) if spec.multiple else labels[0]
+
+
+def instruction(spec: LabelingSpec, settings: PromptSettings) -> str:
+    """The system message: the task, the allowed labels with their hints, the answer form."""
+    lines = []
+    if settings.instruction:
+        lines.append(settings.instruction.strip())
+    lines.append(f"You label texts. For each text, choose the {spec.control_name!r} label(s) that fit it.")
+    lines.append("Allowed labels: " + MULTI_SEPARATOR.join(spec.label_values))
+    for label in spec.labels:
+        described = [part for part in (label.name if label.name != label.value else "", label.hint) if part]
+        if described:
+            lines.append(f"- {label.value}: {' - '.join(described)}")
+    lines.append(_answer_form(spec, settings.mode))
+    return "\n".join(lines)
+
+
+def _answer_form(spec: LabelingSpec, mode: str) -> str:
+    if mode == "json":
+        if spec.multiple:
+            return 'Answer with a JSON object {"labels": [...]} listing every allowed label that applies.'
+        return 'Answer with a JSON object {"label": "..."} holding exactly one allowed label.'
+    if spec.multiple:
+        return f"Answer with every allowed label that applies, separated by {MULTI_SEPARATOR!r}, and nothing else."
+    return "Answer with exactly one allowed label and nothing else."
+
+
+def build_messages(spec: LabelingSpec, examples: Iterable[Example], text: str,
+                   settings: PromptSettings) -> list[dict]:
+    """Chat messages: instruction, one user/assistant pair per demonstration, then the query.
+
+    The fixed part comes first and the task's text last so providers can reuse a cached prefix.
+    """
+    messages = [{"role": "system", "content": instruction(spec, settings)}]
+    for example in examples:
+        messages.append({"role": "user", "content": render_query(settings.template, example.text)})
+        messages.append({"role": "assistant", "content": answer_text(spec, example.labels, settings.mode)})
+    messages.append({"role": "user", "content": render_query(settings.template, text)})
+    return messages
+
+
+def json_schema(spec: LabelingSpec) -> dict:
+    """The JSON schema of a json-mode answer: the label field is an enum of the allowed labels."""
+    enum = {"type": "string", "enum": list(spec.label_values)}
+    if spec.multiple:
+        properties = {"labels": {"type": "array", "items": enum, "minItems": 1}}
+    else:
+        properties = {"label": enum}
+    return {"type": "object", "properties": properties, "required": list(properties),
+            "additionalProperties": False}
+
+
+def order_examples(examples: Iterable[Example]) -> list[Example]:
+    """Deterministic demonstration order: seeds first, then annotations by task id; exact repeats dropped."""
+    seen, unique = set(), []
+    for example in sorted(examples, key=_order_key):
+        key = (example.text, example.labels)
+        if key not in seen:
+            seen.add(key)
+            unique.append(example)
+    return unique
+
+
+def _order_key(example: Example) -> tuple:
+    natural = tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", example.ref))
+    return (example.source != "seed", natural, example.text)
+
+
+def stable_hash(payload: object) -> str:
+    """sha256 of canonical JSON: the same inputs give the same hash in every process and release."""
+    blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def version_hash(spec: LabelingSpec, examples: Iterable[Example], settings: PromptSettings) -> str:
+    """A hash of everything that shapes answers: model, mode, template, instruction, labels, demonstrations."""
+    return stable_hash({
+        "format": PROMPT_FORMAT,
+        "model": settings.model,
+        "mode": settings.mode,
+        "template": settings.template,
+        "instruction": instruction(spec, settings),
+        "control": spec.control_name,
+        "labels": [[label.value, label.name, label.hint] for label in spec.labels],
+        "multiple": spec.multiple,
+        "examples": [[e.text, list(e.labels)] for e in examples],
+    })
+
+
+def model_version(spec: LabelingSpec, examples: Iterable[Example], settings: PromptSettings) -> str:
+    """Short, stable version string for Label Studio's model_version."""
+    return "fsp-" + version_hash(spec, examples, settings)[:12]
+
+
+def request_key(request: dict) -> str:
+    """Content address of one LLM request (model, parameters, messages): the prediction cache key."""
+    return stable_hash({"format": PROMPT_FORMAT, "request": request})

@@ -1,0 +1,23 @@
+"""Label Studio results: labels turned into regions through the SDK's LabelInterface, and validated."""
+
+from __future__ import annotations
+
+from .errors import LabelingError
+from .spec import LabelingSpec, interface_of
+
+
+def result_regions(spec: LabelingSpec, labels: tuple[str, ...]) -> list[dict]:
+    """The `result` list of a prediction; the SDK refuses labels the config does not define."""
+    control = interface_of(spec).get_control(spec.control_name)
+    try:
+        region = control.label(list(labels) if spec.multiple else labels[0], to_name=spec.object_name)
+    except ValueError as exc:
+        raise LabelingError(f"labels {list(labels)!r} are not all in the config: {exc}") from exc
+    item = region._dict()  # the SDK's own serializer for one region
+    item.pop("id", None)  # Label Studio assigns ids; a stable result also hashes stably
+    return [item]
+
+
+def prediction_errors(spec: LabelingSpec, result: list[dict]) -> list[str]:
+    """What LabelInterface.validate_prediction finds wrong with a result (empty when it is valid)."""
+    return interface_of(spec).validate_prediction({"result": result}, return_errors=True) or []

@@ -1,0 +1,170 @@
+"""The one place that talks to the model: an OpenAI-compatible chat client with retries and usage counts."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import openai
+
+from .labeling.answers import TokenLogprob
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+FAKE_FINGERPRINT = "fake-llm-stand-in"
+MAX_BACKOFF_S = 30.0
+MAX_RETRY_AFTER_S = 120.0
+
+
+class LLMError(Exception):
+    """A request that finally failed; `kind` is rate_limited, server_error, timeout, connection, auth or bad_request."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+
+
+@dataclass
+class Reply:
+    """One model answer with what it cost."""
+
+    content: str
+    tokens: list[TokenLogprob] | None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    attempts: int = 1
+    model: str = ""
+
+
+@dataclass
+class Usage:
+    """Requests and tokens spent, added up across threads."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, requests: int = 0, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
+        with self._lock:
+            self.requests += requests
+            self.prompt_tokens += prompt_tokens
+            self.completion_tokens += completion_tokens
+
+    def as_dict(self) -> dict:
+        return {"requests": self.requests, "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens}
+
+
+class LLMClient:
+    """Chat completions at temperature 0; transient failures retried with backoff that honours Retry-After."""
+
+    def __init__(self, settings: Settings, *, sleep: Callable[[float], None] = time.sleep,
+                 before_request: Callable[[dict], None] | None = None):
+        self.settings = settings
+        self.usage = Usage()
+        self._sleep = sleep
+        # A hook for shared rate limits: called before every HTTP request with the request body.
+        self._before_request = before_request
+        self._warned_fake = False
+        self._client = openai.OpenAI(
+            api_key=settings.openai_api_key.reveal() or "not-set",
+            base_url=settings.openai_base_url or None,
+            timeout=settings.timeout,
+            max_retries=0,  # retries are ours: they must honour Retry-After and count usage
+        )
+
+    def chat(self, request: dict) -> Reply:
+        """Send one chat request (model, messages and parameters); LLMError when every retry failed."""
+        body = {"model": self.settings.model, "temperature": 0, **request}
+        last: LLMError | None = None
+        for attempt in range(self.settings.max_retries + 1):
+            if attempt:
+                self._sleep(self._delay(attempt, last))
+            try:
+                return self._send(body, attempt + 1)
+            except LLMError as exc:
+                if exc.kind in ("auth", "bad_request"):
+                    raise
+                last = exc
+        raise last  # type: ignore[misc]
+
+    def _send(self, body: dict, attempt: int) -> Reply:
+        if self._before_request:
+            self._before_request(body)
+        self.usage.add(requests=1)
+        try:
+            response = self._client.chat.completions.create(**body)
+        except openai.APIStatusError as exc:
+            raise _translate_status(exc) from None
+        except openai.APITimeoutError:
+            raise LLMError("timeout", f"no answer within {self.settings.timeout:g} s (LLM_TIMEOUT)") from None
+        except openai.APIConnectionError as exc:
+            raise LLMError("connection", f"cannot reach the LLM server: {type(exc.__cause__).__name__}") from None
+        return self._reply(response, attempt)
+
+    def _reply(self, response, attempt: int) -> Reply:
+        if getattr(response, "system_fingerprint", None) == FAKE_FINGERPRINT and not self._warned_fake:
+            self._warned_fake = True
+            log.warning("THE LLM AT %s IS THE FAKE STAND-IN SERVER: labels come from a test double, "
+                        "not a real model", self.settings.openai_base_url)
+        usage = response.usage
+        prompt, completion = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
+        self.usage.add(prompt_tokens=prompt, completion_tokens=completion)
+        choice = response.choices[0] if response.choices else None
+        content = (choice.message.content or "") if choice else ""
+        return Reply(content=content, tokens=_tokens(choice), prompt_tokens=prompt,
+                     completion_tokens=completion, attempts=attempt, model=getattr(response, "model", ""))
+
+    def _delay(self, attempt: int, error: "LLMError | None") -> float:
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            return min(retry_after, MAX_RETRY_AFTER_S)
+        return random.uniform(0, min(MAX_BACKOFF_S, 0.25 * 2 ** attempt))
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _translate_status(exc: openai.APIStatusError) -> LLMError:
+    status = exc.status_code
+    if status == 429:
+        error = LLMError("rate_limited", "the LLM server answered 429 Too Many Requests")
+        error.retry_after = _retry_after(exc.response.headers)  # type: ignore[attr-defined]
+        return error
+    if status in (401, 403):
+        return LLMError("auth", f"the LLM server refused the API key ({status}); check OPENAI_API_KEY")
+    if status >= 500 or status in (408, 409):
+        return LLMError("server_error", f"the LLM server answered {status}")
+    return LLMError("bad_request", f"the LLM server answered {status}: {_error_message(exc)}")
+
+
+def _retry_after(headers) -> float | None:
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value:
+            try:
+                return max(0.0, float(value) * scale)
+            except ValueError:
+                continue  # an HTTP date: fall back to backoff
+    return None
+
+
+def _error_message(exc: openai.APIStatusError) -> str:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    message = body.get("message") or (body.get("error") or {}).get("message") if body else None
+    return str(message or exc.message)[:300]
+
+
+def _tokens(choice) -> list[TokenLogprob] | None:
+    logprobs = getattr(choice, "logprobs", None) if choice else None
+    content = getattr(logprobs, "content", None) if logprobs else None
+    if not content:
+        return None
+    return [TokenLogprob(t.token, t.logprob, tuple((a.token, a.logprob) for a in (t.top_logprobs or [])))
+            for t in content]

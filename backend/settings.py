@@ -1,0 +1,122 @@
+"""Every environment variable the backend reads, in one typed object with defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Mapping
+
+from .labeling.prompt import DEFAULT_TEMPLATE, MODES
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the backend cannot use."""
+
+
+class Secret(str):
+    """A string that never shows itself in repr, logs or tracebacks."""
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self else "Secret('')"
+
+    def reveal(self) -> str:
+        return str.__str__(self)
+
+    def __str__(self) -> str:
+        return "***" if self else ""
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
+def _env(name: str, default: str = "", *, help: str, secret: bool = False):
+    return field(default=default, metadata={"env": name, "help": help, "secret": secret, "kind": str})
+
+
+def _num(name: str, default, kind, *, help: str):
+    return field(default=default, metadata={"env": name, "help": help, "kind": kind})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed settings; `Settings.from_env()` is the only place that reads the environment."""
+
+    openai_api_key: Secret = _env("OPENAI_API_KEY", help="API key of the OpenAI-compatible server", secret=True)
+    openai_base_url: str = _env("OPENAI_BASE_URL", help="base URL of an OpenAI-compatible server "
+                                "(vLLM, Ollama, LiteLLM, Azure); empty means api.openai.com")
+    model: str = _env("LLM_MODEL", "gpt-4o-mini", help="model name sent with every request")
+    answer_mode: str = _env("LLM_ANSWER_MODE", "json", help="json | logprobs | text: how the model states its label")
+    timeout: float = _num("LLM_TIMEOUT", 30.0, float, help="seconds before one LLM request is abandoned")
+    max_retries: int = _num("LLM_MAX_RETRIES", 5, int, help="retries of a request after 429, 5xx, timeouts")
+    answer_retries: int = _num("LLM_ANSWER_RETRIES", 1, int, help="extra requests after an answer that is malformed or outside the label set")
+    max_tokens: int = _num("LLM_MAX_TOKENS", 256, int, help="cap on tokens in one answer")
+    top_logprobs: int = _num("LLM_TOP_LOGPROBS", 10, int, help="alternatives per token asked for in logprobs mode (0-20)")
+    request_logprobs: bool = _num("LLM_REQUEST_LOGPROBS", True, bool, help="ask for logprobs in json/text mode too, for a confidence score; turn off for servers that reject it")
+    template: str = _env("PROMPT_TEMPLATE", DEFAULT_TEMPLATE, help="demonstration template; needs {text} and ends with {label}")
+    instruction: str = _env("PROMPT_INSTRUCTION", help="extra task instruction placed first in the system message")
+    seeds_path: str = _env("SEEDS_PATH", help="seed files or directories (os.pathsep-separated) added to every project's demonstrations")
+    concurrency: int = _num("LABEL_CONCURRENCY", 8, int, help="LLM requests in flight at once in one process")
+    log_level: str = _env("LOG_LEVEL", "INFO", help="DEBUG, INFO, WARNING or ERROR")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
+        env = os.environ if env is None else env
+        values = {}
+        for f in fields(cls):
+            name = f.metadata["env"]
+            if name in env and env[name] != "":
+                values[f.name] = _convert(name, env[name], f.metadata["kind"], f.metadata.get("secret", False))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if self.answer_mode not in MODES:
+            raise SettingsError(f"LLM_ANSWER_MODE must be one of {list(MODES)}, got {self.answer_mode!r}")
+        for name in ("timeout", "concurrency"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{self.env_name(name)} must be positive, got {getattr(self, name)!r}")
+        if not 0 <= self.top_logprobs <= 20:
+            raise SettingsError(f"LLM_TOP_LOGPROBS must be between 0 and 20, got {self.top_logprobs!r}")
+
+    @classmethod
+    def env_name(cls, attribute: str) -> str:
+        return next(f.metadata["env"] for f in fields(cls) if f.name == attribute)
+
+    @property
+    def seed_paths(self) -> list[str]:
+        return [p for p in self.seeds_path.split(os.pathsep) if p]
+
+    def public(self) -> dict:
+        """Settings safe to show (health, logs): secrets reduced to whether they are set."""
+        shown = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            shown[f.metadata["env"]] = bool(value) if f.metadata.get("secret") else value
+        return shown
+
+
+def _convert(name: str, raw: str, kind, secret: bool):
+    if secret:
+        return Secret(raw)
+    if kind is bool:
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(f"{name} must be true or false, got {raw!r}")
+    try:
+        return kind(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a{'n integer' if kind is int else ' number'}, got {raw!r}") from None
+
+
+def settings_table() -> list[tuple[str, str, str]]:
+    """(variable, default, meaning) for every setting: the README's table is generated from this."""
+    rows = []
+    for f in fields(Settings):
+        default = "" if f.metadata.get("secret") else f.default
+        rows.append((f.metadata["env"], str(default), f.metadata["help"]))
+    return rows
