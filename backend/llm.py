@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import openai
+from openai.types.chat import ChatCompletion
 
 from .labeling.answers import TokenLogprob
 from .settings import Settings
@@ -99,7 +100,9 @@ class LLMClient:
             self._before_request(body)
         self.usage.add(requests=1)
         try:
-            response = self._client.chat.completions.create(**body)
+            # The low-level post skips the SDK's recursive TypedDict transform of the body, which costs
+            # ~2 ms per message (60 ms for a 64-example prompt); the body is already plain JSON.
+            response = self._client.post("/chat/completions", body=body, cast_to=ChatCompletion)
         except openai.APIStatusError as exc:
             raise _translate_status(exc) from None
         except openai.APITimeoutError:

@@ -33,3 +33,11 @@ def test_every_setting_is_documented():
     rows = settings_table()
     assert all(name and meaning for name, _default, meaning in rows)
     assert "OPENAI_API_KEY" in {name for name, _, _ in rows}
+
+
+def test_the_readme_table_lists_every_variable():
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    missing = [name for name, _, _ in settings_table() if f"| `{name}` |" not in readme]
+    assert not missing, f"README's environment table lacks {missing}"
