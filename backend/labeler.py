@@ -13,6 +13,7 @@ from .labeling.answers import (InvalidAnswer, label_distribution, parse_json_ans
 from .labeling.errors import MissingText
 from .labeling.examples import Example
 from .labeling.prompt import PromptSettings, build_messages, json_schema, model_version, order_examples
+from .labeling.selection import Selection, Selector
 from .labeling.spec import LabelingSpec
 from .llm import LLMClient, LLMError
 from .settings import Settings
@@ -49,6 +50,7 @@ class Labeler:
         self.settings = settings
         self.client = client
         self.prompt = prompt or prompt_settings(settings)
+        self.selector = Selector(self.examples, self.prompt.selection)
         self.model_version = model_version(spec, self.examples, self.prompt)
         if not self.examples:
             log.info("no demonstrations for %r: labeling zero-shot from the label names and hints",
@@ -56,7 +58,8 @@ class Labeler:
 
     def request(self, text: str) -> dict:
         """The chat request for one text: messages plus the answer mode's parameters."""
-        request = {"messages": build_messages(self.spec, self.examples, text, self.prompt),
+        demonstrations = self.selector.select(text)
+        request = {"messages": build_messages(self.spec, demonstrations, text, self.prompt),
                    "max_tokens": self.settings.max_tokens}
         mode = self.prompt.mode
         if mode == "json":
@@ -114,7 +117,8 @@ class Labeler:
 def prompt_settings(settings: Settings, **overrides) -> PromptSettings:
     """The prompt settings the environment asks for, with per-project overrides."""
     values = {"model": settings.model, "mode": settings.answer_mode, "template": settings.template,
-              "instruction": settings.instruction}
+              "instruction": settings.instruction,
+              "selection": Selection(settings.selection, settings.selection_k)}
     values.update({k: v for k, v in overrides.items() if v is not None})
     return PromptSettings(**values)
 

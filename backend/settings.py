@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 from typing import Mapping
 
 from .labeling.prompt import DEFAULT_TEMPLATE, MODES
+from .labeling.selection import STRATEGIES
 
 
 class SettingsError(ValueError):
@@ -54,6 +55,8 @@ class Settings:
     request_logprobs: bool = _num("LLM_REQUEST_LOGPROBS", True, bool, help="ask for logprobs in json/text mode too, for a confidence score; turn off for servers that reject it")
     template: str = _env("PROMPT_TEMPLATE", DEFAULT_TEMPLATE, help="demonstration template; needs {text} and ends with {label}")
     instruction: str = _env("PROMPT_INSTRUCTION", help="extra task instruction placed first in the system message")
+    selection: str = _env("DEMO_SELECTION", "all", help="which demonstrations a prompt gets: all, first-k, balanced-k (k per label) or nearest-k (TF-IDF)")
+    selection_k: int = _num("DEMO_K", 8, int, help="k of first-k, balanced-k and nearest-k")
     seeds_path: str = _env("SEEDS_PATH", help="seed files or directories (os.pathsep-separated) added to every project's demonstrations")
     concurrency: int = _num("LABEL_CONCURRENCY", 8, int, help="LLM requests in flight at once in one process")
     log_level: str = _env("LOG_LEVEL", "INFO", help="DEBUG, INFO, WARNING or ERROR")
@@ -77,6 +80,10 @@ class Settings:
         for name in ("timeout", "concurrency"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{self.env_name(name)} must be positive, got {getattr(self, name)!r}")
+        if self.selection not in STRATEGIES:
+            raise SettingsError(f"DEMO_SELECTION must be one of {list(STRATEGIES)}, got {self.selection!r}")
+        if self.selection_k < 1:
+            raise SettingsError(f"DEMO_K must be at least 1, got {self.selection_k!r}")
         if not 0 <= self.top_logprobs <= 20:
             raise SettingsError(f"LLM_TOP_LOGPROBS must be between 0 and 20, got {self.top_logprobs!r}")
 

@@ -65,3 +65,10 @@ def test_hash_moves_with_each_input_and_only_then():
     assert h != version_hash(SPEC, EXAMPLES[:1], base)
     assert h != version_hash(parse_spec(SENTIMENT_CONFIG.replace("negative", "neutral")), EXAMPLES, base)
     assert model_version(SPEC, EXAMPLES, base).startswith("fsp-")
+
+
+def test_selection_is_part_of_the_version():
+    from backend.labeling.selection import Selection
+
+    assert version_hash(SPEC, EXAMPLES, PromptSettings(model="m")) != \
+        version_hash(SPEC, EXAMPLES, PromptSettings(model="m", selection=Selection("nearest-k", 8)))

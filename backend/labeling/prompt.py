@@ -10,6 +10,7 @@ from typing import Iterable
 
 from .errors import BadTemplate
 from .examples import Example
+from .selection import Selection
 from .spec import LabelingSpec
 
 DEFAULT_TEMPLATE = "{text} [SEP] The label of the above text is {label}"
@@ -27,6 +28,7 @@ class PromptSettings:
     mode: str = "json"
     template: str = DEFAULT_TEMPLATE
     instruction: str = ""
+    selection: Selection = Selection()
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -143,6 +145,7 @@ def version_hash(spec: LabelingSpec, examples: Iterable[Example], settings: Prom
         "mode": settings.mode,
         "template": settings.template,
         "instruction": instruction(spec, settings),
+        "selection": settings.selection.describe(),
         "control": spec.control_name,
         "labels": [[label.value, label.name, label.hint] for label in spec.labels],
         "multiple": spec.multiple,

@@ -1,0 +1,112 @@
+"""Which demonstrations go into a task's prompt: all, the first k, k per label, or the k nearest (TF-IDF)."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+from .examples import Example
+
+STRATEGIES = ("all", "first-k", "balanced-k", "nearest-k")
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A selection strategy and its k (k is ignored by `all`)."""
+
+    strategy: str = "all"
+    k: int = 8
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"selection must be one of {list(STRATEGIES)}, got {self.strategy!r}")
+        if self.k < 1:
+            raise ValueError(f"k must be at least 1, got {self.k!r}")
+
+    def describe(self) -> str:
+        return self.strategy if self.strategy == "all" else f"{self.strategy}:{self.k}"
+
+
+class Selector:
+    """Chooses demonstrations for each query from a fixed, ordered pool."""
+
+    def __init__(self, pool: list[Example], selection: Selection):
+        self.pool = pool
+        self.selection = selection
+        self._fixed = self._fixed_choice()
+        self._index = TfidfIndex([e.text for e in pool]) if selection.strategy == "nearest-k" else None
+
+    @property
+    def fixed(self) -> bool:
+        """True when every query gets the same demonstrations (the prompt prefix is then cacheable)."""
+        return self._fixed is not None
+
+    def select(self, text: str) -> list[Example]:
+        if self._fixed is not None:
+            return self._fixed
+        ranked = self._index.nearest(text, self.selection.k)
+        # Most similar last: the demonstration next to the query weighs most with in-context learners.
+        return [self.pool[i] for i in reversed(ranked)]
+
+    def _fixed_choice(self) -> list[Example] | None:
+        strategy, k = self.selection.strategy, self.selection.k
+        if strategy == "all":
+            return list(self.pool)
+        if strategy == "first-k":
+            return self.pool[:k]
+        if strategy == "balanced-k":
+            return balanced(self.pool, k)
+        return None
+
+
+def balanced(pool: list[Example], k: int) -> list[Example]:
+    """Up to k demonstrations per label, in pool order; rare labels keep what they have."""
+    taken: Counter = Counter()
+    chosen = []
+    for example in pool:
+        key = example.labels
+        if taken[key] < k:
+            taken[key] += 1
+            chosen.append(example)
+    return chosen
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.casefold())
+
+
+class TfidfIndex:
+    """In-process TF-IDF cosine similarity: the no-network nearest-neighbour search."""
+
+    def __init__(self, texts: list[str]):
+        counts = [Counter(words(t)) for t in texts]
+        document_frequency = Counter(w for c in counts for w in c)
+        n = len(texts)
+        self._idf = {w: math.log((1 + n) / (1 + df)) + 1.0 for w, df in document_frequency.items()}
+        self._vectors = [self._vector(c) for c in counts]
+        self._postings: dict[str, list[int]] = {}
+        for i, vector in enumerate(self._vectors):
+            for w in vector:
+                self._postings.setdefault(w, []).append(i)
+
+    def _vector(self, counts: Counter) -> dict[str, float]:
+        weights = {w: (1 + math.log(c)) * self._idf.get(w, 0.0) for w, c in counts.items()}
+        norm = math.sqrt(sum(v * v for v in weights.values())) or 1.0
+        return {w: v / norm for w, v in weights.items() if v}
+
+    def scores(self, text: str) -> dict[int, float]:
+        query = self._vector(Counter(words(text)))
+        scores: dict[int, float] = {}
+        for w, weight in query.items():
+            for i in self._postings.get(w, ()):
+                scores[i] = scores.get(i, 0.0) + weight * self._vectors[i][w]
+        return scores
+
+    def nearest(self, text: str, k: int) -> list[int]:
+        """Indexes of the k most similar texts, most similar first; ties and non-matches in pool order."""
+        scores = self.scores(text)
+        order = sorted(range(len(self._vectors)), key=lambda i: (-scores.get(i, 0.0), i))
+        return order[:k]
