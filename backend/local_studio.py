@@ -1,0 +1,566 @@
+"""Install, start and drive a real local Label Studio 1.23.2 for end-to-end tests and demos."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+
+LABEL_STUDIO_VERSION = "1.23.2"
+# Fixed credentials: the user and its legacy token are created together with the
+# organisation, i.e. when the template database is built, so every server started
+# from that template knows exactly these.
+USERNAME = "admin@example.com"
+PASSWORD = "fewshot-admin-pass"
+TOKEN = "fewshot-e2e-token-0123456789"
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONSTRAINTS_FILE = REPO_ROOT / "tools" / "label-studio-constraints.txt"
+_INSTALL_MARKER = ".fewshot-install-complete"
+_TEMPLATE_MARKER = ".fewshot-template-complete"
+_DB_NAME = "label_studio.sqlite3"
+
+
+class StudioError(RuntimeError):
+    """Installing, starting or calling the local Label Studio failed."""
+
+
+def _log(message: str) -> None:
+    print(f"[local_studio] {message}", file=sys.stderr, flush=True)
+
+
+def default_cache_dir() -> Path:
+    """FEWSHOT_CACHE_DIR, else ~/.cache/fewshot-prelabel."""
+    configured = os.environ.get("FEWSHOT_CACHE_DIR")
+    return Path(configured) if configured else Path.home() / ".cache" / "fewshot-prelabel"
+
+
+def _home(cache_dir: Path | None) -> Path:
+    home = (cache_dir or default_cache_dir()) / f"label-studio-{LABEL_STUDIO_VERSION}"
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    # An flock is released by the kernel if the holder dies, so a crashed
+    # install never leaves a stale lock behind.
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _run(cmd: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> None:
+    """Run cmd; on failure raise with the tail of its output."""
+    with open(log or os.devnull, "ab") as out:
+        proc = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
+    if proc.returncode != 0:
+        tail = _tail(log) if log else ""
+        raise StudioError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{tail}")
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"(no log at {path})"
+
+
+def _venv_ready(venv: Path) -> bool:
+    return (venv / "bin" / "label-studio").exists() and (venv / _INSTALL_MARKER).exists()
+
+
+def ensure_installed(cache_dir: Path | None = None) -> Path:
+    """Return the Label Studio venv, installing it once (about 80 s) if needed."""
+    home = _home(cache_dir)
+    venv = home / "venv"
+    if _venv_ready(venv):
+        return venv
+    with _locked(home / "install.lock"):
+        if _venv_ready(venv):  # another process finished while we waited
+            return venv
+        _install_venv(home, venv)
+    return venv
+
+
+def _install_venv(home: Path, venv: Path) -> None:
+    if not CONSTRAINTS_FILE.exists():
+        raise StudioError(f"constraints file missing: {CONSTRAINTS_FILE}")
+    _remove_leftovers(home)
+    # A venv cannot be moved (its scripts' shebangs hold the absolute path), so
+    # it is built in a uniquely named directory that never moves, and the
+    # stable name `venv` becomes a symlink to it in one atomic rename. An
+    # interrupted build is thus never visible under `venv`.
+    build = Path(tempfile.mkdtemp(prefix="venv-", dir=home))
+    log = home / "install.log"
+    log.write_text("")
+    started = time.monotonic()
+    try:
+        _build_venv(build, log)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+    _publish(build, venv)
+    _log(f"Label Studio {LABEL_STUDIO_VERSION} installed in {time.monotonic() - started:.0f} s: {venv}")
+
+
+def _remove_leftovers(home: Path) -> None:
+    """Drop builds an interrupted install left behind (we hold the lock)."""
+    current = (home / "venv").resolve() if (home / "venv").is_symlink() else None
+    for path in home.glob("venv-*"):
+        if path.is_dir() and path.resolve() != current:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _build_venv(build: Path, log: Path) -> None:
+    _log(f"creating a venv for Label Studio {LABEL_STUDIO_VERSION} in {build} (log: {log})")
+    # sys.executable, not whatever `python3` is on PATH: the constraints were
+    # resolved for this interpreter's version.
+    _run([sys.executable, "-m", "venv", "--clear", str(build)], log=log)
+    _log(f"pip install label-studio=={LABEL_STUDIO_VERSION} (about 80 s, 1 GB)...")
+    pip = [str(build / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check"]
+    _run(pip + ["-q", f"label-studio=={LABEL_STUDIO_VERSION}", "-c", str(CONSTRAINTS_FILE)], log=log)
+    (build / _INSTALL_MARKER).write_text(f"label-studio=={LABEL_STUDIO_VERSION}\n")
+
+
+def _publish(build: Path, venv: Path) -> None:
+    link = venv.with_name(f".venv-link-{os.getpid()}")
+    link.unlink(missing_ok=True)
+    link.symlink_to(build.name)
+    if venv.exists() and not venv.is_symlink():
+        shutil.rmtree(venv)  # a real directory from some older layout
+    os.replace(link, venv)
+
+
+def ensure_migrated_db(venv: Path, cache_dir: Path | None = None) -> Path:
+    """Return a migrated template database holding USERNAME with TOKEN, building it once."""
+    home = _home(cache_dir)
+    template = home / "template"
+    if _template_ready(template):
+        return template / _DB_NAME
+    with _locked(home / "template.lock"):
+        if not _template_ready(template):
+            _build_template(Path(venv), home, template)
+    return template / _DB_NAME
+
+
+def _template_stamp() -> str:
+    # Changing the fixed credentials must invalidate an existing template.
+    return f"{LABEL_STUDIO_VERSION}\n{USERNAME}\n{TOKEN}\n"
+
+
+def _template_ready(template: Path) -> bool:
+    marker = template / _TEMPLATE_MARKER
+    return (template / _DB_NAME).exists() and marker.exists() and marker.read_text() == _template_stamp()
+
+
+def _build_template(venv: Path, home: Path, template: Path) -> None:
+    build = Path(tempfile.mkdtemp(prefix="template-", dir=home))
+    log = home / "template-init.log"
+    log.write_text("")
+    _log(f"migrating a template Label Studio database (20-60 s, log: {log})")
+    started = time.monotonic()
+    # Flags go after the subcommand: argparse subparsers re-apply their own
+    # defaults and would silently drop flags given before `init`. The legacy
+    # token only takes effect here, when the organisation is first created.
+    cmd = [str(venv / "bin" / "label-studio"), "init", "-q", *_credential_args(build)]
+    try:
+        _run(cmd, env=studio_env(build), log=log)
+        if not (build / _DB_NAME).exists():
+            raise StudioError(f"`label-studio init` made no {_DB_NAME} in {build}\n{_tail(log)}")
+        (build / _TEMPLATE_MARKER).write_text(_template_stamp())
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+    shutil.rmtree(template, ignore_errors=True)
+    os.rename(build, template)  # a data dir, unlike a venv, may move
+    _log(f"template database ready in {time.monotonic() - started:.0f} s: {template / _DB_NAME}")
+
+
+def _credential_args(data_dir: Path) -> list[str]:
+    return [
+        "--data-dir", str(data_dir),
+        "--username", USERNAME,
+        "--password", PASSWORD,
+        "--user-token", TOKEN,
+        "--enable-legacy-api-token",
+    ]  # fmt: skip
+
+
+# Label Studio's get_env(NAME) reads LABEL_STUDIO_NAME, HEARTEX_NAME, then bare
+# NAME, so a shell's USERNAME or PORT would leak into the server. PYTHON* and
+# VIRTUAL_ENV are dropped so the caller's venv cannot shadow Label Studio's.
+_DROPPED_ENV = {
+    "USERNAME", "PASSWORD", "PORT", "HOST", "USER_TOKEN", "BASE_DATA_DIR", "DATABASE_NAME",
+    "DJANGO_DB", "DJANGO_SETTINGS_MODULE", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV",
+}  # fmt: skip
+_DROPPED_PREFIXES = ("LABEL_STUDIO_", "HEARTEX_")
+
+
+def studio_env(data_dir: Path, extra_env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a Label Studio process that keeps everything in data_dir."""
+    env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV and not k.startswith(_DROPPED_PREFIXES)}
+    env.update(
+        LABEL_STUDIO_BASE_DATA_DIR=str(data_dir),
+        # Without these two, a backend or webhook on 127.0.0.1 gets 403.
+        ML_BLOCK_LOCAL_IP="false",
+        SSRF_PROTECTION_ENABLED="false",
+        LATEST_VERSION_CHECK="false",
+        COLLECT_ANALYTICS="false",
+        SENTRY_DSN="",
+        FRONTEND_SENTRY_DSN="",
+    )
+    env.update(extra_env or {})
+    return env
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LocalStudio:
+    """A Label Studio server on 127.0.0.1, started from the template database."""
+
+    def __init__(
+        self,
+        port: int | None = None,
+        data_dir: Path | None = None,
+        venv: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+        cache_dir: Path | None = None,
+    ) -> None:
+        self.port = port
+        self.venv = Path(venv) if venv else None
+        self.extra_env = dict(extra_env or {})
+        self.cache_dir = cache_dir
+        self._owns_data_dir = data_dir is None
+        # Absolute, because the server runs with the data dir as its cwd.
+        self.data_dir = Path(data_dir).resolve() if data_dir else Path(tempfile.mkdtemp(prefix="fewshot-studio-"))
+        self.log_path = self.data_dir / "label-studio.log"
+        self.username, self.password, self.token = USERNAME, PASSWORD, TOKEN
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._api: StudioAPI | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def api(self) -> StudioAPI:
+        if self._api is None:
+            self._api = StudioAPI(self.url, self.token)
+        return self._api
+
+    def __enter__(self) -> LocalStudio:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self, timeout: float = 180) -> LocalStudio:
+        """Start the server and wait until /health answers and the token works."""
+        if self.running:
+            return self
+        self.venv = self.venv or ensure_installed(self.cache_dir)
+        self._seed_database()
+        self.port = self.port or free_port()
+        cmd = [str(self.venv / "bin" / "label-studio"), "start", "--no-browser", "--internal-host", "127.0.0.1"]
+        cmd += ["--port", str(self.port), *_credential_args(self.data_dir)]
+        with open(self.log_path, "ab") as log:
+            # Own session = own process group, so stop() can signal everything
+            # the server spawned without touching anything else.
+            self._proc = subprocess.Popen(
+                cmd, env=studio_env(self.data_dir, self.extra_env), cwd=self.data_dir,
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop(remove_data=False)
+            raise
+        return self
+
+    def _seed_database(self) -> None:
+        # An existing database is kept, so a demo's data dir survives restarts.
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        target = self.data_dir / _DB_NAME
+        if not target.exists():
+            shutil.copyfile(ensure_migrated_db(self.venv, self.cache_dir), target)
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise self._failure(f"exited with {self._proc.returncode}")
+            # Label Studio silently moves to the next port when its port is
+            # taken; then /health here would never answer, or some other server would.
+            if "is in use" in self.log_path.read_text(errors="replace"):
+                raise self._failure(f"found port {self.port} taken and moved to another one")
+            if self._healthy():
+                self._check_token()
+                return
+            time.sleep(0.5)
+        raise self._failure(f"not healthy at {self.url} after {timeout:.0f} s")
+
+    def _failure(self, what: str) -> StudioError:
+        return StudioError(f"Label Studio {what} (log: {self.log_path}):\n{_tail(self.log_path)}")
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _check_token(self) -> None:
+        try:
+            self.api.whoami()
+        except StudioAPIError as exc:
+            hint = "the database in the data dir was not built from this module's template"
+            raise StudioError(f"Label Studio rejects token {self.token!r} ({hint}): {exc}") from exc
+
+    def stop(self, remove_data: bool = True) -> None:
+        """SIGTERM the server's process group, SIGKILL it after 15 s; drop a temp data dir."""
+        if self._api is not None:
+            self._api.close()
+            self._api = None
+        if self._proc is not None:
+            _terminate_group(self._proc)
+            self._proc = None
+        if remove_data and self._owns_data_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def _terminate_group(proc: subprocess.Popen[bytes], grace: float = 15) -> None:
+    # With start_new_session=True the group id is the child's own pid. Once the
+    # child has exited and been reaped, that id may belong to someone else:
+    # then nothing is signalled.
+    if proc.poll() is not None:
+        return
+    _signal_group(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        _signal_group(proc.pid, signal.SIGKILL)  # the unreaped leader still holds the id
+        proc.wait()
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+class StudioAPIError(StudioError):
+    """Label Studio answered a REST call with an error status."""
+
+    def __init__(self, method: str, path: str, status: int, body: str) -> None:
+        super().__init__(f"{method} {path} -> HTTP {status}: {body[:2000]}")
+        self.status, self.body = status, body
+
+
+def _selection(task_ids: list[int] | None) -> dict:
+    # Sent explicitly: data-manager actions apply to ALL tasks when selectedItems is missing.
+    return {"all": True, "excluded": []} if task_ids is None else {"all": False, "included": list(task_ids)}
+
+
+class StudioAPI:
+    """The Label Studio REST calls the tests and the demo need (legacy token auth)."""
+
+    def __init__(self, url: str, token: str, timeout: float = 120) -> None:
+        headers = {"Authorization": f"Token {token}"}
+        self._http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> StudioAPI:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: object) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise StudioError(
+                f"{method} {path} failed: {exc!r}; is Label Studio running at {self._http.base_url}?"
+            ) from exc
+        if response.is_error:
+            raise StudioAPIError(method, path, response.status_code, response.text)
+        return response.json() if response.content else None
+
+    def whoami(self) -> dict:
+        return self._call("GET", "/api/current-user/whoami")
+
+    def create_project(self, title: str, label_config: str, **fields: object) -> dict:
+        return self._call("POST", "/api/projects/", json={"title": title, "label_config": label_config, **fields})
+
+    def project(self, project_id: int) -> dict:
+        return self._call("GET", f"/api/projects/{project_id}/")
+
+    def import_tasks(self, project_id: int, tasks: list[dict]) -> list[int]:
+        """Import tasks ({"data": {...}} or flat dicts); return the new task ids in order."""
+        # Community edition imports synchronously and lists the ids on request.
+        params = {"return_task_ids": "true"}
+        return self._call("POST", f"/api/projects/{project_id}/import", params=params, json=tasks)["task_ids"]
+
+    def list_tasks(self, project_id: int, page_size: int = 500) -> list[dict]:
+        """All tasks of a project with data, annotations, predictions and drafts."""
+        tasks: list[dict] = []
+        for page in range(1, 1_000_000):
+            params = {"project": project_id, "fields": "all", "page": page, "page_size": page_size}
+            answer = self._call("GET", "/api/tasks/", params=params)
+            tasks += answer["tasks"]
+            if not answer["tasks"] or len(tasks) >= answer["total"]:
+                return tasks
+        return tasks
+
+    def get_task(self, task_id: int) -> dict:
+        return self._call("GET", f"/api/tasks/{task_id}/")
+
+    def delete_tasks(self, project_id: int, task_ids: list[int] | None = None) -> dict:
+        """Delete the given tasks, or all tasks of the project when task_ids is None."""
+        return self._dm_action(project_id, "delete_tasks", task_ids)
+
+    def create_annotation(self, task_id: int, result: list, was_cancelled: bool = False) -> dict:
+        body = {"result": result, "was_cancelled": was_cancelled}
+        return self._call("POST", f"/api/tasks/{task_id}/annotations/", json=body)
+
+    def delete_annotation(self, annotation_id: int) -> None:
+        self._call("DELETE", f"/api/annotations/{annotation_id}/")
+
+    def create_prediction(
+        self, task_id: int, result: list, score: float | None = None, model_version: str = ""
+    ) -> dict:
+        body = {"task": task_id, "result": result, "score": score, "model_version": model_version}
+        return self._call("POST", "/api/predictions/", json=body)
+
+    def list_predictions(self, project_id: int | None = None, task_id: int | None = None) -> list[dict]:
+        """The predictions of one project or one task (not paginated)."""
+        if (project_id is None) == (task_id is None):
+            raise ValueError(f"pass exactly one of project_id and task_id, got {project_id!r} and {task_id!r}")
+        params = {"project": project_id} if task_id is None else {"task": task_id}
+        return self._call("GET", "/api/predictions/", params=params)
+
+    def connect_ml(
+        self,
+        project_id: int,
+        url: str,
+        is_interactive: bool = True,
+        extra: dict | None = None,
+        auth_user: str | None = None,
+        auth_pass: str | None = None,
+        **fields: object,
+    ) -> dict:
+        """Connect an ML backend; Label Studio calls its /health and /setup and adds a /webhook."""
+        body: dict[str, object] = {"project": project_id, "url": url, "is_interactive": is_interactive, **fields}
+        if extra is not None:
+            body["extra_params"] = extra
+        if auth_user is not None:
+            if not auth_pass:  # Label Studio answers a missing password with HTTP 500
+                raise ValueError(f"basic auth for user {auth_user!r} needs auth_pass")
+            body.update(auth_method="BASIC_AUTH", basic_auth_user=auth_user, basic_auth_pass=auth_pass)
+        return self._call("POST", "/api/ml/", json=body)
+
+    def ml_backends(self, project_id: int) -> list[dict]:
+        # Side effect: Label Studio health-checks every backend of the project.
+        return self._call("GET", "/api/ml/", params={"project": project_id})
+
+    def update_ml(self, ml_id: int, **fields: object) -> dict:
+        return self._call("PATCH", f"/api/ml/{ml_id}", json=fields)
+
+    def retrieve_predictions(self, project_id: int, task_ids: list[int] | None = None) -> dict:
+        """Ask the project's ML backend for predictions (one synchronous /predict call)."""
+        return self._dm_action(project_id, "retrieve_tasks_predictions", task_ids)
+
+    def _dm_action(self, project_id: int, action: str, task_ids: list[int] | None) -> dict:
+        params = {"id": action, "project": project_id}
+        return self._call("POST", "/api/dm/actions/", params=params, json={"selectedItems": _selection(task_ids)})
+
+    def interactive(self, ml_id: int, task_id: int, context: dict | None = None) -> dict:
+        """Interactive pre-annotation; Label Studio answers 200 even on failure, so check "errors"."""
+        body = {"task": task_id, "context": context or {}}
+        return self._call("POST", f"/api/ml/{ml_id}/interactive-annotating", json=body)
+
+    def train(self, ml_id: int) -> Any:
+        return self._call("POST", f"/api/ml/{ml_id}/train", json={})
+
+    def webhooks(self, project_id: int) -> list[dict]:
+        return self._call("GET", "/api/webhooks/", params={"project": project_id})
+
+    def update_webhook(self, webhook_id: int, headers: dict[str, str], **fields: object) -> dict:
+        """Set the webhook's extra HTTP headers (e.g. an Authorization for the backend)."""
+        # A PATCH without "actions" clears the webhook's action list, so resend it.
+        current = self._call("GET", f"/api/webhooks/{webhook_id}/")
+        body = {"actions": current["actions"], "headers": headers, **fields}
+        return self._call("PATCH", f"/api/webhooks/{webhook_id}/", json=body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m backend.local_studio install|init|start`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m backend.local_studio", description=__doc__)
+    parser.add_argument("command", choices=["install", "init", "start"])
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--data-dir", type=Path, help="kept across runs (default: a temp dir, removed on exit)")
+    args = parser.parse_args(argv)
+    venv = ensure_installed()
+    if args.command == "install":
+        print(venv)
+    elif args.command == "init":
+        print(ensure_migrated_db(venv))
+    else:
+        _serve(LocalStudio(port=args.port, data_dir=args.data_dir, venv=venv))
+    return 0
+
+
+def _serve(studio: LocalStudio) -> None:
+    # SIGTERM (docker stop, kill) stops the server as cleanly as Ctrl-C does;
+    # SIGINT is set too because a shell's `cmd &` starts us with it ignored.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _raise_interrupt)
+    with studio:
+        print(f"Label Studio {LABEL_STUDIO_VERSION} at {studio.url} (pid {studio.pid}, log {studio.log_path})")
+        print(f"login {studio.username} / {studio.password}; API: Authorization: Token {studio.token}")
+        print("Ctrl-C stops it.", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            while studio.running:
+                time.sleep(1)
+        if not studio.running:
+            print(f"Label Studio stopped; last log lines:\n{_tail(studio.log_path)}")
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    sys.exit(main())
