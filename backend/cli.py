@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
+import os
 import sys
 from pathlib import Path
 
 from .labeling.errors import LabelingError
+from .logs import configure_logging
 from .settings import Settings, SettingsError
 
 
@@ -43,6 +44,16 @@ def _parser() -> argparse.ArgumentParser:
     label.add_argument("--summary-json", type=Path, help="also write the run summary as JSON here")
     label.set_defaults(handler=_label)
 
+    serve = commands.add_parser("serve", help="run the ML backend under gunicorn (BACKEND_HOST, BACKEND_PORT)")
+    serve.add_argument("--host", help="bind address (default BACKEND_HOST, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default BACKEND_PORT, 9090)")
+    serve.add_argument("--workers", type=int, help="gunicorn worker processes (default WEB_WORKERS)")
+    serve.set_defaults(handler=_serve)
+
+    worker = commands.add_parser("worker", help="run an RQ worker that labels tasks (start as many as you like)")
+    worker.add_argument("--burst", action="store_true", help="quit when the queue is empty")
+    worker.set_defaults(handler=_worker)
+
     fake = commands.add_parser("fake-llm", help="start the FAKE OpenAI-compatible stand-in server (tests, demos)",
                                add_help=False)
     fake.add_argument("rest", nargs=argparse.REMAINDER)
@@ -52,18 +63,18 @@ def _parser() -> argparse.ArgumentParser:
 
 def _label(args) -> int:
     from .filelabel import label_file
-    from .labeler import Labeler, prompt_settings
+    from .labeler import Labeler
     from .labeling.examples import load_seeds
     from .labeling.spec import parse_spec
     from .llm import LLMClient
 
     settings = Settings.from_env(model=args.model, answer_mode=args.mode, template=args.template,
                                  concurrency=args.concurrency)
-    _logging(settings)
+    configure_logging(settings)
     spec = parse_spec(_read(args.config))
     examples = load_seeds(args.seeds + [Path(p) for p in settings.seed_paths], spec)
     client = LLMClient(settings)
-    labeler = Labeler(spec, examples, settings, client, prompt_settings(settings))
+    labeler = Labeler(spec, examples, settings, client)
     print(f"labeling {args.input} with {len(labeler.examples)} demonstrations, model {settings.model}, "
           f"mode {labeler.prompt.mode}, model_version {labeler.model_version}", file=sys.stderr)
     summary = label_file(labeler, args.input, args.output, settings.concurrency, progress=not args.no_progress)
@@ -72,6 +83,24 @@ def _label(args) -> int:
     if args.summary_json:
         args.summary_json.write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
     return 0 if summary.failed == 0 else 1
+
+
+def _serve(args) -> int:
+    settings = Settings.from_env()
+    host, port = args.host or settings.host, args.port or settings.port
+    command = [sys.executable, "-m", "gunicorn", "backend.wsgi:app", "--bind", f"{host}:{port}",
+               "--workers", str(args.workers or settings.web_workers), "--threads", str(settings.web_threads),
+               "--worker-class", "gthread", "--timeout", str(int(settings.predict_deadline) + 30),
+               "--graceful-timeout", "10", "--access-logfile", "-", "--log-level", settings.log_level.lower()]
+    print(f"serving the ML backend on http://{host}:{port} (Redis {settings.redis_url.split('@')[-1]})",
+          file=sys.stderr, flush=True)
+    os.execv(sys.executable, command)
+
+
+def _worker(args) -> int:
+    from .worker import run_worker
+
+    return run_worker(Settings.from_env(), burst=args.burst)
 
 
 def _fake_llm(args) -> int:
@@ -85,11 +114,6 @@ def _read(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise LabelingError(f"cannot read {str(path)!r}: {exc.strerror}") from exc
-
-
-def _logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 if __name__ == "__main__":

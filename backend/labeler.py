@@ -13,9 +13,10 @@ from .labeling.answers import (InvalidAnswer, label_distribution, parse_json_ans
 from .labeling.errors import MissingText
 from .labeling.examples import Example
 from .labeling.prompt import PromptSettings, build_messages, json_schema, model_version, order_examples
-from .labeling.selection import Selection, Selector
+from .labeling.selection import Selector
 from .labeling.spec import LabelingSpec
 from .llm import LLMClient, LLMError
+from .options import prompt_for
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class Labeler:
         self.examples = order_examples(examples)
         self.settings = settings
         self.client = client
-        self.prompt = prompt or prompt_settings(settings)
+        self.prompt = prompt or prompt_for(settings, {})
         self.selector = Selector(self.examples, self.prompt.selection)
         self.model_version = model_version(spec, self.examples, self.prompt)
         if not self.examples:
@@ -59,7 +60,8 @@ class Labeler:
     def request(self, text: str) -> dict:
         """The chat request for one text: messages plus the answer mode's parameters."""
         demonstrations = self.selector.select(text)
-        request = {"messages": build_messages(self.spec, demonstrations, text, self.prompt),
+        request = {"model": self.prompt.model,
+                   "messages": build_messages(self.spec, demonstrations, text, self.prompt),
                    "max_tokens": self.settings.max_tokens}
         mode = self.prompt.mode
         if mode == "json":
@@ -73,8 +75,11 @@ class Labeler:
 
     def label_text(self, text: str) -> Outcome:
         """Label one text; a bad answer is retried, then reported as data, never raised."""
+        return self.ask(self.request(text))
+
+    def ask(self, request: dict) -> Outcome:
+        """Send a request built by `request` and read the answer into an Outcome."""
         outcome = Outcome()
-        request = self.request(text)
         for _ in range(self.settings.answer_retries + 1):
             try:
                 reply = self.client.chat(request)
@@ -112,15 +117,6 @@ class Labeler:
                 outcome.labels, outcome.score = (best,), outcome.distribution[best]
                 return
         outcome.score = span_confidence(tokens or [], content, list(labels))
-
-
-def prompt_settings(settings: Settings, **overrides) -> PromptSettings:
-    """The prompt settings the environment asks for, with per-project overrides."""
-    values = {"model": settings.model, "mode": settings.answer_mode, "template": settings.template,
-              "instruction": settings.instruction,
-              "selection": Selection(settings.selection, settings.selection_k)}
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return PromptSettings(**values)
 
 
 def label_many(labeler: Labeler, items: Iterable[tuple[object, object]], concurrency: int

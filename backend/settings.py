@@ -60,6 +60,24 @@ class Settings:
     seeds_path: str = _env("SEEDS_PATH", help="seed files or directories (os.pathsep-separated) added to every project's demonstrations")
     concurrency: int = _num("LABEL_CONCURRENCY", 8, int, help="LLM requests in flight at once in one process")
     log_level: str = _env("LOG_LEVEL", "INFO", help="DEBUG, INFO, WARNING or ERROR")
+    redis_url: str = _env("REDIS_URL", "redis://127.0.0.1:6379/0", help="Redis for queues, demonstrations and the prediction cache")
+    queue_name: str = _env("QUEUE_NAME", "fewshot", help="RQ queue the backend enqueues on and the workers listen to")
+    studio_url: str = _env("LABEL_STUDIO_URL", help="Label Studio base URL for reading annotations and writing predictions; else the hostname /setup sends")
+    studio_api_key: Secret = _env("LABEL_STUDIO_API_KEY", help="Label Studio API token (legacy token); else the access_token /setup sends", secret=True)
+    version_policy: str = _env("MODEL_VERSION_POLICY", "change", help="when model_version moves: change (every demonstration change), every:N (every N changes) or training (only on Start training)")
+    predict_deadline: float = _num("PREDICT_DEADLINE", 80.0, float, help="seconds /predict waits for workers; keep below Label Studio's ML_TIMEOUT_PREDICT (100); later tasks are written back")
+    setup_wait: float = _num("SETUP_WAIT", 2.0, float, help="seconds /setup waits for a first read of the project's annotations (Label Studio allows 3)")
+    worker_maintenance: int = _num("WORKER_MAINTENANCE", 30, int, help="seconds between a worker's checks for jobs abandoned by a killed worker")
+    chunk_size: int = _num("JOB_CHUNK_SIZE", 8, int, help="tasks per RQ job")
+    cache_ttl: int = _num("CACHE_TTL", 2592000, int, help="seconds a cached prediction is kept")
+    cache_max_entries: int = _num("CACHE_MAX_ENTRIES", 1000000, int, help="cached predictions kept at most (oldest dropped first)")
+    basic_auth_user: str = _env("BASIC_AUTH_USER", help="user name of optional HTTP basic auth on every endpoint")
+    basic_auth_pass: Secret = _env("BASIC_AUTH_PASS", help="password of optional HTTP basic auth", secret=True)
+    webhook_secret: Secret = _env("WEBHOOK_SECRET", help="shared secret Label Studio's webhook must send in the X-Webhook-Secret header (basic auth also accepted)", secret=True)
+    host: str = _env("BACKEND_HOST", "127.0.0.1", help="address the backend binds to")
+    port: int = _num("BACKEND_PORT", 9090, int, help="port the backend listens on")
+    web_workers: int = _num("WEB_WORKERS", 2, int, help="gunicorn worker processes")
+    web_threads: int = _num("WEB_THREADS", 16, int, help="threads per gunicorn worker (a waiting /predict holds one)")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
@@ -77,15 +95,27 @@ class Settings:
     def check(self) -> None:
         if self.answer_mode not in MODES:
             raise SettingsError(f"LLM_ANSWER_MODE must be one of {list(MODES)}, got {self.answer_mode!r}")
-        for name in ("timeout", "concurrency"):
+        for name in ("timeout", "concurrency", "predict_deadline", "chunk_size", "web_workers", "web_threads"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{self.env_name(name)} must be positive, got {getattr(self, name)!r}")
+        if not (self.version_policy in ("change", "training") or _every_n(self.version_policy)):
+            raise SettingsError("MODEL_VERSION_POLICY must be change, training or every:N (N >= 1), "
+                                f"got {self.version_policy!r}")
+        if self.basic_auth_user and not self.basic_auth_pass:
+            raise SettingsError("BASIC_AUTH_USER is set but BASIC_AUTH_PASS is empty: set both or neither")
         if self.selection not in STRATEGIES:
             raise SettingsError(f"DEMO_SELECTION must be one of {list(STRATEGIES)}, got {self.selection!r}")
         if self.selection_k < 1:
             raise SettingsError(f"DEMO_K must be at least 1, got {self.selection_k!r}")
         if not 0 <= self.top_logprobs <= 20:
             raise SettingsError(f"LLM_TOP_LOGPROBS must be between 0 and 20, got {self.top_logprobs!r}")
+
+    @property
+    def version_every(self) -> int:
+        """How many demonstration changes move the version (0: only Start training)."""
+        if self.version_policy == "change":
+            return 1
+        return _every_n(self.version_policy) or 0
 
     @classmethod
     def env_name(cls, attribute: str) -> str:
@@ -102,6 +132,12 @@ class Settings:
             value = getattr(self, f.name)
             shown[f.metadata["env"]] = bool(value) if f.metadata.get("secret") else value
         return shown
+
+
+def _every_n(policy: str) -> int | None:
+    if policy.startswith("every:") and policy[6:].isdigit() and int(policy[6:]) >= 1:
+        return int(policy[6:])
+    return None
 
 
 def _convert(name: str, raw: str, kind, secret: bool):

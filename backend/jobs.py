@@ -1,0 +1,205 @@
+"""RQ job functions: label chunks of tasks, read a project's annotations, write predictions back to Label Studio.
+
+Jobs take ids and plain values and build their clients inside (one set per worker process).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+
+import redis
+from rq import get_current_job
+
+from . import cache, dispatch, store
+from .labeling.errors import LabelingError, MissingText
+from .labeling.examples import example_from_task, newest_annotation
+from .labeling.prompt import request_key
+from .llm import LLMClient
+from .projects import Contexts, ProjectContext, apply_version_policy, demo_from_example
+from .settings import Settings
+from .studio import Studio, StudioError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerState:
+    settings: Settings
+    connection: redis.Redis
+    contexts: Contexts
+
+
+@lru_cache(maxsize=1)
+def _state() -> WorkerState:
+    settings = Settings.from_env()
+    job = get_current_job()
+    connection = job.connection if job else store.connect(settings.redis_url)
+    client = LLMClient(settings)
+    return WorkerState(settings, connection, Contexts(settings, connection, client))
+
+
+# ---- labeling -----------------------------------------------------------------------------------
+
+def label_tasks(request_id: str, project_id: int, task_ids: list[int]) -> dict:
+    """Label a chunk of a request's tasks; push each outcome as it finishes; write back if nobody waits."""
+    state = _state()
+    meta, data = dispatch.load_request(state.connection, request_id, task_ids)
+    if not meta:
+        log.warning("request %s is gone from Redis; its %d tasks are found again by the next prelabel scan",
+                    request_id, len(task_ids))
+        return {"lost": len(task_ids)}
+    context = state.contexts.get(project_id)
+    messages = label_chunk(state, context, data, request_id)
+    delivered = 0
+    if dispatch.is_abandoned(state.connection, request_id):
+        delivered = deliver(state, project_id, context.model_version, messages)
+    _record_failures(state.connection, project_id, messages)
+    if meta.get("run_id"):
+        from .runs import record_progress
+
+        record_progress(state.connection, meta["run_id"], messages)
+    return {"labeled": sum(1 for m in messages if m["result"]), "failed": sum(1 for m in messages if not m["result"]),
+            "written_back": delivered}
+
+
+def label_chunk(state: WorkerState, context: ProjectContext, data: dict[int, dict], request_id: str) -> list[dict]:
+    """Outcome messages for each task, served from the cache where the same request was answered before."""
+    settings = state.settings
+    with ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="llm") as pool:
+        futures = [pool.submit(_label_one, state, context, task_id, task_data) for task_id, task_data in data.items()]
+        messages = []
+        for future in futures:
+            message = future.result()
+            dispatch.push_outcome(state.connection, request_id, message)
+            messages.append(message)
+    return messages
+
+
+def _label_one(state: WorkerState, context: ProjectContext, task_id: int, data: dict) -> dict:
+    message = {"task": task_id, "model_version": context.model_version, "result": None, "score": None}
+    try:
+        request = context.labeler.request(context.spec.text_of(data))
+    except MissingText as exc:
+        return {**message, "error": "no_text", "detail": str(exc)}
+    key = request_key(request)
+    cached = cache.get_many(state.connection, [key])[0]
+    if cached is None:
+        outcome = context.labeler.ask(request)
+        if not outcome.ok:
+            return {**message, "error": outcome.error, "detail": outcome.detail[:300],
+                    "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens}
+        cached = {"labels": list(outcome.labels), "score": outcome.score}
+        cache.put(state.connection, key, cached, state.settings.cache_ttl, state.settings.cache_max_entries)
+        message.update(prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens,
+                       requests=outcome.requests)
+    else:
+        message["cached"] = True
+    return {**message, **context.prediction(cached)}
+
+
+def _record_failures(connection: redis.Redis, project_id: int, messages: list[dict]) -> None:
+    key = f"{store.PREFIX}:failures:{project_id}"
+    failed = {str(m["task"]): json.dumps({"error": m.get("error"), "detail": m.get("detail", ""),
+                                          "model_version": m["model_version"], "at": time.time()})
+              for m in messages if not m["result"]}
+    succeeded = [str(m["task"]) for m in messages if m["result"]]
+    with connection.pipeline(transaction=False) as pipe:
+        if failed:
+            pipe.hset(key, mapping=failed)
+        if succeeded:
+            pipe.hdel(key, *succeeded)
+        pipe.execute()
+
+
+# ---- writing back -------------------------------------------------------------------------------
+
+def studio_for(connection: redis.Redis, settings: Settings, project_id: int) -> Studio:
+    """A Label Studio client from the environment, else from what /setup sent for this project."""
+    record = store.load_project(connection, project_id)
+    url = settings.studio_url or (record.studio_url if record else "")
+    token = settings.studio_api_key.reveal() or (record.studio_token if record else "")
+    if not url or not token:
+        raise StudioError(f"no Label Studio URL and token for project {project_id}: set LABEL_STUDIO_URL and "
+                          "LABEL_STUDIO_API_KEY, or let Label Studio call /setup once")
+    return Studio(url, token)
+
+
+def deliver(state: WorkerState, project_id: int, model_version: str, messages: list[dict]) -> int:
+    """Write predictions nobody waits for into Label Studio, once per (task, model_version)."""
+    ready = {m["task"]: m for m in messages if m["result"]}
+    won = dispatch.claim(state.connection, project_id, model_version, list(ready))
+    if not won:
+        return 0
+    try:
+        studio = studio_for(state.connection, state.settings, project_id)
+        try:
+            existing = studio.predicted_task_ids(project_id, model_version, won)
+            rows = [{"task": t, "result": ready[t]["result"], "score": ready[t]["score"],
+                     "model_version": model_version} for t in won if t not in existing]
+            created = studio.create_predictions(project_id, rows) if rows else 0
+        finally:
+            studio.close()
+    except StudioError:
+        dispatch.release(state.connection, project_id, model_version, won)
+        raise  # RQ retries the job; labels come from the cache the second time
+    log.info("project %s: wrote %d predictions back to Label Studio (model_version %s)",
+             project_id, created, model_version)
+    return created
+
+
+# ---- demonstrations -----------------------------------------------------------------------------
+
+def sync_project(project_id: int, training: bool = False) -> dict:
+    """Read every annotated task of a project into the live demonstrations, then apply the version policy."""
+    state = _state()
+    context = state.contexts.get(project_id)
+    studio = studio_for(state.connection, state.settings, project_id)
+    demos, skipped = {}, 0
+    try:
+        for task in studio.annotated_tasks(project_id):
+            try:
+                example = example_from_task(task, context.spec)
+            except LabelingError:
+                skipped += 1
+                continue
+            annotation = newest_annotation(task) or {}
+            demos[int(task["id"])] = demo_from_example(example, annotation)
+    finally:
+        studio.close()
+    store.replace_live_demos(state.connection, project_id, demos)
+    moved = apply_version_policy(state.connection, state.settings, project_id, training=training)
+    log.info("project %s: %d demonstrations read from Label Studio (%d annotated tasks skipped)%s",
+             project_id, len(demos), skipped, "; model_version moved" if moved else "")
+    return {"demonstrations": len(demos), "skipped": skipped, "version_moved": moved}
+
+
+def refresh_task(project_id: int, task_id: int) -> dict:
+    """Re-read one task after one of its annotations was deleted or cancelled: another may now be newest."""
+    state = _state()
+    context = state.contexts.get(project_id)
+    studio = studio_for(state.connection, state.settings, project_id)
+    try:
+        task = studio.task(task_id)
+    except StudioError as exc:
+        if getattr(exc, "status", None) == 404:
+            task = None
+        else:
+            raise
+    finally:
+        studio.close()
+    try:
+        example = example_from_task(task, context.spec) if task else None
+    except LabelingError:
+        example = None
+    if example is None:
+        store.remove_live_demos(state.connection, project_id, [task_id])
+    else:
+        store.put_live_demo(state.connection, project_id, task_id, demo_from_example(example, newest_annotation(task) or {}))
+    apply_version_policy(state.connection, state.settings, project_id)
+    return {"task": task_id, "example": example is not None}
+

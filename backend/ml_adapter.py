@@ -1,0 +1,183 @@
+"""The label-studio-ml 1.0.9 adapter: its model class and Flask app, corrected for Label Studio 1.23 and many projects.
+
+Corrections (each is listed with its reason in the README, "label-studio-ml corrections"):
+1. No per-process model built by /setup: a FewshotModel is made per request from the request's project
+   and labeling config (and the Redis registry), so any gunicorn worker can serve any project.
+2. model_version comes from the project's prompt inputs, per project, not from the library's fit jobs.
+3. GET /versions exists (Label Studio 1.23 sends GET; the library has POST only).
+4. START_TRAINING (and the legacy POST /train) re-reads the project's annotations and moves the version.
+5. The library's request/response DEBUG logging (headers with basic auth, /setup's access token) is removed.
+6. Errors are JSON with a 4xx/503 status and a message, never a traceback in the body.
+7. Optional basic auth on every endpoint, and a webhook secret header, compared in constant time.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import logging
+
+import redis
+from flask import Flask, Response, request
+from label_studio_ml import api as ml_api
+from label_studio_ml.model import LabelStudioMLBase
+from werkzeug.exceptions import HTTPException
+
+from . import store
+from .service import HTTPError, Service
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_SECRET_HEADER = "X-Webhook-Secret"
+MAX_BODY_BYTES = 64 * 1024 * 1024
+
+
+class FewshotModel(LabelStudioMLBase):
+    """The model class label-studio-ml expects, made per request; all work is done by the Service."""
+
+    service: Service | None = None
+
+    def __init__(self, project=None, label_config=None, **kwargs):
+        super().__init__(label_config=label_config, **kwargs)
+        self.project = project
+        self.model_version = None
+
+    def predict(self, tasks, **kwargs):
+        answer = self.service.predict({"tasks": tasks, "project": self.project, "label_config": self.label_config,
+                                       "params": kwargs})
+        self.model_version = answer["model_version"]
+        return answer["results"]
+
+    def process_event(self, event, data, job_id=None, additional_params=None):
+        return self.service.webhook({"action": event, **data})
+
+    def fit(self, tasks, workdir=None, **kwargs):
+        return self.process_event("START_TRAINING", {"project": self.project})
+
+
+def _json_body():
+    raw = request.get_data(cache=False)
+    if not raw:
+        return {}
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise HTTPError(400, "the request body is not valid JSON") from None
+
+
+def _reply(payload, status: int = 200) -> Response:
+    return Response(json.dumps(payload), status=status, mimetype="application/json")
+
+
+def _credentials_ok(settings: Settings) -> bool:
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Basic "):
+        return False
+    try:
+        user, _, password = base64.b64decode(header[6:]).decode("utf-8").partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return False
+    user_ok = hmac.compare_digest(user.encode(), settings.basic_auth_user.encode())
+    pass_ok = hmac.compare_digest(password.encode(), settings.basic_auth_pass.reveal().encode())
+    return user_ok and pass_ok
+
+
+def _webhook_secret_ok(settings: Settings) -> bool:
+    sent = request.headers.get(WEBHOOK_SECRET_HEADER, "")
+    return bool(sent) and hmac.compare_digest(sent.encode(), settings.webhook_secret.reveal().encode())
+
+
+def _authorize(settings: Settings):
+    webhook = request.path.rstrip("/") == "/webhook"
+    if webhook and settings.webhook_secret and _webhook_secret_ok(settings):
+        return None
+    if settings.basic_auth_user:
+        if _credentials_ok(settings):
+            return None
+        reply = _reply({"error": "authentication required"}, 401)
+        if not webhook:
+            reply.headers["WWW-Authenticate"] = 'Basic realm="fewshot-prelabel"'
+        return reply
+    if webhook and settings.webhook_secret:
+        return _reply({"error": f"webhook secret missing or wrong: send it in {WEBHOOK_SECRET_HEADER}"}, 401)
+    return None
+
+
+def create_app(settings: Settings | None = None, connection: redis.Redis | None = None) -> Flask:
+    """label-studio-ml's Flask app with the corrections above applied."""
+    settings = settings or Settings.from_env()
+    connection = connection or store.connect(settings.redis_url)
+    service = Service(settings, connection)
+    FewshotModel.service = service
+    app = ml_api.init_app(FewshotModel)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    _drop_library_logging(app)
+    _route(app, "/predict", "_predict", ["POST"], lambda: _predict(service))
+    _route(app, "/setup", "_setup", ["POST"], lambda: _reply(service.setup(_json_body())))
+    _route(app, "/webhook", "webhook", ["POST"], lambda: _reply(service.webhook(_json_body()), 201))
+    _route(app, "/train", "_train", ["POST"], lambda: _train(service))
+    _route(app, "/versions", "get_version", ["POST"], lambda: _reply(service.versions(_json_body().get("project"))))
+    _route(app, "/versions", "versions_get", ["GET"], lambda: _reply(service.versions(request.args.get("project"))))
+    _route(app, "/health", "health", ["GET"], lambda: _reply(*reversed(service.health())))
+    _route(app, "/metrics", "metrics", ["GET"], lambda: _reply(service.metrics()))
+    _route(app, "/is_training", "_is_training", ["GET"], lambda: _reply({"is_training": False}))
+    app.before_request_funcs.setdefault(None, []).insert(0, lambda: _authorize(settings))
+    _error_handlers(app)
+    return app
+
+
+def _route(app: Flask, rule: str, endpoint: str, methods: list[str], view) -> None:
+    if endpoint not in app.view_functions:
+        app.add_url_rule(rule, endpoint, view, methods=methods)
+    app.view_functions[endpoint] = view
+
+
+def _predict(service: Service) -> Response:
+    body = _json_body()
+    if not isinstance(body, dict):
+        raise HTTPError(400, "the request body must be a JSON object")
+    model = FewshotModel(project=body.get("project"), label_config=None)
+    model.label_config = body.get("label_config")  # set after init: the library would parse it again
+    params = body.get("params") if isinstance(body.get("params"), dict) else {}
+    results = model.predict(body.get("tasks"), context=params.get("context"))
+    return _reply({"results": results, "model_version": model.model_version})
+
+
+def _train(service: Service) -> Response:
+    body = _json_body()
+    project = body.get("project") if isinstance(body, dict) else None
+    return _reply(service.webhook({"action": "START_TRAINING", "project": project}), 201)
+
+
+def _drop_library_logging(app: Flask) -> None:
+    # label-studio-ml logs every request's headers and body at DEBUG: basic auth and access tokens included.
+    app.before_request_funcs[None] = [f for f in app.before_request_funcs.get(None, [])
+                                      if f is not ml_api.log_request_info]
+    app.after_request_funcs[None] = [f for f in app.after_request_funcs.get(None, [])
+                                     if f is not ml_api.log_response_info]
+
+
+def _error_handlers(app: Flask) -> None:
+    # Flask 1.1 looks handlers up by class: the library registers some (with tracebacks); ours win by being
+    # registered for the base classes and by replacing its specific ones.
+    app.error_handler_spec[None] = {}
+
+    @app.errorhandler(HTTPError)
+    def _http_error(exc: HTTPError):
+        return _reply({"error": exc.message}, exc.status)
+
+    @app.errorhandler(HTTPException)
+    def _werkzeug_error(exc: HTTPException):
+        return _reply({"error": exc.description or exc.name}, exc.code or 400)
+
+    @app.errorhandler(redis.RedisError)
+    def _redis_down(exc: redis.RedisError):
+        log.error("Redis error: %s", type(exc).__name__)
+        return _reply({"error": "Redis is unreachable or failing; the backend cannot work until it is back"}, 503)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return _reply({"error": f"internal error ({type(exc).__name__}); see the backend's log"}, 500)

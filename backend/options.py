@@ -1,0 +1,60 @@
+"""Per-project options: the JSON an admin types as the model's "extra params" in Label Studio, validated."""
+
+from __future__ import annotations
+
+import json
+
+from .labeling.errors import BadTemplate
+from .labeling.prompt import MODES, PromptSettings, check_template
+from .labeling.selection import STRATEGIES, Selection
+from .settings import Settings
+
+# option name -> (type, what it means); the environment gives every default.
+OPTIONS = {
+    "model": (str, "model name (LLM_MODEL)"),
+    "mode": (str, f"answer mode, one of {list(MODES)} (LLM_ANSWER_MODE)"),
+    "instruction": (str, "task instruction placed first in the system message (PROMPT_INSTRUCTION)"),
+    "template": (str, "demonstration template with {text} and ending in {label} (PROMPT_TEMPLATE)"),
+    "selection": (str, f"demonstration selection, one of {list(STRATEGIES)} (DEMO_SELECTION)"),
+    "k": (int, "k of first-k, balanced-k and nearest-k (DEMO_K)"),
+}
+
+
+class BadOptions(ValueError):
+    """Project options that cannot be used; the message names the option and what it accepts."""
+
+
+def parse_options(raw) -> dict:
+    """Validate extra_params (a dict or a JSON string; empty means no overrides)."""
+    if raw in (None, "", {}):
+        return {}
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise BadOptions(f"extra params must be a JSON object, got {raw[:80]!r} ({exc.msg})") from exc
+    if not isinstance(raw, dict):
+        raise BadOptions(f"extra params must be a JSON object, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - set(OPTIONS))
+    if unknown:
+        raise BadOptions(f"unknown option {unknown[0]!r}; known options: {', '.join(sorted(OPTIONS))}")
+    for name, value in raw.items():
+        kind, meaning = OPTIONS[name]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise BadOptions(f"option {name!r} must be a {kind.__name__} ({meaning}), got {value!r}")
+    options = dict(raw)
+    prompt_for(Settings.from_env({}), options)  # raises BadOptions on bad values
+    return options
+
+
+def prompt_for(settings: Settings, options: dict) -> PromptSettings:
+    """The prompt settings of a project: the environment, overridden by the project's options."""
+    try:
+        selection = Selection(options.get("selection", settings.selection), options.get("k", settings.selection_k))
+        template = options.get("template", settings.template)
+        check_template(template)
+        return PromptSettings(model=options.get("model", settings.model),
+                              mode=options.get("mode", settings.answer_mode), template=template,
+                              instruction=options.get("instruction", settings.instruction), selection=selection)
+    except (ValueError, BadTemplate) as exc:
+        raise BadOptions(str(exc)) from exc

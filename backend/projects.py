@@ -1,0 +1,158 @@
+"""A project's labeling context (config, options, demonstrations, model_version), built from Redis and cached per process."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from . import store
+from .labeler import Labeler
+from .labeling.errors import BadExamples, LabelingError, UnsupportedConfig
+from .labeling.examples import Example, load_seed_file
+from .labeling.prompt import stable_hash
+from .labeling.results import result_regions
+from .labeling.spec import LabelingSpec, parse_spec
+from .llm import LLMClient
+from .options import prompt_for
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class UnknownProject(LookupError):
+    """A request names a project the backend has no labeling config for."""
+
+
+@dataclass
+class ProjectContext:
+    """Everything needed to build prompts and label tasks of one project at one model_version."""
+
+    project_id: int
+    spec: LabelingSpec
+    labeler: Labeler
+    active_id: str
+    demonstrations: int
+
+    @property
+    def model_version(self) -> str:
+        return self.labeler.model_version
+
+    def prediction(self, cached: dict) -> dict:
+        """result and score for Label Studio from a cached outcome; the SDK re-checks labels against the config."""
+        try:
+            return {"result": result_regions(self.spec, tuple(cached["labels"])), "score": cached.get("score")}
+        except (LabelingError, KeyError, TypeError) as exc:
+            return {"result": None, "error": "out_of_set", "detail": str(exc)}
+
+
+def parse_project_id(value) -> int | None:
+    """Label Studio sends "<id>.<created_ts>" at /setup and /predict, a bare id elsewhere."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value > 0 else None
+    if isinstance(value, str):
+        head = value.split(".", 1)[0].strip()
+        if head.isdigit() and int(head) > 0:
+            return int(head)
+    return None
+
+
+def example_from_demo(task_id: int, demo: dict) -> Example:
+    return Example(demo["text"], tuple(demo["labels"]), "annotation", str(task_id))
+
+
+def demo_from_example(example: Example, annotation: dict) -> dict:
+    return {"text": example.text, "labels": list(example.labels), "annotation": annotation.get("id"),
+            "updated_at": str(annotation.get("updated_at") or annotation.get("created_at") or "")}
+
+
+class Contexts:
+    """Per-process cache of ProjectContext, keyed by what makes one: config, options, active demonstrations."""
+
+    def __init__(self, settings: Settings, connection: redis.Redis, client: LLMClient | None = None,
+                 size: int = 32):
+        self.settings = settings
+        self.connection = connection
+        self.client = client
+        self._cache: OrderedDict[tuple, ProjectContext] = OrderedDict()
+        self._lock = threading.Lock()
+        self._seed_warnings: set[tuple] = set()
+
+    def get(self, project_id: int, label_config: str | None = None) -> ProjectContext:
+        """The context of a project; a config sent with the request wins over the registered one."""
+        record = store.load_project(self.connection, project_id)
+        config = label_config or (record.label_config if record else "")
+        if not config:
+            raise UnknownProject(f"project {project_id} is not set up: no labeling config received yet "
+                                 "(Label Studio sends it at /setup and /predict)")
+        options = (record.options if record else None) or {}
+        active_id = record.active_id if record else ""
+        key = (project_id, stable_hash(config), stable_hash(options), active_id)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        context = self._build(project_id, config, options, active_id)
+        with self._lock:
+            self._cache[key] = context
+            while len(self._cache) > 32:
+                self._cache.popitem(last=False)
+        return context
+
+    def _build(self, project_id: int, config: str, options: dict, active_id: str) -> ProjectContext:
+        spec = parse_spec(config)
+        demos = store.read_demos(self.connection, project_id) if active_id else {}
+        pool = self.seeds(spec, project_id) + [example_from_demo(t, d) for t, d in demos.items()
+                                                 if set(d["labels"]) <= set(spec.label_values)]
+        labeler = Labeler(spec, pool, self.settings, self.client, prompt_for(self.settings, options))
+        if not labeler.examples:
+            log.info("project %s has no demonstrations yet: labeling zero-shot from the label names and hints",
+                     project_id)
+        return ProjectContext(project_id, spec, labeler, active_id, len(labeler.examples))
+
+    def seeds(self, spec: LabelingSpec, project_id: int) -> list[Example]:
+        """Seed files that fit this project's labels; a file that does not fit is skipped with a warning."""
+        examples = []
+        for path in self.settings.seed_paths:
+            path = Path(path)
+            files = sorted(path.glob("seeds*.json*")) if path.is_dir() else [path]
+            for file in files:
+                try:
+                    examples.extend(load_seed_file(file, spec))
+                except BadExamples as exc:
+                    if (project_id, str(file)) not in self._seed_warnings:
+                        self._seed_warnings.add((project_id, str(file)))
+                        log.warning("seed file %s does not fit project %s and is skipped: %s", file, project_id, exc)
+        return examples
+
+
+def register(connection: redis.Redis, project_id: int, label_config: str | None = None,
+             options: dict | None = None, studio_url: str | None = None, studio_token: str | None = None) -> None:
+    """Record what Label Studio told us of a project (the config is checked first)."""
+    if label_config:
+        parse_spec(label_config)  # UnsupportedConfig before anything is stored
+    store.save_project_fields(connection, project_id, label_config=label_config or None, options=options,
+                              studio_url=studio_url or None, studio_token=studio_token or None)
+
+
+def apply_version_policy(connection: redis.Redis, settings: Settings, project_id: int,
+                         training: bool = False) -> bool:
+    """Move the active demonstrations (and so model_version) when the policy says; True if moved."""
+    record = store.load_project(connection, project_id)
+    if record is None:
+        return False
+    every = settings.version_every
+    due = training or not record.active_id or (every and record.live_changes >= every)
+    if due:
+        store.activate_demos(connection, project_id)
+    return bool(due)
+
+
+__all__ = ["Contexts", "ProjectContext", "UnknownProject", "UnsupportedConfig", "apply_version_policy",
+           "demo_from_example", "example_from_demo", "parse_project_id", "register"]

@@ -1,0 +1,235 @@
+"""What the backend's endpoints do, on plain dicts: setup, predict, webhook, versions, health, status.
+
+Every answer depends only on the request and Redis, never on which process or machine serves it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import redis
+from rq import Queue, Worker
+
+from . import __version__, cache, dispatch, store
+from .labeling.errors import MissingText, UnsupportedConfig
+from .labeling.prompt import request_key
+from .options import BadOptions, parse_options
+from .projects import Contexts, ProjectContext, UnknownProject, parse_project_id, register
+from .settings import Settings
+from .webhooks import BadEvent, enqueue_sync, handle_event
+
+log = logging.getLogger(__name__)
+
+
+class HTTPError(Exception):
+    """An answer with a status and a JSON message (4xx for the caller's mistakes, 503 for missing services)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Service:
+    """One per web process; holds only connections and caches, no project state of its own."""
+
+    def __init__(self, settings: Settings, connection: redis.Redis):
+        self.settings = settings
+        self.connection = connection
+        self.queue = Queue(settings.queue_name, connection=connection)
+        self.contexts = Contexts(settings, connection)
+
+    # ---- /setup ---------------------------------------------------------------------------------
+
+    def setup(self, body) -> dict:
+        body = _object(body)
+        project_id = _project(body.get("project"))
+        try:
+            options = parse_options(body.get("extra_params"))
+            register(self.connection, project_id, _text(body, "schema"), options,
+                     studio_url=body.get("hostname") or None, studio_token=body.get("access_token") or None)
+        except (BadOptions, UnsupportedConfig) as exc:
+            raise HTTPError(400, str(exc)) from None
+        self._ensure_synced(project_id, wait=self.settings.setup_wait)
+        context = self._context(project_id)
+        return {"model_version": context.model_version}
+
+    def _ensure_synced(self, project_id: int, wait: float = 0.0) -> None:
+        """Start a first read of the project's annotations when none was made since Redis last lost them."""
+        record = store.load_project(self.connection, project_id)
+        if record is None or record.synced_at:
+            return
+        if not (self.settings.studio_url or record.studio_url):
+            return
+        job = enqueue_sync(self.queue, project_id)
+        deadline = time.time() + wait
+        while time.time() < deadline and job.get_status(refresh=True) not in ("finished", "failed", "canceled"):
+            time.sleep(0.05)
+
+    # ---- /predict -------------------------------------------------------------------------------
+
+    def predict(self, body) -> dict:
+        body = _object(body)
+        tasks = body.get("tasks")
+        if not isinstance(tasks, list) or not tasks:
+            raise HTTPError(400, "tasks must be a non-empty list of Label Studio tasks")
+        for task in tasks:
+            if not isinstance(task, dict) or not isinstance(task.get("id"), int) or not isinstance(task.get("data"), dict):
+                raise HTTPError(400, f"each task needs an integer id and a data object, got {str(task)[:120]!r}")
+        project_id = _project(body.get("project") or tasks[0].get("project"))
+        config = body.get("label_config") or None
+        if config is not None and not isinstance(config, str):
+            raise HTTPError(400, "label_config must be a string")
+        if config:
+            try:
+                register(self.connection, project_id, config)
+            except UnsupportedConfig as exc:
+                raise HTTPError(400, str(exc)) from None
+        self._ensure_synced(project_id)
+        context = self._context(project_id, config)
+        return {"results": self._predictions(context, tasks), "model_version": context.model_version}
+
+    def _predictions(self, context: ProjectContext, tasks: list[dict]) -> list[dict]:
+        entries: dict[int, dict] = {}
+        keys: dict[int, str] = {}
+        for task in tasks:
+            try:
+                keys[task["id"]] = request_key(context.labeler.request(context.spec.text_of(task["data"])))
+            except MissingText as exc:
+                entries[task["id"]] = _empty(context, f"no_text: {exc}")
+        hits = cache.get_many(self.connection, list(keys.values()))
+        misses = {}
+        for (task_id, _key), cached in zip(keys.items(), hits):
+            if cached is None:
+                misses[task_id] = next(t["data"] for t in tasks if t["id"] == task_id)
+            else:
+                entries[task_id] = {"model_version": context.model_version, **context.prediction(cached)}
+        if misses:
+            entries.update(self._ask_workers(context, misses))
+        self._claim(context, entries)
+        return [_lean(entries.get(t["id"]) or _empty(context, "not labeled before the deadline")) for t in tasks]
+
+    def _ask_workers(self, context: ProjectContext, tasks: dict[int, dict]) -> dict[int, dict]:
+        request = dispatch.LabelRequest(context.project_id, tasks)
+        dispatch.submit(self.connection, self.queue, request, self.settings.chunk_size)
+        deadline = time.time() + self.settings.predict_deadline
+        outcomes = dispatch.gather(self.connection, request.request_id, len(tasks), deadline)
+        late = len(tasks) - len(outcomes)
+        if late:
+            log.warning("project %s: %d of %d tasks not labeled within %.0f s; the workers will write them back",
+                        context.project_id, late, len(tasks), self.settings.predict_deadline)
+        return outcomes
+
+    def _claim(self, context: ProjectContext, entries: dict[int, dict]) -> None:
+        """Deliver each (task, version) once: a task a worker already wrote back is answered empty."""
+        by_version: dict[str, list[int]] = {}
+        for task_id, entry in entries.items():
+            if entry.get("result"):
+                by_version.setdefault(entry["model_version"], []).append(task_id)
+        for version, task_ids in by_version.items():
+            won = set(dispatch.claim(self.connection, context.project_id, version, task_ids))
+            for task_id in set(task_ids) - won:
+                entries[task_id] = _empty(context, "already delivered")
+
+    # ---- /webhook, /versions --------------------------------------------------------------------
+
+    def webhook(self, body) -> dict:
+        body = _object(body)
+        action = body.get("action")
+        if not isinstance(action, str) or not action:
+            raise HTTPError(400, "a webhook body needs an action")
+        project = body.get("project")
+        project_id = _project(project.get("id") if isinstance(project, dict) else project)
+        config = project.get("label_config") if isinstance(project, dict) else None
+        try:
+            if config:
+                register(self.connection, project_id, config)
+            spec = self._context(project_id, config).spec if (config or self._known(project_id)) else None
+            return handle_event(self.connection, self.queue, self.settings, spec, project_id, action, body)
+        except (BadEvent, UnsupportedConfig) as exc:
+            raise HTTPError(400, str(exc)) from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise HTTPError(400, f"cannot read the {action} event: {exc!r}") from None
+
+    def versions(self, project) -> dict:
+        project_id = parse_project_id(project)
+        if project_id is None or not self._known(project_id):
+            return {"versions": [], "model_version": None}
+        version = self._context(project_id).model_version
+        return {"versions": [version], "model_version": version}
+
+    # ---- /health, /metrics ----------------------------------------------------------------------
+
+    def health(self) -> tuple[int, dict]:
+        redis_ok = store.ping(self.connection)
+        answer = {"status": "UP" if redis_ok else "DOWN", "version": __version__,
+                  "model_class": "FewshotModel",
+                  "redis": "ok" if redis_ok else f"unreachable at {_safe_url(self.settings.redis_url)}",
+                  "llm": {"base_url": self.settings.openai_base_url or "https://api.openai.com/v1",
+                          "model": self.settings.model, "mode": self.settings.answer_mode,
+                          "api_key_set": bool(self.settings.openai_api_key)}}
+        if redis_ok:
+            answer["workers"] = Worker.count(queue=self.queue)
+            answer["queued"] = self.queue.count
+            if not answer["workers"]:
+                answer["warning"] = "no rq worker listens on queue " + self.queue.name + ": start `fewshot-prelabel worker`"
+        return (200 if redis_ok else 503), answer
+
+    def metrics(self) -> dict:
+        return {"cache_entries": cache.size(self.connection), "projects": store.project_ids(self.connection),
+                "queued": self.queue.count, "workers": Worker.count(queue=self.queue)}
+
+    # ---- helpers --------------------------------------------------------------------------------
+
+    def _known(self, project_id: int) -> bool:
+        record = store.load_project(self.connection, project_id)
+        return bool(record and record.label_config)
+
+    def _context(self, project_id: int, config: str | None = None) -> ProjectContext:
+        try:
+            return self.contexts.get(project_id, config)
+        except UnknownProject as exc:
+            raise HTTPError(404, str(exc)) from None
+        except UnsupportedConfig as exc:
+            raise HTTPError(400, str(exc)) from None
+
+
+def _object(body) -> dict:
+    if not isinstance(body, dict):
+        raise HTTPError(400, "the request body must be a JSON object")
+    return body
+
+
+def _project(value) -> int:
+    project_id = parse_project_id(value)
+    if project_id is None:
+        raise HTTPError(400, f"a project id is needed (\"<id>.<created_ts>\" or an integer), got {value!r}")
+    return project_id
+
+
+def _text(body: dict, key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise HTTPError(400, f"{key} must be a string")
+    return value or None
+
+
+def _empty(context: ProjectContext, reason: str) -> dict:
+    # No "result" key: Label Studio skips the entry but keeps the one-entry-per-task alignment.
+    return {"model_version": context.model_version, "score": None, "_reason": reason}
+
+
+def _lean(entry: dict) -> dict:
+    lean = {"model_version": entry["model_version"], "score": entry.get("score")}
+    if entry.get("result"):  # "result": null would make Label Studio reject the whole batch
+        lean["result"] = entry["result"]
+    return lean
+
+
+def _safe_url(url: str) -> str:
+    """A URL without its password, for messages."""
+    if "@" in url:
+        scheme, rest = url.split("://", 1) if "://" in url else ("", url)
+        return (scheme + "://" if scheme else "") + "***@" + rest.split("@", 1)[1]
+    return url

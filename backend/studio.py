@@ -1,0 +1,317 @@
+"""The one place that talks to the Label Studio API, through label-studio-sdk 2.x."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+import httpx
+from label_studio_sdk.client import LabelStudio
+from label_studio_sdk.core import ApiError, ParsingError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# POST /api/projects/ID/import/predictions in Label Studio 1.23 recounts EVERY task of the
+# project on each call (about 4 s in a 10,000-task project, whatever the chunk size), so
+# fewer, larger calls win; 2,000 predictions are well under 1 MB of JSON. (A server started
+# with fflag_fix_back_4620_memory_efficient_predictions_import_08012025_short=true recounts
+# only the chunk's tasks: 0.09 s for 100, but then skips the labeling-config check.)
+PREDICTIONS_PER_CALL = 2000
+# Task ids per data-manager query: they travel in the URL, and proxies such as nginx
+# refuse request lines over 8 KB (500 seven-digit ids are about 5 KB once URL-encoded).
+IDS_PER_QUERY = 500
+# Above this many task ids one listing of the project's predictions is cheaper than
+# data-manager queries (measured: 15,000 predictions in 2.3 s vs about 1 ms per task).
+PROJECT_SCAN_ABOVE = 2000
+
+# Tasks with at least one annotation, cancelled (skipped) ones included: Label Studio
+# keeps both counters on the task, so this filter compares two columns and needs no join.
+# (`only_annotated`, which the SDK offers, is ignored by Label Studio 1.23 community.)
+_ANNOTATED = {
+    "conjunction": "or",
+    "items": [
+        {"filter": "filter:tasks:total_annotations", "operator": "greater", "type": "Number", "value": 0},
+        {"filter": "filter:tasks:cancelled_annotations", "operator": "greater", "type": "Number", "value": 0},
+    ],
+}
+# `include` also trims nested annotations and predictions to the same names.
+_ANNOTATION_FIELDS = ("id", "result", "was_cancelled", "ground_truth", "created_at", "updated_at")
+_PREDICTION_FIELDS = ("id", "result", "score", "model_version", "created_at", "updated_at")
+_CHEAP_TASK_FIELDS = "id,data,meta,project,total_annotations,cancelled_annotations,total_predictions"
+
+_TOKEN_HELP = (
+    "a personal access token (Account & Settings > Personal Access Token), or a legacy token "
+    "if the organisation allows them (Organization > API Tokens Settings)"
+)
+
+
+class StudioError(Exception):
+    """A Label Studio call failed; `status` is the HTTP status, None when there was no answer."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class StudioAuthError(StudioError):
+    """Label Studio refused the API token (HTTP 401 or 403)."""
+
+
+class Studio:
+    """A Label Studio server reached through label-studio-sdk, with our own errors and plain-dict results."""
+
+    def __init__(self, url: str, token: str, timeout: float = 30.0):
+        if not url.startswith(("http://", "https://")):
+            raise StudioError(f"LABEL_STUDIO_URL must start with http:// or https://, got {url!r}")
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        # A str subclass such as settings.Secret formats itself as "***": send the real value.
+        self._token = str.__str__(token)
+        self._http = httpx.Client(timeout=timeout, follow_redirects=True)
+        # The trailing slash matters: the SDK builds the JWT refresh URL with urljoin,
+        # which would drop a path prefix such as https://host/label-studio without it.
+        self._sdk = self._call(
+            "connecting",
+            lambda: LabelStudio(
+                base_url=self.url + "/", api_key=self._token, timeout=timeout, httpx_client=self._http
+            ),
+        )
+
+    def __repr__(self) -> str:
+        return f"Studio(url={self.url!r})"
+
+    def __enter__(self) -> Studio:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def project(self, project_id: int) -> dict:
+        """The project's id, title, label_config and created_at."""
+        project = self._call(f"reading project {project_id}", lambda: self._sdk.projects.get(id=project_id))
+        found = _as_dict(project)
+        return {key: found.get(key) for key in ("id", "title", "label_config", "created_at")}
+
+    def task(self, task_id: int) -> dict:
+        """One task with its data, project, annotations and predictions."""
+        task = _as_dict(self._call(f"reading task {task_id}", lambda: self._sdk.tasks.get(id=str(task_id))))
+        found = _pick(task, ("id", "project", "data", "meta"))
+        found["annotations"] = [_pick(a, _ANNOTATION_FIELDS) for a in task.get("annotations") or []]
+        found["predictions"] = [_pick(p, _PREDICTION_FIELDS) for p in task.get("predictions") or []]
+        return found
+
+    def annotated_tasks(self, project_id: int, page_size: int = 100) -> Iterator[dict]:
+        """Every task with at least one annotation (cancelled ones too): {id, data, annotations}."""
+        pages = self._task_pages(
+            f"listing the annotated tasks of project {project_id}", project_id, page_size,
+            fields="all", include=",".join(("data", "annotations", *_ANNOTATION_FIELDS)),
+            query=json.dumps({"filters": _ANNOTATED}),
+        )  # fmt: skip
+        for task in pages:
+            annotations = [_pick(a, _ANNOTATION_FIELDS) for a in task.get("annotations") or []]
+            yield {"id": task["id"], "data": task.get("data"), "annotations": annotations}
+
+    def tasks(self, project_id: int, page_size: int = 100, only_ids: bool = False) -> Iterator[dict]:
+        """Every task of the project: {id} only, or id, data, meta, project and its counters."""
+        what = f"listing the tasks of project {project_id}"
+        include = "id" if only_ids else _CHEAP_TASK_FIELDS
+        # fields="task_only": the SDK asks for "all" by default, which also serializes
+        # every annotation and prediction (measured 2x slower than the default).
+        yield from self._task_pages(what, project_id, page_size, fields="task_only", include=include)
+
+    def predicted_task_ids(
+        self, project_id: int, model_version: str, task_ids: Iterable[int] | None = None
+    ) -> set[int]:
+        """Ids of tasks with a prediction of exactly this model_version (among task_ids when given)."""
+        wanted = None if task_ids is None else set(task_ids)
+        if wanted is not None and not wanted:
+            return set()  # an empty selection would mean "all tasks" to Label Studio
+        if wanted is None or len(wanted) > PROJECT_SCAN_ABOVE:
+            predicted = self._project_predicted_ids(project_id, model_version)
+            return predicted if wanted is None else predicted & wanted
+        ordered = sorted(wanted)
+        chunks = (ordered[start : start + IDS_PER_QUERY] for start in range(0, len(ordered), IDS_PER_QUERY))
+        return set().union(
+            *(self._selected_predicted_ids(project_id, model_version, chunk) for chunk in chunks)
+        )
+
+    def _project_predicted_ids(self, project_id: int, model_version: str) -> set[int]:
+        # GET /api/predictions?project=P: one unpaginated answer with every prediction.
+        predictions = self._call(
+            f"listing the predictions of project {project_id}",
+            lambda: self._sdk.predictions.list(project=project_id),
+        )
+        return {p.task for p in predictions if p.model_version == model_version}
+
+    def _selected_predicted_ids(self, project_id: int, model_version: str, task_ids: list[int]) -> set[int]:
+        # The data manager's "contains" is a case-insensitive substring match (SQL LIKE):
+        # it only narrows the candidates; the exact comparison is done here.
+        query = {
+            "filters": {"conjunction": "and", "items": [{
+                "filter": "filter:tasks:predictions_model_versions", "operator": "contains",
+                "type": "List", "value": [model_version],
+            }]},
+            "selectedItems": {"all": False, "included": task_ids},
+        }  # fmt: skip
+        what = f"finding tasks of project {project_id} predicted by {model_version!r}"
+        pages = self._task_pages(
+            what,
+            project_id,
+            len(task_ids),
+            fields="all",
+            include="id,predictions,model_version",
+            query=json.dumps(query),
+        )
+        return {
+            t["id"]
+            for t in pages
+            if any(p.get("model_version") == model_version for p in t.get("predictions") or [])
+        }
+
+    def create_predictions(
+        self, project_id: int, predictions: list[dict], chunk_size: int = PREDICTIONS_PER_CALL
+    ) -> int:
+        """Write [{task, result, score, model_version}] in bulk; return how many Label Studio created."""
+        created = 0
+        for start in range(0, len(predictions), chunk_size):
+            chunk = predictions[start : start + chunk_size]
+            created += self._import_chunk(project_id, chunk, start)
+        return created
+
+    def _import_chunk(self, project_id: int, chunk: list[dict], start: int) -> int:
+        what = f"writing predictions {start}-{start + len(chunk) - 1} to project {project_id}"
+        # No SDK retries: a POST retried after a 5xx may have been applied already (duplicates).
+        answer = self._call(
+            what,
+            lambda: self._sdk.projects.import_predictions(
+                id=project_id, request=chunk, request_options={"max_retries": 0}
+            ),
+        )
+        created = answer.created or 0
+        if created < len(chunk):
+            # Label Studio 1.23 drops predictions that do not fit the labeling config
+            # (an unknown label, a wrong from_name) without saying so in its answer.
+            log.warning(
+                "%s: Label Studio created %d of %d; the rest do not match the project's labeling "
+                "config (its server log lists why)",
+                what,
+                created,
+                len(chunk),
+            )
+        return created
+
+    def _task_pages(self, what: str, project_id: int, page_size: int, **params: Any) -> Iterator[dict]:
+        """GET /api/tasks page by page (ordered by id), each task once even if pages shift meanwhile."""
+        seen: set[int] = set()
+        page = 1
+        while True:
+            answer = self._call(
+                f"{what} (page {page})", lambda: self._task_page(project_id, page, page_size, params)
+            )
+            if answer is None:
+                return
+            tasks, total = answer
+            for task in tasks:
+                if task["id"] not in seen:
+                    seen.add(task["id"])
+                    yield task
+            if len(tasks) < page_size or page * page_size >= total:
+                return
+            page += 1
+
+    def _task_page(
+        self, project_id: int, page: int, page_size: int, params: dict
+    ) -> tuple[list[dict], int] | None:
+        try:
+            pager = self._sdk.tasks.list(project=project_id, page=page, page_size=page_size, **params)
+        except ApiError as exc:
+            # Tasks deleted while paging make a later page number invalid (404): that is the end.
+            if exc.status_code == 404 and page > 1:
+                return None
+            raise
+        return [_as_dict(task) for task in pager.items or []], pager.response.total
+
+    def _call(self, what: str, call: Callable[[], T]) -> T:
+        """Run one SDK call; lower-layer errors leave as StudioError, with a hint and without the token."""
+        try:
+            return call()
+        except ApiError as exc:
+            raise self._api_error(what, exc) from exc
+        except httpx.TimeoutException as exc:
+            raise StudioError(
+                f"{what}: Label Studio at {self.url} did not answer within {self.timeout:g} s; "
+                "it may be overloaded: retry later or raise the timeout"
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise StudioError(
+                f"{what}: cannot reach Label Studio at {self.url} ({type(exc).__name__}: "
+                f"{self._scrub(str(exc))}); check LABEL_STUDIO_URL and that the server is running"
+            ) from exc
+        except (ParsingError, json.JSONDecodeError) as exc:
+            raise StudioError(
+                f"{what}: {self.url} answered with something that is not Label Studio's JSON; "
+                "check that LABEL_STUDIO_URL is the base URL of Label Studio"
+            ) from exc
+
+    def _api_error(self, what: str, exc: ApiError) -> StudioError:
+        status = exc.status_code
+        if status in (401, 403):
+            return StudioAuthError(
+                f"{what}: Label Studio at {self.url} refused the API token (HTTP {status}: "
+                f"{self._detail(exc.body)}); check LABEL_STUDIO_API_KEY: it must be {_TOKEN_HELP}",
+                status,
+            )
+        if status == 404:
+            return StudioError(
+                f"{what}: not found at {self.url} (HTTP 404); check the id, and that "
+                "LABEL_STUDIO_URL is the base URL of Label Studio",
+                status,
+            )
+        return StudioError(
+            f"{what}: Label Studio at {self.url} answered HTTP {status}: {self._detail(exc.body)}", status
+        )
+
+    def _detail(self, body: Any) -> str:
+        return self._scrub(_flatten(body))[:500]
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._token, "***") if self._token else text
+
+
+def studio_from(url: str | None, token: str | None, timeout: float = 30.0) -> Studio:
+    """A Studio for this URL and token; StudioError saying which setting is missing."""
+    if not url:
+        raise StudioError(
+            "no Label Studio URL: set LABEL_STUDIO_URL to its base URL, e.g. http://localhost:8080"
+        )
+    if not token:
+        raise StudioError(f"no Label Studio API token: set LABEL_STUDIO_API_KEY to {_TOKEN_HELP}")
+    return Studio(url, token, timeout=timeout)
+
+
+def _flatten(body: Any) -> str:
+    """Label Studio's error body as one line: its validation errors or detail, not the JSON wrapping."""
+    if isinstance(body, dict) and (body.get("validation_errors") or body.get("detail")):
+        return _flatten(body.get("validation_errors") or body["detail"])
+    if isinstance(body, dict):
+        return "; ".join(
+            _flatten(v) if k == "non_field_errors" else f"{k}: {_flatten(v)}" for k, v in body.items()
+        )
+    if isinstance(body, list):
+        return "; ".join(_flatten(item) for item in body)
+    return str(body)
+
+
+def _as_dict(model: Any) -> dict:
+    # Only the keys Label Studio sent (exclude_unset), with datetimes back as ISO strings.
+    return model.model_dump(mode="json", exclude_unset=True)
+
+
+def _pick(item: dict, keys: Iterable[str]) -> dict:
+    return {key: item[key] for key in keys if key in item}
