@@ -6,8 +6,9 @@ Protocol (both sides use only Redis, so any number of web and worker processes o
 - at the deadline the web side marks the request abandoned, then drains the list once more;
 - a worker that finds its request abandoned (or a background run, which has no waiter) writes the
   predictions into Label Studio itself;
-- whoever delivers a (project, model_version, task) first takes a claim with SET NX, so a prediction
-  reaches Label Studio once, whichever path delivered it.
+- once a request is abandoned both sides may hold a task's outcome; whoever delivers it takes a claim
+  with SET NX first, so a prediction reaches Label Studio once, whichever path delivered it;
+- a worker's write-back also checks Label Studio for a prediction of that version (claims expire).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from rq import Queue, Retry
 
 from .store import PREFIX
 
-CLAIM_TTL = 7 * 24 * 3600
+CLAIM_TTL = 600  # covers the race between the two paths; Label Studio itself is checked beyond it
 REQUEST_TTL = 24 * 3600
 JOB_RETRY = Retry(max=3, interval=[2, 10, 30])
 
@@ -68,8 +69,8 @@ def submit(connection: redis.Redis, queue: Queue, request: LabelRequest, chunk_s
     return [job.id for job in queue.enqueue_many(jobs)]
 
 
-def gather(connection: redis.Redis, request_id: str, expected: int, deadline: float) -> dict[int, dict]:
-    """Outcomes pushed by workers until all `expected` arrived or the deadline passed.
+def gather(connection: redis.Redis, request_id: str, expected: int, deadline: float) -> tuple[dict[int, dict], bool]:
+    """Outcomes pushed by workers until all `expected` arrived or the deadline passed; True if it passed.
 
     At the deadline the request is marked abandoned first and the list drained after, so an outcome
     pushed at any moment is seen either here or by the worker's abandoned check (or both: see claims).
@@ -84,12 +85,13 @@ def gather(connection: redis.Redis, request_id: str, expected: int, deadline: fl
         if popped:
             message = json.loads(popped[1])
             outcomes[int(message["task"])] = message
-    if len(outcomes) < expected:
+    abandoned = len(outcomes) < expected
+    if abandoned:
         connection.hset(request_key(request_id), "abandoned", 1)
-    for raw in connection.lpop(done_key, 10_000) or []:
-        message = json.loads(raw)
-        outcomes[int(message["task"])] = message
-    return outcomes
+        for raw in connection.lpop(done_key, 10_000) or []:
+            message = json.loads(raw)
+            outcomes[int(message["task"])] = message
+    return outcomes, abandoned
 
 
 def push_outcome(connection: redis.Redis, request_id: str, message: dict) -> None:

@@ -106,23 +106,24 @@ class Service:
             else:
                 entries[task_id] = {"model_version": context.model_version, **context.prediction(cached)}
         if misses:
-            entries.update(self._ask_workers(context, misses))
-        self._claim(context, entries)
+            outcomes, abandoned = self._ask_workers(context, misses)
+            if abandoned:  # workers may be writing these back now: deliver each task once
+                self._claim(context, outcomes)
+            entries.update(outcomes)
         return [_lean(entries.get(t["id"]) or _empty(context, "not labeled before the deadline")) for t in tasks]
 
-    def _ask_workers(self, context: ProjectContext, tasks: dict[int, dict]) -> dict[int, dict]:
+    def _ask_workers(self, context: ProjectContext, tasks: dict[int, dict]) -> tuple[dict[int, dict], bool]:
         request = dispatch.LabelRequest(context.project_id, tasks)
         dispatch.submit(self.connection, self.queue, request, self.settings.chunk_size)
         deadline = time.time() + self.settings.predict_deadline
-        outcomes = dispatch.gather(self.connection, request.request_id, len(tasks), deadline)
-        late = len(tasks) - len(outcomes)
-        if late:
+        outcomes, abandoned = dispatch.gather(self.connection, request.request_id, len(tasks), deadline)
+        if abandoned:
             log.warning("project %s: %d of %d tasks not labeled within %.0f s; the workers will write them back",
-                        context.project_id, late, len(tasks), self.settings.predict_deadline)
-        return outcomes
+                        context.project_id, len(tasks) - len(outcomes), len(tasks), self.settings.predict_deadline)
+        return outcomes, abandoned
 
     def _claim(self, context: ProjectContext, entries: dict[int, dict]) -> None:
-        """Deliver each (task, version) once: a task a worker already wrote back is answered empty."""
+        """A task a worker of an abandoned request already wrote back is answered empty."""
         by_version: dict[str, list[int]] = {}
         for task_id, entry in entries.items():
             if entry.get("result"):

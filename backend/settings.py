@@ -92,6 +92,11 @@ class Settings:
         settings.check()
         return settings
 
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if f.metadata.get("secret") and not isinstance(getattr(self, f.name), Secret):
+                object.__setattr__(self, f.name, Secret(getattr(self, f.name) or ""))
+
     def check(self) -> None:
         if self.answer_mode not in MODES:
             raise SettingsError(f"LLM_ANSWER_MODE must be one of {list(MODES)}, got {self.answer_mode!r}")

@@ -7,6 +7,7 @@ annotation was deleted) is enqueued for the workers.
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 
 import redis
 from rq import Queue
@@ -20,6 +21,7 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
+SYNC_BACKOFF_S = 30
 ANNOTATION_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED")
 
 
@@ -39,9 +41,12 @@ def enqueue_sync(queue: Queue, project_id: int, training: bool = False):
 
     job_id = f"sync-{project_id}" + ("-training" if training else "")
     existing = queue.fetch_job(job_id)
-    if existing is not None and existing.get_status(refresh=True) in ("queued", "started", "scheduled", "deferred"):
-        return existing
     if existing is not None:
+        status = existing.get_status(refresh=True)
+        recent_failure = status == "failed" and existing.ended_at and \
+            (datetime.now(timezone.utc) - existing.ended_at.replace(tzinfo=timezone.utc)).total_seconds() < SYNC_BACKOFF_S
+        if status in ("queued", "started", "scheduled", "deferred") or (recent_failure and not training):
+            return existing  # running, or failed moments ago: do not hammer Label Studio
         existing.delete()
     return queue.enqueue(sync_project, project_id, training, job_id=job_id, job_timeout=3600,
                          result_ttl=60, failure_ttl=24 * 3600)

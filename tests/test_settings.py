@@ -41,3 +41,8 @@ def test_the_readme_table_lists_every_variable():
     readme = (REPO / "README.md").read_text()
     missing = [name for name, _, _ in settings_table() if f"| `{name}` |" not in readme]
     assert not missing, f"README's environment table lacks {missing}"
+
+
+def test_unset_secrets_are_still_secrets():
+    settings = Settings.from_env({})
+    assert settings.openai_api_key.reveal() == "" and settings.studio_api_key.reveal() == ""

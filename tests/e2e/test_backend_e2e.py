@@ -97,7 +97,8 @@ def test_retrieve_predictions_prelabels_every_task_with_the_annotations_as_demon
         assert prediction["result"][0]["value"]["choices"][0] in ("HUM", "LOC", "NUM")
         assert prediction_errors(spec, prediction["result"]) == []
     demonstrations = {r["text"] for r in project_a["rows"][:8]}
-    prompts = [json.dumps(r["body"]["messages"]) for r in fake.requests()]
+    # Demonstrations are the user/assistant pairs between the instruction and the query.
+    prompts = [json.dumps(r["body"]["messages"][1:-1]) for r in fake.requests()]
     shown = {text for text in demonstrations if any(json.dumps(text)[1:-1] in p for p in prompts)}
     assert shown == demonstrations  # nearest-4 of 8: across 40 prompts every annotation is shown
 
@@ -170,9 +171,10 @@ def test_with_basic_auth_label_studio_with_the_credentials_works_and_others_get_
         api.connect_ml(project["id"], url, auth_user="studio", auth_pass="e2e-basic-pass")
         hook = next(h for h in api.webhooks(project["id"]) if h["url"].startswith(url))
         api.update_webhook(hook["id"], {"X-Webhook-Secret": "e2e-hook-secret"})
-        api.create_annotation(task_ids[0], choice("HUM"))
         versions = f"{url}/versions?project={project['id']}"
-        wait_for(lambda: httpx.get(versions, auth=("studio", "e2e-basic-pass")).json()["versions"],
+        zero_shot = httpx.get(versions, auth=("studio", "e2e-basic-pass")).json()["model_version"]
+        api.create_annotation(task_ids[0], choice("HUM"))
+        wait_for(lambda: httpx.get(versions, auth=("studio", "e2e-basic-pass")).json()["model_version"] != zero_shot,
                  what="the webhook with the secret header")
         api.retrieve_predictions(project["id"])
         grouped = predictions_by_task(api, project["id"])
