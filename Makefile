@@ -21,3 +21,6 @@ unit: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+run: $(VENV)/.installed
+	$(VENV)/bin/fewshot-prelabel run

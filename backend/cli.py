@@ -54,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--burst", action="store_true", help="quit when the queue is empty")
     worker.set_defaults(handler=_worker)
 
+    run = commands.add_parser("run", help="run the backend with its workers (and Redis if none is reachable)")
+    run.add_argument("--workers", type=int, default=2, help="rq worker processes (default 2)")
+    run.add_argument("--log-dir", type=Path, help="where the processes' logs go (default: a temp dir)")
+    run.set_defaults(handler=_run)
+
     fake = commands.add_parser("fake-llm", help="start the FAKE OpenAI-compatible stand-in server (tests, demos)",
                                add_help=False)
     fake.add_argument("rest", nargs=argparse.REMAINDER)
@@ -75,7 +80,8 @@ def _label(args) -> int:
     examples = load_seeds(args.seeds + [Path(p) for p in settings.seed_paths], spec)
     client = LLMClient(settings)
     labeler = Labeler(spec, examples, settings, client)
-    print(f"labeling {args.input} with {len(labeler.examples)} demonstrations, model {settings.model}, "
+    shots = f"{len(labeler.examples)} demonstrations" if labeler.examples else "no demonstrations (zero-shot)"
+    print(f"labeling {args.input} with {shots}, model {settings.model}, "
           f"mode {labeler.prompt.mode}, model_version {labeler.model_version}", file=sys.stderr)
     summary = label_file(labeler, args.input, args.output, settings.concurrency, progress=not args.no_progress)
     for line in summary.lines():
@@ -101,6 +107,12 @@ def _worker(args) -> int:
     from .worker import run_worker
 
     return run_worker(Settings.from_env(), burst=args.burst)
+
+
+def _run(args) -> int:
+    from .runner import run_stack
+
+    return run_stack(Settings.from_env(), args.workers, args.log_dir)
 
 
 def _fake_llm(args) -> int:

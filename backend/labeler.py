@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from itertools import islice
@@ -18,9 +17,6 @@ from .labeling.spec import LabelingSpec
 from .llm import LLMClient, LLMError
 from .options import prompt_for
 from .settings import Settings
-
-log = logging.getLogger(__name__)
-
 
 @dataclass
 class Outcome:
@@ -53,9 +49,6 @@ class Labeler:
         self.prompt = prompt or prompt_for(settings, {})
         self.selector = Selector(self.examples, self.prompt.selection)
         self.model_version = model_version(spec, self.examples, self.prompt)
-        if not self.examples:
-            log.info("no demonstrations for %r: labeling zero-shot from the label names and hints",
-                     spec.control_name)
 
     def request(self, text: str) -> dict:
         """The chat request for one text: messages plus the answer mode's parameters."""

@@ -1,0 +1,73 @@
+"""Project contexts and the model_version policy, on a real Redis."""
+
+import json
+import logging
+
+import pytest
+
+from backend import store
+from backend.projects import Contexts, apply_version_policy, parse_project_id, register
+from backend.settings import Settings
+from tests.conftest import MULTI_CONFIG, SEEDS, SENTIMENT_CONFIG
+
+
+def demo(text, label, annotation):
+    return {"text": text, "labels": [label], "annotation": annotation, "updated_at": "2026-01-01"}
+
+
+@pytest.mark.parametrize("value, expected", [("12.1700000000", 12), (12, 12), ("7", 7), ("x.1", None),
+                                             (None, None), (True, None), (-3, None), ("", None)])
+def test_project_ids_from_what_label_studio_sends(value, expected):
+    assert parse_project_id(value) == expected
+
+
+@pytest.mark.parametrize("policy, moves_after", [("change", 1), ("every:3", 3), ("training", None)])
+def test_the_version_policy_decides_when_demonstrations_become_active(redis_conn, policy, moves_after):
+    settings = Settings.from_env({"MODEL_VERSION_POLICY": policy})
+    register(redis_conn, 1, SENTIMENT_CONFIG)
+    assert apply_version_policy(redis_conn, settings, 1)  # the first set always becomes active
+    contexts = Contexts(settings, redis_conn)
+    first = contexts.get(1).model_version
+    moved_at = None
+    for n in range(1, 5):
+        store.put_live_demo(redis_conn, 1, n, demo(f"text {n}", "positive", n))
+        if apply_version_policy(redis_conn, settings, 1) and moved_at is None:
+            moved_at = n
+    assert moved_at == moves_after
+    if policy == "training":
+        assert contexts.get(1).model_version == first
+        assert apply_version_policy(redis_conn, settings, 1, training=True)
+    assert contexts.get(1).model_version != first
+    assert contexts.get(1).demonstrations == (4 if policy != "every:3" else 3)
+
+
+def test_the_version_is_the_same_in_every_process(redis_conn):
+    settings = Settings.from_env({})
+    register(redis_conn, 1, SENTIMENT_CONFIG)
+    store.put_live_demo(redis_conn, 1, 3, demo("b", "negative", 3))
+    store.put_live_demo(redis_conn, 1, 2, demo("a", "positive", 2))
+    apply_version_policy(redis_conn, settings, 1)
+    assert Contexts(settings, redis_conn).get(1).model_version == Contexts(settings, redis_conn).get(1).model_version
+
+
+def test_seed_files_join_the_demonstrations_of_projects_they_fit(redis_conn, caplog):
+    caplog.set_level(logging.INFO)
+    settings = Settings.from_env({"SEEDS_PATH": str(SEEDS / "sentiment")})
+    register(redis_conn, 1, SENTIMENT_CONFIG)
+    register(redis_conn, 2, MULTI_CONFIG)
+    contexts = Contexts(settings, redis_conn)
+    assert contexts.get(1).demonstrations == 4
+    assert contexts.get(2).demonstrations == 0  # the sentiment seeds do not fit the topics labels
+    assert "does not fit project 2" in caplog.text
+    assert "zero-shot" in caplog.text
+
+
+def test_options_change_the_prompt_and_the_version(redis_conn):
+    settings = Settings.from_env({})
+    register(redis_conn, 1, SENTIMENT_CONFIG)
+    before = Contexts(settings, redis_conn).get(1)
+    register(redis_conn, 1, options={"mode": "text", "instruction": "Rate the mood."})
+    after = Contexts(settings, redis_conn).get(1)
+    assert after.model_version != before.model_version
+    request = after.labeler.request("x")
+    assert "response_format" not in request and "Rate the mood." in json.dumps(request["messages"])
