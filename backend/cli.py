@@ -59,6 +59,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-dir", type=Path, help="where the processes' logs go (default: a temp dir)")
     run.set_defaults(handler=_run)
 
+    pre = commands.add_parser("prelabel", help="pre-label a whole Label Studio project through the workers")
+    pre.add_argument("--project", type=int, required=True, help="Label Studio project id")
+    which = pre.add_mutually_exclusive_group()
+    which.add_argument("--missing", action="store_true", default=True,
+                       help="only tasks without a prediction of the current model_version (default)")
+    which.add_argument("--all", action="store_true", help="every task (cached answers cost nothing)")
+    pre.add_argument("--no-wait", action="store_true", help="start the run and return; follow it at /status")
+    pre.set_defaults(handler=_prelabel)
+
     fake = commands.add_parser("fake-llm", help="start the FAKE OpenAI-compatible stand-in server (tests, demos)",
                                add_help=False)
     fake.add_argument("rest", nargs=argparse.REMAINDER)
@@ -113,6 +122,14 @@ def _run(args) -> int:
     from .runner import run_stack
 
     return run_stack(Settings.from_env(), args.workers, args.log_dir)
+
+
+def _prelabel(args) -> int:
+    from .prelabel import prelabel
+
+    settings = Settings.from_env()
+    configure_logging(settings)
+    return prelabel(settings, args.project, missing=not args.all, wait=not args.no_wait)
 
 
 def _fake_llm(args) -> int:

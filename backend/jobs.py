@@ -10,21 +10,26 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import lru_cache
 
 import redis
-from rq import get_current_job
+from rq import Queue, get_current_job
 
-from . import cache, dispatch, store
+from . import cache, dispatch, outbox, store
 from .labeling.errors import LabelingError, MissingText
 from .labeling.examples import example_from_task, newest_annotation
 from .labeling.prompt import request_key
 from .llm import LLMClient
 from .projects import Contexts, ProjectContext, apply_version_policy, demo_from_example
+from .runs import record_progress, record_written
 from .settings import Settings
 from .studio import Studio, StudioError
 
 log = logging.getLogger(__name__)
+
+FLUSH_DELAY_S = 1
+FLUSH_PENDING_TTL = 120  # a flush lost with its job is scheduled again by the next rows after this
 
 
 @dataclass
@@ -55,16 +60,14 @@ def label_tasks(request_id: str, project_id: int, task_ids: list[int]) -> dict:
         return {"lost": len(task_ids)}
     context = state.contexts.get(project_id)
     messages = label_chunk(state, context, data, request_id)
-    delivered = 0
+    queued = 0
     if dispatch.is_abandoned(state.connection, request_id):
-        delivered = deliver(state, project_id, context.model_version, messages)
+        queued = queue_write_back(state, project_id, messages, meta.get("run_id", ""))
     _record_failures(state.connection, project_id, messages)
     if meta.get("run_id"):
-        from .runs import record_progress
-
         record_progress(state.connection, meta["run_id"], messages)
     return {"labeled": sum(1 for m in messages if m["result"]), "failed": sum(1 for m in messages if not m["result"]),
-            "written_back": delivered}
+            "queued_for_write_back": queued}
 
 
 def label_chunk(state: WorkerState, context: ProjectContext, data: dict[int, dict], request_id: str) -> list[dict]:
@@ -129,26 +132,70 @@ def studio_for(connection: redis.Redis, settings: Settings, project_id: int) -> 
     return Studio(url, token)
 
 
-def deliver(state: WorkerState, project_id: int, model_version: str, messages: list[dict]) -> int:
-    """Write predictions nobody waits for into Label Studio, once per (task, model_version)."""
-    ready = {m["task"]: m for m in messages if m["result"]}
-    won = dispatch.claim(state.connection, project_id, model_version, list(ready))
-    if not won:
-        return 0
+def queue_write_back(state: WorkerState, project_id: int, messages: list[dict], run_id: str = "") -> int:
+    """Put labeled tasks nobody waits for into the project's outbox and make sure a flush is coming."""
+    rows = [{"task": m["task"], "result": m["result"], "score": m["score"], "model_version": m["model_version"],
+             "run": run_id} for m in messages if m["result"]]
+    if rows:
+        outbox.push(state.connection, project_id, rows)
+        enqueue_flush(state.connection, state.settings, project_id)
+    return len(rows)
+
+
+def enqueue_flush(connection: redis.Redis, settings: Settings, project_id: int) -> None:
+    """At most one flush pending per project; the short delay lets concurrent chunks share one write."""
+    if not connection.set(outbox.pending_key(project_id), 1, nx=True, ex=FLUSH_PENDING_TTL):
+        return
+    queue = Queue(settings.queue_name, connection=connection)
+    queue.enqueue_in(timedelta(seconds=FLUSH_DELAY_S), flush_outbox, project_id, retry=dispatch.JOB_RETRY,
+                     result_ttl=60, failure_ttl=7 * 24 * 3600)
+
+
+def flush_outbox(project_id: int) -> dict:
+    """Write a project's queued predictions into Label Studio in large batches, each (task, version) once."""
+    state = _state()
+    state.connection.delete(outbox.pending_key(project_id))  # rows pushed from now on schedule another flush
+    lock = outbox.flush_lock(state.connection, project_id)
+    if not lock.acquire():
+        enqueue_flush(state.connection, state.settings, project_id)  # the running flusher may miss late rows
+        return {"busy": True}
+    written = 0
     try:
-        studio = studio_for(state.connection, state.settings, project_id)
-        try:
-            existing = studio.predicted_task_ids(project_id, model_version, won)
-            rows = [{"task": t, "result": ready[t]["result"], "score": ready[t]["score"],
-                     "model_version": model_version} for t in won if t not in existing]
-            created = studio.create_predictions(project_id, rows) if rows else 0
-        finally:
-            studio.close()
-    except StudioError:
-        dispatch.release(state.connection, project_id, model_version, won)
-        raise  # RQ retries the job; labels come from the cache the second time
-    log.info("project %s: wrote %d predictions back to Label Studio (model_version %s)",
-             project_id, created, model_version)
+        while True:
+            batch = outbox.peek(state.connection, project_id)
+            if not batch:
+                break
+            written += deliver(state, project_id, batch)
+            outbox.trim(state.connection, project_id, len(batch))
+    finally:
+        lock.release()
+    return {"written": written}
+
+
+def deliver(state: WorkerState, project_id: int, rows: list[dict]) -> int:
+    """Create the predictions Label Studio does not have yet; claims and a check there prevent duplicates."""
+    by_version: dict[str, dict[int, dict]] = {}
+    for row in rows:
+        by_version.setdefault(row["model_version"], {})[int(row["task"])] = row
+    created = 0
+    studio = studio_for(state.connection, state.settings, project_id)
+    try:
+        for version, chosen in by_version.items():
+            won = dispatch.claim(state.connection, project_id, version, list(chosen))
+            try:
+                existing = studio.predicted_task_ids(project_id, version, won) if won else set()
+                fresh = [chosen[t] for t in won if t not in existing]
+                if fresh:
+                    created += studio.create_predictions(project_id, [
+                        {k: row[k] for k in ("task", "result", "score", "model_version")} for row in fresh])
+            except StudioError:
+                dispatch.release(state.connection, project_id, version, won)
+                raise  # RQ retries the flush; the rows are still in the outbox
+            for run_id in {row.get("run") for row in fresh if row.get("run")}:
+                record_written(state.connection, run_id, sum(1 for row in fresh if row.get("run") == run_id))
+    finally:
+        studio.close()
+    log.info("project %s: wrote %d predictions back to Label Studio", project_id, created)
     return created
 
 

@@ -122,6 +122,7 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     _route(app, "/versions", "versions_get", ["GET"], lambda: _reply(service.versions(request.args.get("project"))))
     _route(app, "/health", "health", ["GET"], lambda: _reply(*reversed(service.health())))
     _route(app, "/metrics", "metrics", ["GET"], lambda: _reply(service.metrics()))
+    _route(app, "/status", "status", ["GET"], lambda: _reply(service.status(request.args.get("project"))))
     _route(app, "/is_training", "_is_training", ["GET"], lambda: _reply({"is_training": False}))
     app.before_request_funcs.setdefault(None, []).insert(0, lambda: _authorize(settings))
     _error_handlers(app)

@@ -5,13 +5,14 @@ Every answer depends only on the request and Redis, never on which process or ma
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
 import redis
 from rq import Queue, Worker
 
-from . import __version__, cache, dispatch, store
+from . import __version__, cache, dispatch, outbox, store
 from .labeling.errors import MissingText, UnsupportedConfig
 from .labeling.prompt import request_key
 from .options import BadOptions, parse_options
@@ -176,6 +177,27 @@ class Service:
             if not answer["workers"]:
                 answer["warning"] = "no rq worker listens on queue " + self.queue.name + ": start `fewshot-prelabel worker`"
         return (200 if redis_ok else 503), answer
+
+    def status(self, project=None) -> dict:
+        """Progress of background runs, failures and demonstrations, per project (or every project)."""
+        from .runs import project_runs
+
+        ids = [_project(project)] if project not in (None, "") else store.project_ids(self.connection)
+        projects = []
+        for project_id in ids:
+            failures = self.connection.hgetall(f"{store.PREFIX}:failures:{project_id}")
+            record = store.load_project(self.connection, project_id)
+            projects.append({
+                "project_id": project_id,
+                "model_version": self._context(project_id).model_version if record and record.label_config else None,
+                "demonstrations": store.demo_counts(self.connection, project_id),
+                "runs": project_runs(self.connection, project_id),
+                "failed_tasks": len(failures),
+                "failures": {int(k): json.loads(v) for k, v in list(failures.items())[:20]},
+                "write_back_queue": outbox.size(self.connection, project_id),
+            })
+        return {"projects": projects, "queued": self.queue.count, "workers": Worker.count(queue=self.queue),
+                "cache_entries": cache.size(self.connection)}
 
     def metrics(self) -> dict:
         return {"cache_entries": cache.size(self.connection), "projects": store.project_ids(self.connection),
