@@ -48,7 +48,7 @@ class LabelRequest:
 
 
 def submit(connection: redis.Redis, queue: Queue, request: LabelRequest, chunk_size: int,
-           job_timeout: int = 1800) -> list[str]:
+           job_timeout: int = 300) -> list[str]:
     """Store the request's tasks and enqueue one job per chunk; returns the job ids."""
     rid = request.request_id
     meta = {"project_id": request.project_id, "abandoned": 0 if request.waiter else 1, "run_id": request.run_id,

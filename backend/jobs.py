@@ -17,11 +17,12 @@ import redis
 from rq import Queue, get_current_job
 
 from . import cache, dispatch, outbox, store
-from .labeling.errors import LabelingError, MissingText
-from .labeling.examples import example_from_task, newest_annotation
+from .demonstrations import read_project, read_task
+from .labeling.errors import MissingText
 from .labeling.prompt import request_key
 from .llm import LLMClient
-from .projects import Contexts, ProjectContext, apply_version_policy, demo_from_example
+from .projects import Contexts, ProjectContext
+from .ratelimit import RateLimiter, limiter_name
 from .runs import record_progress, record_written
 from .settings import Settings
 from .studio import Studio, StudioError
@@ -44,7 +45,12 @@ def _state() -> WorkerState:
     settings = Settings.from_env()
     job = get_current_job()
     connection = job.connection if job else store.connect(settings.redis_url)
-    client = LLMClient(settings)
+    limiter = None
+    if settings.rate_limit_rpm or settings.rate_limit_tpm:
+        # One limiter per LLM endpoint and model, shared through Redis by every worker on every machine.
+        limiter = RateLimiter(connection, limiter_name(settings.openai_base_url, settings.model),
+                              rpm=settings.rate_limit_rpm, tpm=settings.rate_limit_tpm)
+    client = LLMClient(settings, before_request=limiter)
     return WorkerState(settings, connection, Contexts(settings, connection, client))
 
 
@@ -204,49 +210,15 @@ def deliver(state: WorkerState, project_id: int, rows: list[dict]) -> int:
 def sync_project(project_id: int, training: bool = False) -> dict:
     """Read every annotated task of a project into the live demonstrations, then apply the version policy."""
     state = _state()
-    context = state.contexts.get(project_id)
-    studio = studio_for(state.connection, state.settings, project_id)
-    demos, skipped = {}, 0
-    try:
-        for task in studio.annotated_tasks(project_id):
-            try:
-                example = example_from_task(task, context.spec)
-            except LabelingError:
-                skipped += 1
-                continue
-            annotation = newest_annotation(task) or {}
-            demos[int(task["id"])] = demo_from_example(example, annotation)
-    finally:
-        studio.close()
-    store.replace_live_demos(state.connection, project_id, demos)
-    moved = apply_version_policy(state.connection, state.settings, project_id, training=training)
-    log.info("project %s: %d demonstrations read from Label Studio (%d annotated tasks skipped)%s",
-             project_id, len(demos), skipped, "; model_version moved" if moved else "")
-    return {"demonstrations": len(demos), "skipped": skipped, "version_moved": moved}
+    with studio_for(state.connection, state.settings, project_id) as studio:
+        return read_project(state.connection, state.settings, state.contexts.get(project_id).spec, studio,
+                            project_id, training)
 
 
 def refresh_task(project_id: int, task_id: int) -> dict:
     """Re-read one task after one of its annotations was deleted or cancelled: another may now be newest."""
     state = _state()
-    context = state.contexts.get(project_id)
-    studio = studio_for(state.connection, state.settings, project_id)
-    try:
-        task = studio.task(task_id)
-    except StudioError as exc:
-        if getattr(exc, "status", None) == 404:
-            task = None
-        else:
-            raise
-    finally:
-        studio.close()
-    try:
-        example = example_from_task(task, context.spec) if task else None
-    except LabelingError:
-        example = None
-    if example is None:
-        store.remove_live_demos(state.connection, project_id, [task_id])
-    else:
-        store.put_live_demo(state.connection, project_id, task_id, demo_from_example(example, newest_annotation(task) or {}))
-    apply_version_policy(state.connection, state.settings, project_id)
-    return {"task": task_id, "example": example is not None}
-
+    with studio_for(state.connection, state.settings, project_id) as studio:
+        example = read_task(state.connection, state.settings, state.contexts.get(project_id).spec, studio,
+                            project_id, task_id)
+    return {"task": task_id, "example": example}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 import time
 
+import redis
+
 from rq import Queue, Worker
 from tqdm import tqdm
 
@@ -41,7 +43,7 @@ def prelabel(settings: Settings, project_id: int, missing: bool, wait: bool = Tr
     if not wait:
         return 0
     try:
-        final = _follow(connection, run["run_id"], project_id)
+        final = _follow(connection, run, lambda: _restart(settings, connection, queue, project_id))
     except KeyboardInterrupt:
         print("\nstopped following; the run goes on in the workers", file=sys.stderr)
         return 130
@@ -50,16 +52,35 @@ def prelabel(settings: Settings, project_id: int, missing: bool, wait: bool = Tr
     return 0 if final["failed"] == 0 else 1
 
 
-def _follow(connection, run_id: str, project_id: int) -> dict:
-    status = run_status(connection, run_id)
-    with tqdm(total=status["total"], unit="task", desc="pre-labeling") as bar:
+def _restart(settings: Settings, connection, queue, project_id: int) -> dict:
+    """After Redis lost the run: read the demonstrations again and label what still has no prediction."""
+    print("\nRedis lost the run (restarted without persistence?): finding unfinished tasks again",
+          file=sys.stderr)
+    with Studio(settings.studio_url, settings.studio_api_key.reveal()) as studio:
+        return start_run(connection, queue, Contexts(settings, connection), studio, project_id, True,
+                         settings.chunk_size)
+
+
+def _follow(connection, run: dict, restart) -> dict:
+    with tqdm(total=run["total"], unit="task", desc="pre-labeling") as bar:
         while True:
-            status = run_status(connection, run_id)
-            bar.n = status["finished"]
-            bar.set_postfix(failed=status["failed"], tokens=status["prompt_tokens"] + status["completion_tokens"],
-                            eta=f"{status['eta_s']:.0f}s", refresh=False)
-            bar.refresh()
-            if status["state"] == "finished" and outbox.size(connection, project_id) == 0 \
-                    and not connection.exists(outbox.pending_key(project_id)):
-                return status
+            try:
+                status = run_status(connection, run["run_id"])
+                if not status:  # Redis answers but lost the run
+                    run = restart()
+                    bar.reset(total=run["total"])
+                    continue
+                bar.n = status["finished"]
+                bar.set_postfix(failed=status["failed"], eta=f"{status['eta_s']:.0f}s",
+                                tokens=status["prompt_tokens"] + status["completion_tokens"], refresh=False)
+                bar.refresh()
+                if status["state"] == "finished" and _written(connection, run["project_id"]):
+                    return status
+            except redis.ConnectionError:
+                pass  # Redis is restarting: keep asking
             time.sleep(0.5)
+
+
+def _written(connection, project_id: int) -> bool:
+    """Nothing waits in the project's write-back queue and no flush is pending."""
+    return outbox.size(connection, project_id) == 0 and not connection.exists(outbox.pending_key(project_id))

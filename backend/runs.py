@@ -10,6 +10,7 @@ from rq import Queue
 
 from . import dispatch, store
 from .labeling.errors import MissingText
+from .demonstrations import read_project
 from .projects import Contexts, register
 from .studio import Studio
 
@@ -23,8 +24,8 @@ def _key(run_id: str) -> str:
 
 
 def pending_tasks(studio: Studio, project_id: int, model_version: str, missing: bool) -> dict[int, dict]:
-    """Task id -> data of the tasks to label: all, or those without a prediction of this model_version."""
-    tasks = {int(t["id"]): t.get("data") or {} for t in studio.tasks(project_id)}
+    """Task id -> data of the unannotated tasks to label: all, or those without a prediction of this version."""
+    tasks = {int(t["id"]): t.get("data") or {} for t in studio.tasks(project_id) if not t.get("total_annotations")}
     if missing and tasks:
         done = studio.predicted_task_ids(project_id, model_version)
         tasks = {t: d for t, d in tasks.items() if t not in done}
@@ -36,6 +37,9 @@ def start_run(connection: redis.Redis, queue: Queue, contexts: Contexts, studio:
     """Register the project from Label Studio, find the tasks to label and enqueue them; returns the run."""
     project = studio.project(project_id)
     register(connection, project_id, project["label_config"], studio_url=studio.url)
+    record = store.load_project(connection, project_id)
+    if not record.synced_at:  # first run, or Redis lost the demonstrations: read them before labeling
+        read_project(connection, contexts.settings, contexts.get(project_id).spec, studio, project_id)
     context = contexts.get(project_id)
     tasks = pending_tasks(studio, project_id, context.model_version, missing)
     labelable = {}
@@ -58,12 +62,14 @@ def start_run(connection: redis.Redis, queue: Queue, contexts: Contexts, studio:
         pipe.execute()
     if labelable:
         request = dispatch.LabelRequest(project_id, labelable, waiter=False, run_id=run_id)
-        dispatch.submit(connection, queue, request, chunk_size)
+        dispatch.submit(connection, queue, request, chunk_size, contexts.settings.job_timeout)
     return run_status(connection, run_id)
 
 
 def record_progress(connection: redis.Redis, run_id: str, messages: list[dict]) -> None:
     """Add a finished chunk's figures to its run (atomic across workers)."""
+    if not connection.exists(_key(run_id)):
+        return  # Redis lost the run: counters alone would make a run without a total
     with connection.pipeline(transaction=False) as pipe:
         pipe.hincrby(_key(run_id), "done", sum(1 for m in messages if m.get("result")))
         pipe.hincrby(_key(run_id), "failed", sum(1 for m in messages if not m.get("result")))
@@ -74,15 +80,15 @@ def record_progress(connection: redis.Redis, run_id: str, messages: list[dict]) 
 
 
 def record_written(connection: redis.Redis, run_id: str, count: int) -> None:
-    if run_id and count:
+    if run_id and count and connection.exists(_key(run_id)):
         connection.hincrby(_key(run_id), "written_back", count)
 
 
 def run_status(connection: redis.Redis, run_id: str) -> dict:
     """Counts, rate and ETA of a run; {} if Redis no longer knows it."""
     raw = {k.decode(): v.decode() for k, v in connection.hgetall(_key(run_id)).items()}
-    if not raw:
-        return {}
+    if "total" not in raw or "started" not in raw:
+        return {}  # unknown, or only counters written after Redis lost the run
     status = {k: (int(v) if k in COUNTERS + ("total", "project_id") else v) for k, v in raw.items()}
     finished = status["done"] + status["failed"]
     elapsed = max(time.time() - float(status["started"]), 1e-6)

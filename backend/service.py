@@ -115,7 +115,7 @@ class Service:
 
     def _ask_workers(self, context: ProjectContext, tasks: dict[int, dict]) -> tuple[dict[int, dict], bool]:
         request = dispatch.LabelRequest(context.project_id, tasks)
-        dispatch.submit(self.connection, self.queue, request, self.settings.chunk_size)
+        dispatch.submit(self.connection, self.queue, request, self.settings.chunk_size, self.settings.job_timeout)
         deadline = time.time() + self.settings.predict_deadline
         outcomes, abandoned = dispatch.gather(self.connection, request.request_id, len(tasks), deadline)
         if abandoned:

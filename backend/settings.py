@@ -68,6 +68,9 @@ class Settings:
     predict_deadline: float = _num("PREDICT_DEADLINE", 80.0, float, help="seconds /predict waits for workers; keep below Label Studio's ML_TIMEOUT_PREDICT (100); later tasks are written back")
     setup_wait: float = _num("SETUP_WAIT", 2.0, float, help="seconds /setup waits for a first read of the project's annotations (Label Studio allows 3)")
     worker_maintenance: int = _num("WORKER_MAINTENANCE", 30, int, help="seconds between a worker's checks for jobs abandoned by a killed worker")
+    job_timeout: int = _num("JOB_TIMEOUT", 300, int, help="seconds one labeling job (a chunk of tasks) may run; a killed worker's job is re-run about a minute after this")
+    rate_limit_rpm: int = _num("RATE_LIMIT_RPM", 0, int, help="LLM requests per minute for all workers together (0: no limit)")
+    rate_limit_tpm: int = _num("RATE_LIMIT_TPM", 0, int, help="LLM tokens per minute for all workers together, estimated before sending (0: no limit)")
     chunk_size: int = _num("JOB_CHUNK_SIZE", 8, int, help="tasks per RQ job")
     cache_ttl: int = _num("CACHE_TTL", 2592000, int, help="seconds a cached prediction is kept")
     cache_max_entries: int = _num("CACHE_MAX_ENTRIES", 1000000, int, help="cached predictions kept at most (oldest dropped first)")
@@ -100,12 +103,15 @@ class Settings:
     def check(self) -> None:
         if self.answer_mode not in MODES:
             raise SettingsError(f"LLM_ANSWER_MODE must be one of {list(MODES)}, got {self.answer_mode!r}")
-        for name in ("timeout", "concurrency", "predict_deadline", "chunk_size", "web_workers", "web_threads"):
+        for name in ("timeout", "concurrency", "predict_deadline", "chunk_size", "web_workers", "web_threads",
+                     "job_timeout"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{self.env_name(name)} must be positive, got {getattr(self, name)!r}")
         if not (self.version_policy in ("change", "training") or _every_n(self.version_policy)):
             raise SettingsError("MODEL_VERSION_POLICY must be change, training or every:N (N >= 1), "
                                 f"got {self.version_policy!r}")
+        if self.rate_limit_rpm < 0 or self.rate_limit_tpm < 0:
+            raise SettingsError("RATE_LIMIT_RPM and RATE_LIMIT_TPM must be 0 (off) or positive")
         if self.basic_auth_user and not self.basic_auth_pass:
             raise SettingsError("BASIC_AUTH_USER is set but BASIC_AUTH_PASS is empty: set both or neither")
         if self.selection not in STRATEGIES:

@@ -13,6 +13,25 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 
+# An idle worker blocks in dequeue for worker_ttl - 15 s and runs maintenance (the re-queueing of jobs
+# abandoned by killed workers) only between dequeues: a short TTL keeps that check frequent.
+WORKER_TTL = 30
+HEARTBEAT_SLACK_S = 15
+
+
+class FewshotWorker(SimpleWorker):
+    """SimpleWorker whose job heartbeat lasts the job's timeout plus a short slack instead of a minute.
+
+    A job in this process cannot outlive its timeout (the death penalty stops it), so once that
+    heartbeat expires the job's worker is dead and maintenance may re-queue the job at once.
+    """
+
+    def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
+        if job.timeout is None or job.timeout < 0:
+            return super().get_heartbeat_ttl(job, working_time)
+        return int(job.timeout) + HEARTBEAT_SLACK_S
+
+
 def run_worker(settings: Settings, burst: bool = False) -> int:
     """Run until stopped (or, with burst, until the queue is empty).
 
@@ -27,7 +46,8 @@ def run_worker(settings: Settings, burst: bool = False) -> int:
         log.error("Redis is unreachable at %s: start it or set REDIS_URL", settings.redis_url.split("@")[-1])
         return 1
     queue = Queue(settings.queue_name, connection=connection)
-    worker = SimpleWorker([queue], connection=connection, maintenance_interval=settings.worker_maintenance)
+    worker = FewshotWorker([queue], connection=connection, maintenance_interval=settings.worker_maintenance,
+                           worker_ttl=WORKER_TTL)
     log.info("worker %s listening on queue %r", worker.name, settings.queue_name)
     worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level.upper())
     return 0

@@ -14,6 +14,8 @@ from backend.llm import LLMClient
 from backend.ratelimit import RateLimiter, RateLimitTimeout, estimate_tokens, limiter_name
 from tests.conftest import REPO, llm_settings
 
+pytestmark = pytest.mark.timeout(60)  # a broken limiter may wait forever
+
 
 def micros(seconds: float) -> int:
     return round(seconds * 1_000_000)
@@ -49,7 +51,7 @@ def test_rpm_holds_in_every_window_and_paces_the_excess(redis_conn):
     assert most_in_window([micros(t) for t in returned], micros(2.0 - 0.1)) <= 5
     assert elapsed >= (12 / 5 - 1) * 2.0 - 0.1
     assert elapsed < 3 * 2.0 + 1.0  # three batches: at 0, 2 and 4 s
-    assert waits[:5] == [0.0] * 5 and all(w > 1.5 for w in waits[5:])
+    assert waits[:5] == [0.0] * 5 and waits[5] > 1.5  # the sixth waits for the first to leave
 
 
 def test_tpm_alone_limits_tokens_not_requests(redis_conn):
@@ -114,7 +116,7 @@ print(json.dumps(stamps))
 
 
 def test_processes_sharing_a_name_share_one_budget(redis_conn, redis_url):
-    start_at = time.time() + 1.5  # every process contends from the same moment
+    start_at = time.time() + 1.0  # every process contends from the same moment
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, redis_url, "shared", str(start_at), "5"],
                               cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
                               stdout=subprocess.PIPE, text=True) for _ in range(4)]

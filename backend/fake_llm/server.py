@@ -27,7 +27,7 @@ LOG_PREFIX = "[FAKE LLM STAND-IN]"
 FINGERPRINT = "fake-llm-stand-in"
 STAND_IN_HEADER = "X-Fake-LLM"
 DEFAULT_MODEL = "fake-llm"
-HOST = "127.0.0.1"  # test equipment: never reachable from other machines
+HOST = "127.0.0.1"  # test equipment: loopback unless --host says otherwise (the compose demo network)
 REQUEST_LOG_SIZE = 5000
 WINDOWS_S = (1, 10, 60)
 MODEL_PATHS = ("/v1/chat/completions", "/v1/completions")
@@ -522,8 +522,9 @@ class FakeServer(ThreadingHTTPServer):
     daemon_threads = True  # a hanging handler must not block close() or interpreter exit
     request_queue_size = 128  # benchmarks open many connections at once
 
-    def __init__(self, state: FakeState, port: int = 0, verbose: bool = False):
-        super().__init__((HOST, port), FakeHandler)
+    def __init__(self, state: FakeState, port: int = 0, verbose: bool = False, host: str = HOST):
+        super().__init__((host, port), FakeHandler)
+        self.host = host
         self.state = state
         self.verbose = verbose
         self._ids = iter(range(1, 1 << 62))
@@ -535,7 +536,8 @@ class FakeServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.server_address[1]}/v1"
+        shown = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{shown}:{self.server_address[1]}/v1"
 
 
 # ------------------------------------------------------------- in-thread API
@@ -683,11 +685,15 @@ def spawn_fake_llm(*, port: int = 0, verbose: bool = False, env: dict | None = N
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m backend.fake_llm",
-        description="Fake OpenAI-compatible LLM STAND-IN for tests, benchmarks and demos (binds 127.0.0.1). "
+        description="Fake OpenAI-compatible LLM STAND-IN for tests, benchmarks and demos (binds 127.0.0.1 "
+                    "unless --host). "
                     "Every knob can also be set by FAKE_LLM_<NAME> env vars, POST /_fake/config, "
                     "URL query parameters or X-Fake-<Name> request headers.")
     parser.add_argument("--port", type=int, default=int(os.environ.get("FAKE_LLM_PORT", "0")),
                         help="port on 127.0.0.1 (0 = a free one; default $FAKE_LLM_PORT or 0)")
+    parser.add_argument("--host", default=HOST,
+                        help="address to bind (default 127.0.0.1; 0.0.0.0 only on a private network such as "
+                             "the compose demo)")
     parser.add_argument("--quiet", action="store_true", help="do not log each request to stderr")
     for name, (kind, default) in KNOBS.items():
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, metavar=kind.__name__.upper(),
@@ -704,7 +710,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"bad knob: {error}")
         return 2
     state = FakeState(knobs)
-    server = FakeServer(state, args.port, verbose=not args.quiet)
+    server = FakeServer(state, args.port, verbose=not args.quiet, host=args.host)
     print(banner(server.url), flush=True)  # the one stdout line; parents read the port from it
     signal.signal(signal.SIGTERM, _interrupt)
     try:
