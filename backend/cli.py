@@ -40,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     label.add_argument("--mode", choices=("json", "logprobs", "text"), help="answer mode (default LLM_ANSWER_MODE)")
     label.add_argument("--model", help="model name (default LLM_MODEL)")
     label.add_argument("--template", help="demonstration template (default PROMPT_TEMPLATE)")
+    label.add_argument("--redis-url", help="label through the rq workers listening on this Redis "
+                       "(every worker machine helps; without it, labeling runs in this process)")
     label.add_argument("--no-progress", action="store_true", help="no progress bar")
     label.add_argument("--summary-json", type=Path, help="also write the run summary as JSON here")
     label.set_defaults(handler=_label)
@@ -92,12 +94,34 @@ def _label(args) -> int:
     shots = f"{len(labeler.examples)} demonstrations" if labeler.examples else "no demonstrations (zero-shot)"
     print(f"labeling {args.input} with {shots}, model {settings.model}, "
           f"mode {labeler.prompt.mode}, model_version {labeler.model_version}", file=sys.stderr)
-    summary = label_file(labeler, args.input, args.output, settings.concurrency, progress=not args.no_progress)
+    if args.redis_url:
+        summary = _label_with_workers(args, settings, spec, examples, labeler)
+    else:
+        summary = label_file(labeler, args.input, args.output, settings.concurrency, progress=not args.no_progress)
     for line in summary.lines():
         print(line)
     if args.summary_json:
         args.summary_json.write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
     return 0 if summary.failed == 0 else 1
+
+
+def _label_with_workers(args, settings, spec, examples, labeler):
+    from . import store
+    from .filelabel import label_file
+    from .remote_label import WorkerLabeling
+
+    connection = store.connect(args.redis_url)
+    if not store.ping(connection):
+        raise LabelingError(f"Redis is unreachable at {args.redis_url.split('@')[-1]}")
+    options = {k: v for k, v in (("mode", args.mode), ("model", args.model), ("template", args.template)) if v}
+    remote = WorkerLabeling(settings, connection, spec.config, labeler.examples, options)
+    try:
+        if not remote.workers():
+            print("warning: no worker listens on the queue yet; start `fewshot-prelabel worker`", file=sys.stderr)
+        return label_file(labeler, args.input, args.output, settings.concurrency, progress=not args.no_progress,
+                          label_items=remote)
+    finally:
+        remote.close()
 
 
 def _serve(args) -> int:

@@ -75,23 +75,30 @@ def gather(connection: redis.Redis, request_id: str, expected: int, deadline: fl
     At the deadline the request is marked abandoned first and the list drained after, so an outcome
     pushed at any moment is seen either here or by the worker's abandoned check (or both: see claims).
     """
-    done_key = request_key(request_id, "done")
-    outcomes: dict[int, dict] = {}
-    while len(outcomes) < expected:
-        remaining = deadline - time.time()
-        if remaining <= 0:
-            break
-        popped = connection.blpop([done_key], timeout=min(remaining, 1.0))
-        if popped:
-            message = json.loads(popped[1])
-            outcomes[int(message["task"])] = message
+    outcomes = {int(m["task"]): m for m in stream(connection, request_id, expected, deadline)}
     abandoned = len(outcomes) < expected
     if abandoned:
         connection.hset(request_key(request_id), "abandoned", 1)
-        for raw in connection.lpop(done_key, 10_000) or []:
+        for raw in connection.lpop(request_key(request_id, "done"), 10_000) or []:
             message = json.loads(raw)
             outcomes[int(message["task"])] = message
     return outcomes, abandoned
+
+
+def stream(connection: redis.Redis, request_id: str, expected: int, deadline: float):
+    """Yield outcome messages as workers push them, until `expected` distinct tasks or the deadline."""
+    done_key = request_key(request_id, "done")
+    seen: set[int] = set()
+    while len(seen) < expected:
+        remaining = deadline - time.time()
+        if remaining <= 0:
+            return
+        popped = connection.blpop([done_key], timeout=min(remaining, 1.0))
+        if popped:
+            message = json.loads(popped[1])
+            if int(message["task"]) not in seen:  # a retried job pushes its tasks again
+                seen.add(int(message["task"]))
+                yield message
 
 
 def push_outcome(connection: redis.Redis, request_id: str, message: dict) -> None:

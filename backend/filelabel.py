@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 from tqdm import tqdm
 
@@ -16,6 +17,7 @@ from .labeling.errors import LabelingError
 from .labeling.prompt import stable_hash
 
 
+LabelItems = Callable[[Iterable[tuple[str, dict]]], Iterator[tuple[str, Outcome]]]
 OUTPUT_FIELDS = ("label", "score", "model_version", "error", "input_label")
 
 
@@ -86,14 +88,14 @@ def row_data(row: dict) -> dict:
     return row["data"] if isinstance(row.get("data"), dict) else row
 
 
-def output_row(row: dict, outcome: Outcome, labeler: Labeler) -> dict:
+def output_row(row: dict, outcome: Outcome, multiple: bool) -> dict:
     out = dict(row)
     if "label" in row:  # the input's own label (gold, say) is kept beside the model's
         out["input_label"] = out.pop("label")
     labels = outcome.labels
-    out["label"] = (list(labels) if labeler.spec.multiple else labels[0]) if labels else None
+    out["label"] = (list(labels) if multiple else labels[0]) if labels else None
     out["score"] = None if outcome.score is None else round(outcome.score, 6)
-    out["model_version"] = labeler.model_version
+    out["model_version"] = outcome.model_version
     if outcome.error:
         out["error"] = f"{outcome.error}: {outcome.detail}"
     else:
@@ -126,8 +128,13 @@ def _partial(output: Path) -> Path:
 
 
 def label_file(labeler: Labeler, input_path: Path, output_path: Path, concurrency: int,
-               progress: bool = True) -> RunSummary:
-    """Label every row not yet labeled in the output; the output ends in input order."""
+               progress: bool = True, label_items: LabelItems | None = None) -> RunSummary:
+    """Label every row not yet labeled in the output; the output ends in input order.
+
+    `label_items` turns (key, task data) pairs into (key, Outcome) pairs; the default labels them in this
+    process with bounded concurrency, `backend.remote_label` hands them to the rq workers.
+    """
+    label_items = label_items or (lambda items: label_many(labeler, items, concurrency))
     started = time.monotonic()
     rows = read_rows(input_path)
     done = _done_rows(output_path)
@@ -139,8 +146,8 @@ def label_file(labeler: Labeler, input_path: Path, output_path: Path, concurrenc
     # Results go to a side file as they arrive, so a crash mid-run keeps them for the next run.
     with open(partial, "a", encoding="utf-8") as sink, \
             tqdm(total=len(todo), disable=not progress, unit="row", desc="labeling") as bar:
-        for key, outcome in label_many(labeler, ((k, row_data(r)) for k, r in todo), concurrency):
-            result = output_row(by_key[key], outcome, labeler)
+        for key, outcome in label_items((k, row_data(r)) for k, r in todo):
+            result = output_row(by_key[key], outcome, labeler.spec.multiple)
             sink.write(json.dumps(result, ensure_ascii=False) + "\n")
             sink.flush()
             done[key] = result

@@ -108,7 +108,7 @@ def _label_one(state: WorkerState, context: ProjectContext, task_id: int, data: 
                        requests=outcome.requests)
     else:
         message["cached"] = True
-    return {**message, **context.prediction(cached)}
+    return {**message, "labels": cached.get("labels"), **context.prediction(cached)}
 
 
 def _record_failures(connection: redis.Redis, project_id: int, messages: list[dict]) -> None:

@@ -30,6 +30,7 @@ class Outcome:
     requests: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    model_version: str = ""
     distribution: dict[str, float] | None = field(default=None, repr=False)
 
     @property
@@ -72,7 +73,7 @@ class Labeler:
 
     def ask(self, request: dict) -> Outcome:
         """Send a request built by `request` and read the answer into an Outcome."""
-        outcome = Outcome()
+        outcome = Outcome(model_version=self.model_version)
         for _ in range(self.settings.answer_retries + 1):
             try:
                 reply = self.client.chat(request)
@@ -96,7 +97,7 @@ class Labeler:
         try:
             text = self.spec.text_of(data)
         except MissingText as exc:
-            return Outcome(error="no_text", detail=str(exc))
+            return Outcome(error="no_text", detail=str(exc), model_version=self.model_version)
         return self.label_text(text)
 
     def _read(self, content: str, tokens, outcome: Outcome) -> None:

@@ -85,6 +85,12 @@ def save_project_fields(connection: redis.Redis, project_id: int, **fields) -> N
         connection.sadd(f"{PREFIX}:projects", project_id)
 
 
+def forget_project(connection: redis.Redis, project_id: int) -> None:
+    """Remove a project's registry entry and demonstrations (file runs clean up after themselves)."""
+    connection.delete(_project_key(project_id), _demos_key(project_id, "live"), _demos_key(project_id, "active"))
+    connection.srem(f"{PREFIX}:projects", project_id)
+
+
 def project_ids(connection: redis.Redis) -> list[int]:
     return sorted(int(p) for p in connection.smembers(f"{PREFIX}:projects"))
 

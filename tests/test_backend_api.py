@@ -210,3 +210,16 @@ def test_basic_auth_guards_every_endpoint_and_the_webhook_takes_a_secret_header(
     assert client.post("/webhook", json=event, headers={"X-Webhook-Secret": "hook-key"}).status_code == 201
     assert client.post("/webhook", json=event, headers=basic("ls", "s3cret-pass")).status_code == 201
     assert "s3cret-pass" not in client.get("/health", headers=basic("ls", "s3cret-pass")).get_data(as_text=True)
+
+
+def test_status_shows_each_projects_demonstrations_failures_and_runs(client, stack):
+    client.post("/setup", json={"project": "1.1", "schema": SENTIMENT_CONFIG})
+    annotate(client, 5, "Zed is gloomy.", "negative", 50)
+    stack["fake"].configure(rate_out_of_set=1.0)
+    predict(client, ["Lisa is happy."])
+    body = client.get("/status?project=1").get_json()
+    project = body["projects"][0]
+    assert project["project_id"] == 1 and project["demonstrations"] == {"live": 1, "active": 1}
+    assert project["failed_tasks"] == 1 and project["failures"]["100"]["error"] == "out_of_set"
+    assert project["model_version"].startswith("fsp-") and body["workers"] >= 1
+    assert client.get("/status?project=abc").status_code == 400

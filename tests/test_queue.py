@@ -1,0 +1,124 @@
+"""Label requests through real rq worker processes on a real Redis: file runs, shared rate limits, the cache."""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from backend import cache
+from backend.cli import main
+from backend.fake_llm import spawn_fake_llm
+from backend.processes import spawn, start_workers, stop_all
+from backend.runs import record_progress, run_status
+from tests.conftest import SEEDS, clean_redis, stack_env, wait_for_workers
+
+SUPPORT = SEEDS / "support"
+
+
+def support_rows():
+    return [json.loads(line) for line in (SUPPORT / "tasks.jsonl").read_text().splitlines()]
+
+
+def run_label(tmp_path, rows, redis_url=None, name="out"):
+    source = tmp_path / f"{name}-in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / f"{name}.jsonl"
+    argv = ["label", "--config", str(SUPPORT / "config.xml"), "--seeds", str(SUPPORT), "--input", str(source),
+            "--output", str(out), "--no-progress"]
+    code = main(argv + (["--redis-url", redis_url] if redis_url else []))
+    return code, [json.loads(line) for line in out.read_text().splitlines()]
+
+
+@pytest.fixture
+def fake():
+    server = spawn_fake_llm()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def client_env(fake, redis_url, monkeypatch):
+    for key, value in stack_env(redis_url, fake.url).items():
+        if key in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "LLM_MODEL", "QUEUE_NAME"):
+            monkeypatch.setenv(key, value)
+    clean_redis(redis_url)
+    return fake
+
+
+def test_the_label_command_uses_the_workers_when_given_a_redis_url(client_env, redis_url, logs_dir, tmp_path):
+    workers = start_workers(2, logs_dir, stack_env(redis_url, client_env.url), prefix="file-worker")
+    try:
+        wait_for_workers(redis_url, 2)
+        code, local = run_label(tmp_path, support_rows(), name="local")
+        local_calls = client_env.stats()["requests"]
+        code_remote, remote = run_label(tmp_path, support_rows(), redis_url=redis_url, name="remote")
+    finally:
+        stop_all(workers)
+    assert code == 0 and code_remote == 0
+    assert [r["label"] for r in remote] == [r["label"] for r in local]
+    assert all(r["model_version"].startswith("fsp-") and 0 < r["score"] <= 1 for r in remote)
+    served = {r["body"]["messages"][-1]["content"] for r in client_env.requests()[local_calls:]}
+    assert len(served) == len(support_rows())  # the workers asked the model, not this process
+    import redis as redis_lib
+
+    assert not [k for k in redis_lib.Redis.from_url(redis_url).scan_iter("fsp:project:2*")]  # cleaned up
+
+
+def test_a_plain_rq_worker_on_the_same_queue_works_too(client_env, redis_url, logs_dir, tmp_path):
+    rq = Path(sys.executable).with_name("rq")
+    env = stack_env(redis_url, client_env.url)
+    worker = spawn("plain-rq-worker", [str(rq), "worker", env["QUEUE_NAME"], "--url", redis_url, "--with-scheduler"],
+                   logs_dir, env)
+    try:
+        wait_for_workers(redis_url, 1)
+        code, rows = run_label(tmp_path, support_rows()[:6], redis_url=redis_url)
+    finally:
+        worker.stop()
+    assert code == 0 and all(r["label"] for r in rows)
+
+
+def test_four_workers_share_one_requests_per_minute_limit(client_env, redis_url, logs_dir, tmp_path):
+    limit = 10
+    env = stack_env(redis_url, client_env.url, RATE_LIMIT_RPM=limit, LABEL_CONCURRENCY=4, JOB_CHUNK_SIZE=2)
+    workers = start_workers(4, logs_dir, env, prefix="limited-worker")
+    try:
+        wait_for_workers(redis_url, 4)
+        rows = [{"ticket": f"{r['ticket']} (#{i})"} for i, r in enumerate(support_rows()[:14])]
+        started = time.time()
+        code, out = run_label(tmp_path, rows, redis_url=redis_url)
+        elapsed = time.time() - started
+    finally:
+        stop_all(workers)
+    stats = client_env.stats()
+    assert code == 0 and len(out) == 14 and all(r["label"] for r in out)
+    assert stats["requests"] == 14
+    assert stats["max_in_window"]["60"] <= limit, stats["max_in_window"]
+    assert elapsed >= 55  # the 11th request had to wait for the first minute to pass
+
+
+def test_the_prediction_cache_keeps_at_most_its_bound(redis_conn):
+    for n in range(5):
+        cache.put(redis_conn, f"key-{n}", {"labels": ["a"], "score": n / 10}, ttl=60, max_entries=3)
+        time.sleep(0.002)
+    values = cache.get_many(redis_conn, [f"key-{n}" for n in range(5)])
+    assert values[:2] == [None, None] and [v["score"] for v in values[2:]] == [0.2, 0.3, 0.4]
+    assert cache.size(redis_conn) == 3
+    assert 0 < redis_conn.ttl("fsp:cache:key-4") <= 60
+
+
+def test_run_status_counts_rate_and_eta(redis_conn):
+    redis_conn.hset("fsp:run:r1", mapping={"run_id": "r1", "project_id": 5, "model_version": "fsp-x", "total": 10,
+                                           "started": time.time() - 4, "mode": "missing", "done": 0, "failed": 0,
+                                           "cached": 0, "requests": 0, "prompt_tokens": 0, "completion_tokens": 0,
+                                           "written_back": 0})
+    record_progress(redis_conn, "r1", [{"result": [1], "requests": 1, "prompt_tokens": 50, "completion_tokens": 5},
+                                       {"result": None, "requests": 2}, {"result": [1], "cached": True}])
+    status = run_status(redis_conn, "r1")
+    assert (status["done"], status["failed"], status["cached"], status["requests"]) == (2, 1, 1, 3)
+    assert status["prompt_tokens"] == 50 and status["state"] == "running"
+    assert status["tasks_per_s"] == pytest.approx(0.75, rel=0.2) and status["eta_s"] == pytest.approx(9.3, rel=0.2)
+    record_progress(redis_conn, "gone", [{"result": [1]}])
+    assert run_status(redis_conn, "gone") == {}
