@@ -14,6 +14,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 test: $(VENV)/.installed
+	$(VENV)/bin/ruff check backend tests benchmarks
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: $(VENV)/.installed

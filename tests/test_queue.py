@@ -1,7 +1,6 @@
 """Label requests through real rq worker processes on a real Redis: file runs, shared rate limits, the cache."""
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
