@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
@@ -77,38 +77,49 @@ def label_tasks(request_id: str, project_id: int, task_ids: list[int]) -> dict:
 
 
 def label_chunk(state: WorkerState, context: ProjectContext, data: dict[int, dict], request_id: str) -> list[dict]:
-    """Outcome messages for each task, served from the cache where the same request was answered before."""
-    settings = state.settings
-    with ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="llm") as pool:
-        futures = [pool.submit(_label_one, state, context, task_id, task_data) for task_id, task_data in data.items()]
-        messages = []
-        for future in futures:
-            message = future.result()
-            dispatch.push_outcome(state.connection, request_id, message)
-            messages.append(message)
+    """Outcome messages for each task, pushed as they finish; cache hits first, misses in batches."""
+    messages: list[dict] = []
+
+    def emit(message: dict) -> None:
+        dispatch.push_outcome(state.connection, request_id, message)
+        messages.append(message)
+
+    base = {"model_version": context.model_version, "result": None, "score": None}
+    misses: dict[int, tuple[str, str]] = {}
+    for task_id, task_data in data.items():
+        try:
+            text = context.spec.text_of(task_data)
+        except MissingText as exc:
+            emit({**base, "task": task_id, "error": "no_text", "detail": str(exc)})
+            continue
+        misses[task_id] = (text, request_key(context.labeler.request(text)))
+    hits = cache.get_many(state.connection, [key for _, key in misses.values()])
+    for task_id, cached in zip(list(misses), hits):
+        if cached is not None:
+            del misses[task_id]
+            emit({**base, "task": task_id, "cached": True, **_prediction(context, cached)})
+    ids = list(misses)
+    batches = [ids[i:i + context.labeler.batch_size] for i in range(0, len(ids), context.labeler.batch_size)]
+    with ThreadPoolExecutor(max_workers=state.settings.concurrency, thread_name_prefix="llm") as pool:
+        futures = {pool.submit(context.labeler.ask_batch, [misses[t][0] for t in batch]): batch for batch in batches}
+        for future in as_completed(futures):
+            for task_id, outcome in zip(futures[future], future.result()):
+                emit({**base, "task": task_id, **_from_outcome(state, context, outcome, misses[task_id][1])})
     return messages
 
 
-def _label_one(state: WorkerState, context: ProjectContext, task_id: int, data: dict) -> dict:
-    message = {"task": task_id, "model_version": context.model_version, "result": None, "score": None}
-    try:
-        request = context.labeler.request(context.spec.text_of(data))
-    except MissingText as exc:
-        return {**message, "error": "no_text", "detail": str(exc)}
-    key = request_key(request)
-    cached = cache.get_many(state.connection, [key])[0]
-    if cached is None:
-        outcome = context.labeler.ask(request)
-        if not outcome.ok:
-            return {**message, "error": outcome.error, "detail": outcome.detail[:300],
-                    "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens}
-        cached = {"labels": list(outcome.labels), "score": outcome.score}
-        cache.put(state.connection, key, cached, state.settings.cache_ttl, state.settings.cache_max_entries)
-        message.update(prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens,
-                       requests=outcome.requests)
-    else:
-        message["cached"] = True
-    return {**message, "labels": cached.get("labels"), **context.prediction(cached)}
+def _from_outcome(state: WorkerState, context: ProjectContext, outcome, key: str) -> dict:
+    usage = {"requests": outcome.requests, "prompt_tokens": outcome.prompt_tokens,
+             "completion_tokens": outcome.completion_tokens}
+    if not outcome.ok:
+        return {**usage, "error": outcome.error, "detail": outcome.detail[:300]}
+    cached = {"labels": list(outcome.labels), "score": outcome.score}
+    cache.put(state.connection, key, cached, state.settings.cache_ttl, state.settings.cache_max_entries)
+    return {**usage, **_prediction(context, cached)}
+
+
+def _prediction(context: ProjectContext, cached: dict) -> dict:
+    return {"labels": cached.get("labels"), **context.prediction(cached)}
 
 
 def _record_failures(connection: redis.Redis, project_id: int, messages: list[dict]) -> None:

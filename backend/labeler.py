@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Iterable, Iterator
 
-from .labeling.answers import (InvalidAnswer, label_distribution, parse_json_answer, parse_text_answer,
-                               span_confidence)
+from .labeling.answers import (InvalidAnswer, label_distribution, parse_batch_answer, parse_json_answer,
+                               parse_text_answer, span_confidence)
 from .labeling.errors import MissingText
 from .labeling.examples import Example
-from .labeling.prompt import PromptSettings, build_messages, json_schema, model_version, order_examples
+from .labeling.prompt import (PromptSettings, batch_schema, build_batch_messages, build_messages, json_schema,
+                              model_version, order_examples)
 from .labeling.selection import Selector
 from .labeling.spec import LabelingSpec
 from .llm import LLMClient, LLMError
@@ -92,6 +93,61 @@ class Labeler:
                 outcome.error, outcome.detail = exc.kind, exc.detail
         return outcome
 
+    @property
+    def batch_size(self) -> int:
+        """Tasks per request: batches need JSON answers keyed by item, so other modes ask one at a time."""
+        return self.prompt.batch if self.prompt.mode == "json" else 1
+
+    def batch_request(self, texts: list[str]) -> dict:
+        """One request for several texts: their demonstrations merged (each once), then the numbered items."""
+        demonstrations = list(dict.fromkeys(e for text in texts for e in self.selector.select(text)))
+        request = {"model": self.prompt.model,
+                   "messages": build_batch_messages(self.spec, demonstrations, texts, self.prompt),
+                   "max_tokens": self.settings.max_tokens * len(texts),
+                   "response_format": {"type": "json_schema", "json_schema": {
+                       "name": "batch", "strict": True, "schema": batch_schema(self.spec, len(texts))}}}
+        if self.settings.request_logprobs:
+            request["logprobs"] = True
+        return request
+
+    def ask_batch(self, texts: list[str]) -> list[Outcome]:
+        """Label texts with one request; items missing or invalid in the answer are asked again alone."""
+        if len(texts) == 1:
+            return [self.label_text(texts[0])]
+        outcomes = [Outcome(model_version=self.model_version) for _ in texts]
+        try:
+            reply = self.client.chat(self.batch_request(texts))
+            items = parse_batch_answer(reply.content, self.spec, len(texts))
+        except (LLMError, InvalidAnswer):
+            reply, items = None, {}
+        if reply is not None:
+            _share_usage(outcomes, reply)
+        for number, outcome in enumerate(outcomes, start=1):
+            labels = items.get(number)
+            if isinstance(labels, tuple):
+                outcome.labels = labels
+                start = reply.content.find(f'"{number}"')
+                outcome.score = span_confidence(reply.tokens or [], reply.content, list(labels), max(start, 0))
+            else:
+                _merge(outcome, self.label_text(texts[number - 1]))
+        return outcomes
+
+    def label_datas(self, datas: list) -> list[Outcome]:
+        """Label several tasks' data in batches of `batch_size`; a task without text fails alone."""
+        outcomes: list[Outcome | None] = [None] * len(datas)
+        texts = {}
+        for index, data in enumerate(datas):
+            try:
+                texts[index] = self.spec.text_of(data)
+            except MissingText as exc:
+                outcomes[index] = Outcome(error="no_text", detail=str(exc), model_version=self.model_version)
+        indexes = list(texts)
+        for start in range(0, len(indexes), self.batch_size):
+            chunk = indexes[start:start + self.batch_size]
+            for index, outcome in zip(chunk, self.ask_batch([texts[i] for i in chunk])):
+                outcomes[index] = outcome
+        return outcomes
+
     def label_data(self, data) -> Outcome:
         """Label a task's data (the config's data key holds the text)."""
         try:
@@ -113,20 +169,43 @@ class Labeler:
         outcome.score = span_confidence(tokens or [], content, list(labels))
 
 
+def _share_usage(outcomes: list[Outcome], reply) -> None:
+    """A batch request's tokens, split over its items so per-task figures add up to the server's."""
+    count = len(outcomes)
+    for index, outcome in enumerate(outcomes):
+        outcome.requests += reply.attempts if index == 0 else 0
+        outcome.prompt_tokens += reply.prompt_tokens // count + (index < reply.prompt_tokens % count)
+        outcome.completion_tokens += reply.completion_tokens // count + (index < reply.completion_tokens % count)
+
+
+def _merge(outcome: Outcome, alone: Outcome) -> None:
+    """An item asked again alone: its answer, plus what both requests cost."""
+    outcome.labels, outcome.score, outcome.error, outcome.detail = alone.labels, alone.score, alone.error, alone.detail
+    outcome.answer, outcome.distribution = alone.answer, alone.distribution
+    outcome.requests += alone.requests
+    outcome.prompt_tokens += alone.prompt_tokens
+    outcome.completion_tokens += alone.completion_tokens
+
+
 def label_many(labeler: Labeler, items: Iterable[tuple[object, object]], concurrency: int
                ) -> Iterator[tuple[object, Outcome]]:
     """Label (key, data) pairs with at most `concurrency` requests in flight; yields as they finish.
 
-    Items are submitted in a bounded window so a million-row input never sits in memory as futures.
+    Items go out in batches of the labeler's batch size, submitted in a bounded window so a million-row
+    input never sits in memory as futures.
     """
     items = iter(items)
+    size = labeler.batch_size
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="label") as pool:
         pending: dict = {}
         while True:
-            for key, data in islice(items, max(0, 2 * concurrency - len(pending))):
-                pending[pool.submit(labeler.label_data, data)] = key
+            while len(pending) < 2 * concurrency:
+                batch = list(islice(items, size))
+                if not batch:
+                    break
+                pending[pool.submit(labeler.label_datas, [data for _, data in batch])] = [key for key, _ in batch]
             if not pending:
                 return
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
-                yield pending.pop(future), future.result()
+                yield from zip(pending.pop(future), future.result())

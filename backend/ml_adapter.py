@@ -124,7 +124,14 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     _route(app, "/metrics", "metrics", ["GET"], lambda: _reply(service.metrics()))
     _route(app, "/status", "status", ["GET"], lambda: _reply(service.status(request.args.get("project"))))
     _route(app, "/is_training", "_is_training", ["GET"], lambda: _reply({"is_training": False}))
-    app.before_request_funcs.setdefault(None, []).insert(0, lambda: _authorize(settings))
+    # label-studio-ml has one module-level Flask app: replace (never stack) our hook when an app is made again.
+    hooks = [f for f in app.before_request_funcs.setdefault(None, []) if not getattr(f, "fewshot_auth", False)]
+
+    def authorize():
+        return _authorize(settings)
+
+    authorize.fewshot_auth = True
+    app.before_request_funcs[None] = [authorize, *hooks]
     _error_handlers(app)
     return app
 

@@ -17,6 +17,7 @@ OPTIONS = {
     "template": (str, "demonstration template with {text} and ending in {label} (PROMPT_TEMPLATE)"),
     "selection": (str, f"demonstration selection, one of {list(STRATEGIES)} (DEMO_SELECTION)"),
     "k": (int, "k of first-k, balanced-k and nearest-k (DEMO_K)"),
+    "batch": (int, "tasks answered by one request, json mode only (BATCH_SIZE)"),
 }
 
 
@@ -55,6 +56,7 @@ def prompt_for(settings: Settings, options: dict) -> PromptSettings:
         check_template(template)
         return PromptSettings(model=options.get("model", settings.model),
                               mode=options.get("mode", settings.answer_mode), template=template,
-                              instruction=options.get("instruction", settings.instruction), selection=selection)
+                              instruction=options.get("instruction", settings.instruction), selection=selection,
+                              batch=options.get("batch", settings.batch_size))
     except (ValueError, BadTemplate) as exc:
         raise BadOptions(str(exc)) from exc

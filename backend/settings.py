@@ -57,6 +57,7 @@ class Settings:
     instruction: str = _env("PROMPT_INSTRUCTION", help="extra task instruction placed first in the system message")
     selection: str = _env("DEMO_SELECTION", "all", help="which demonstrations a prompt gets: all, first-k, balanced-k (k per label) or nearest-k (TF-IDF)")
     selection_k: int = _num("DEMO_K", 8, int, help="k of first-k, balanced-k and nearest-k")
+    batch_size: int = _num("BATCH_SIZE", 1, int, help="tasks answered by one LLM request (json mode; items missing or invalid in the answer are asked again alone)")
     seeds_path: str = _env("SEEDS_PATH", help="seed files or directories (os.pathsep-separated) added to every project's demonstrations")
     concurrency: int = _num("LABEL_CONCURRENCY", 8, int, help="LLM requests in flight at once in one process")
     log_level: str = _env("LOG_LEVEL", "INFO", help="DEBUG, INFO, WARNING or ERROR")

@@ -218,6 +218,7 @@ def test_status_shows_each_projects_demonstrations_failures_and_runs(client, sta
     stack["fake"].configure(rate_out_of_set=1.0)
     predict(client, ["Lisa is happy."])
     body = client.get("/status?project=1").get_json()
+    assert "projects" in body, body
     project = body["projects"][0]
     assert project["project_id"] == 1 and project["demonstrations"] == {"live": 1, "active": 1}
     assert project["failed_tasks"] == 1 and project["failures"]["100"]["error"] == "out_of_set"

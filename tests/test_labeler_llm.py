@@ -122,3 +122,39 @@ def test_a_prompt_without_its_demonstrations_is_detectably_worse(fake_llm):
     with_demos = accuracy(labeler_for(fake_llm, spec, examples), queries)
     without = accuracy(labeler_for(fake_llm, spec, []), queries)
     assert with_demos > without + 0.2, (with_demos, without)
+
+
+def test_a_batch_request_answers_every_item_like_single_requests(fake_llm):
+    texts = [f"{name} is {mood}." for name, mood in [("Lisa", "happy"), ("Bob", "angry"), ("Kim", "excited"),
+                                                      ("Ned", "sad"), ("Oli", "happy"), ("Pia", "angry")]]
+    single = [labeler_for(fake_llm).label_text(t).labels for t in texts]
+    fake_llm.reset()
+    batched = labeler_for(fake_llm, batch_size=6)
+    outcomes = batched.ask_batch(texts)
+    assert [o.labels for o in outcomes] == single
+    assert fake_llm.stats()["requests"] == 1
+    body = fake_llm.requests()[0]["body"]
+    assert body["messages"][-1]["content"].count("[item ") == 6
+    assert sorted(body["response_format"]["json_schema"]["schema"]["properties"]["items"]["required"]) == \
+        [str(n) for n in range(1, 7)]
+    assert sum(o.prompt_tokens for o in outcomes) == fake_llm.stats()["prompt_tokens"]
+    assert all(o.score is not None for o in outcomes)
+
+
+def test_items_missing_from_a_batch_answer_are_asked_again_alone(fake_llm):
+    fake_llm.configure(batch_drop=2)
+    outcomes = labeler_for(fake_llm, batch_size=5).ask_batch([f"Kid {i} is happy." for i in range(5)])
+    assert all(o.labels == ("positive",) for o in outcomes)
+    assert fake_llm.stats()["requests"] == 1 + 2
+    assert [o.requests for o in outcomes] == [1, 0, 0, 1, 1]
+
+
+def test_an_out_of_set_batch_never_emits_a_label(fake_llm):
+    fake_llm.configure(rate_out_of_set=1.0)
+    outcomes = labeler_for(fake_llm, batch_size=4).ask_batch([f"Kid {i} is happy." for i in range(4)])
+    assert all(o.labels is None and o.error == "out_of_set" for o in outcomes)
+
+
+def test_batches_apply_to_json_mode_only(fake_llm):
+    assert labeler_for(fake_llm, batch_size=8).batch_size == 8
+    assert labeler_for(fake_llm, batch_size=8, answer_mode="logprobs").batch_size == 1

@@ -338,6 +338,13 @@ def _batch_answer(prompt, labels, items, bias_last) -> Answer:
     return Answer(dumps({"items": values}), slots, "batch")
 
 
+def drop_batch_items(answer: Answer, count: int) -> Answer:
+    """The batch answer without its last `count` items (a model that skipped some)."""
+    items = json.loads(answer.content)["items"]
+    kept = dict(list(items.items())[:max(0, len(items) - count)])
+    return Answer(dumps({"items": kept}), answer.slots[:len(kept)], "batch")
+
+
 def answer_chat(prompt: ChatPrompt, response_format=None, *, bias_last: bool = False) -> Answer:
     """The stand-in's answer to a chat prompt that follows the prompt contract."""
     labels = label_set(prompt, response_format)

@@ -49,6 +49,7 @@ KNOBS: dict[str, tuple[type, object]] = {
     "bias": (str, ""),
     "bias_strength": (float, 0.5),
     "seed": (int, 0),
+    "batch_drop": (int, 0),  # items left out at the end of every batch answer
 }
 # Faults are drawn in this order; the first that fires wins.
 FAULTS = (("429", "rate_429"), ("500", "rate_500"), ("hang", "rate_hang"),
@@ -127,6 +128,7 @@ class Draw:
     fault: str | None
     biased: bool
     latency_s: float
+    batch_drop: int = 0
 
 
 # ------------------------------------------------------------------------ state
@@ -188,7 +190,7 @@ class FakeState:
         fault = next((name for (name, knob), roll in zip(FAULTS, rolls) if roll < knobs[knob]), None)
         biased = knobs["bias"] == "last" and bias_roll < knobs["bias_strength"]
         jitter = (2.0 * jitter_roll - 1.0) * knobs["latency_jitter_ms"]  # symmetric +-jitter
-        return Draw(fault, biased, max(0.0, knobs["latency_ms"] + jitter) / 1000.0)
+        return Draw(fault, biased, max(0.0, knobs["latency_ms"] + jitter) / 1000.0, knobs["batch_drop"])
 
     def arrive(self, path: str) -> None:
         now = time.monotonic()
@@ -298,6 +300,8 @@ def chat_response(body: dict, draw: Draw, request_id: str) -> dict:
     prompt = answers.parse_chat(body["messages"])
     response_format = body.get("response_format")
     answer = answers.answer_chat(prompt, response_format, bias_last=draw.biased)
+    if draw.batch_drop and answer.kind == "batch":
+        answer = answers.drop_batch_items(answer, draw.batch_drop)
     json_wanted = answers.wants_json(response_format) or answers.parse_json_answer(answer.content) is not None
     answer = _apply_fault(answer, draw, answers.label_set(prompt, response_format), json_wanted)
     logprobs = None

@@ -103,6 +103,25 @@ def parse_json_answer(content: str, spec: LabelingSpec) -> tuple[str, ...]:
     return tuple(v for v in spec.label_values if v in labels)
 
 
+def parse_batch_answer(content: str, spec: LabelingSpec, count: int) -> dict[int, tuple[str, ...] | InvalidAnswer]:
+    """Per item number (1..count): its labels, or the InvalidAnswer that item got; a missing item is malformed."""
+    payload = _find_json(content or "")
+    items = payload.get("items") if isinstance(payload, dict) else None
+    if not isinstance(items, dict):
+        raise InvalidAnswer("malformed", "a batch answer needs an \"items\" object keyed by item number")
+    results: dict[int, tuple[str, ...] | InvalidAnswer] = {}
+    for number in range(1, count + 1):
+        value = items.get(str(number))
+        if value is None:
+            results[number] = InvalidAnswer("malformed", f"item {number} is missing from the batch answer")
+            continue
+        try:
+            results[number] = parse_json_answer(json.dumps(value), spec)
+        except InvalidAnswer as exc:
+            results[number] = exc
+    return results
+
+
 def _label_field(payload, spec: LabelingSpec):
     if isinstance(payload, (str, list)):
         return payload
@@ -176,15 +195,15 @@ def _consistent(spelled: str, target: str) -> bool:
     return bool(spelled) and (target.startswith(spelled) or _covers(spelled, target))
 
 
-def span_confidence(tokens: list[TokenLogprob], content: str, values: list[str]) -> float | None:
-    """Probability the model gave the characters of the chosen label values in its answer, or None."""
+def span_confidence(tokens: list[TokenLogprob], content: str, values: list[str], start: int = 0) -> float | None:
+    """Probability the model gave the characters of the chosen label values (found from `start` on), or None."""
     if not tokens or "".join(t.token for t in tokens) != content:
         return None
-    spans, start = [], 0
+    spans = []
     for value in values:
         index = content.find(value, start)
         if index < 0:
-            index = content.casefold().find(value.casefold())
+            index = content.casefold().find(value.casefold(), start)
         if index < 0:
             return None
         spans.append((index, index + len(value)))

@@ -29,10 +29,13 @@ class PromptSettings:
     template: str = DEFAULT_TEMPLATE
     instruction: str = ""
     selection: Selection = Selection()
+    batch: int = 1  # tasks per request (json mode only)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"answer mode must be one of {list(MODES)}, got {self.mode!r}")
+        if not 1 <= self.batch <= 64:
+            raise ValueError(f"batch size must be between 1 and 64, got {self.batch!r}")
         check_template(self.template)
 
 
@@ -104,6 +107,32 @@ def build_messages(spec: LabelingSpec, examples: Iterable[Example], text: str,
     return messages
 
 
+def build_batch_messages(spec: LabelingSpec, examples: Iterable[Example], texts: list[str],
+                         settings: PromptSettings) -> list[dict]:
+    """One request for several tasks: the same instruction and demonstrations, then numbered items.
+
+    The model answers {"items": {"1": <answer>, "2": ...}}, each answer in the single-task JSON form.
+    """
+    messages = build_messages(spec, examples, texts[0], settings)
+    messages[0] = {"role": "system", "content": messages[0]["content"] + "\n" + BATCH_FORM}
+    messages[-1] = {"role": "user", "content": "\n".join(
+        f"[item {n}]\n{render_query(settings.template, text)}" for n, text in enumerate(texts, start=1))}
+    return messages
+
+
+BATCH_FORM = ('When the text holds several items marked [item N], answer every item: a JSON object '
+              '{"items": {"1": <answer for item 1>, "2": ...}} where each answer has the form above.')
+
+
+def batch_schema(spec: LabelingSpec, count: int) -> dict:
+    """The JSON schema of a batch answer: one single-task answer per item number."""
+    item = json_schema(spec)
+    numbers = [str(n) for n in range(1, count + 1)]
+    return {"type": "object", "required": ["items"], "additionalProperties": False,
+            "properties": {"items": {"type": "object", "properties": {n: item for n in numbers},
+                                     "required": numbers, "additionalProperties": False}}}
+
+
 def json_schema(spec: LabelingSpec) -> dict:
     """The JSON schema of a json-mode answer: the label field is an enum of the allowed labels."""
     enum = {"type": "string", "enum": list(spec.label_values)}
@@ -146,6 +175,7 @@ def version_hash(spec: LabelingSpec, examples: Iterable[Example], settings: Prom
         "template": settings.template,
         "instruction": instruction(spec, settings),
         "selection": settings.selection.describe(),
+        "batch": settings.batch if settings.mode == "json" else 1,
         "control": spec.control_name,
         "labels": [[label.value, label.name, label.hint] for label in spec.labels],
         "multiple": spec.multiple,
