@@ -12,6 +12,7 @@ from typing import Callable, Iterable, Iterator
 
 from tqdm import tqdm
 
+from .costs import estimate_cost
 from .labeler import Labeler, Outcome, label_many
 from .labeling.errors import LabelingError
 from .labeling.prompt import stable_hash
@@ -29,15 +30,18 @@ class RunSummary:
     labeled: int = 0
     failed: int = 0
     resumed: int = 0
+    cache_hits: int = 0
     requests: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
+    cost_usd: float | None = None
     errors: Counter = field(default_factory=Counter)
 
     def add(self, outcome: Outcome) -> None:
         self.labeled += outcome.ok
         self.failed += not outcome.ok
+        self.cache_hits += outcome.cached
         if outcome.error:
             self.errors[outcome.error] += 1
         self.requests += outcome.requests
@@ -46,15 +50,17 @@ class RunSummary:
 
     def as_dict(self) -> dict:
         return {"rows": self.rows, "labeled": self.labeled, "failed": self.failed, "resumed": self.resumed,
-                "requests": self.requests, "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens, "seconds": round(self.seconds, 2),
-                "errors": dict(self.errors)}
+                "cache_hits": self.cache_hits, "requests": self.requests, "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens, "cost_usd": self.cost_usd,
+                "seconds": round(self.seconds, 2), "errors": dict(self.errors)}
 
     def lines(self) -> list[str]:
         rate = (self.labeled + self.failed) / self.seconds if self.seconds else 0.0
-        lines = [f"rows {self.rows}  labeled {self.labeled}  failed {self.failed}  resumed {self.resumed}",
+        cost = "unknown (no price for this model: set LLM_PRICES)" if self.cost_usd is None else f"${self.cost_usd:.4f}"
+        lines = [f"rows {self.rows}  labeled {self.labeled}  failed {self.failed}  resumed {self.resumed}  "
+                 f"cache hits {self.cache_hits}",
                  f"requests {self.requests}  prompt tokens {self.prompt_tokens}  "
-                 f"completion tokens {self.completion_tokens}",
+                 f"completion tokens {self.completion_tokens}  estimated cost {cost}",
                  f"seconds {self.seconds:.1f}  ({rate:.1f} rows/s)"]
         if self.errors:
             lines.append("failures: " + ", ".join(f"{k} {v}" for k, v in self.errors.most_common()))
@@ -156,6 +162,8 @@ def label_file(labeler: Labeler, input_path: Path, output_path: Path, concurrenc
             bar.set_postfix(failed=summary.failed, refresh=False)
     _write_in_order(output_path, rows, done, partial)
     summary.seconds = time.monotonic() - started
+    summary.cost_usd = estimate_cost(labeler.prompt.model, summary.prompt_tokens, summary.completion_tokens,
+                                     labeler.settings.price_table)
     return summary
 
 

@@ -72,8 +72,12 @@ def label_tasks(request_id: str, project_id: int, task_ids: list[int]) -> dict:
     _record_failures(state.connection, project_id, messages)
     if meta.get("run_id"):
         record_progress(state.connection, meta["run_id"], messages)
-    return {"labeled": sum(1 for m in messages if m["result"]), "failed": sum(1 for m in messages if not m["result"]),
-            "queued_for_write_back": queued}
+    figures = {"labeled": sum(1 for m in messages if m["result"]), "cached": sum(1 for m in messages if m.get("cached")),
+               "failed": sum(1 for m in messages if not m["result"]), "queued_for_write_back": queued,
+               **{k: sum(int(m.get(k) or 0) for m in messages) for k in ("requests", "prompt_tokens",
+                                                                        "completion_tokens")}}
+    log.info("project %s: %s", project_id, " ".join(f"{k} {v}" for k, v in figures.items()))
+    return figures
 
 
 def label_chunk(state: WorkerState, context: ProjectContext, data: dict[int, dict], request_id: str) -> list[dict]:

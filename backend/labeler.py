@@ -32,6 +32,7 @@ class Outcome:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     model_version: str = ""
+    cached: bool = False
     distribution: dict[str, float] | None = field(default=None, repr=False)
 
     @property

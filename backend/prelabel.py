@@ -47,8 +47,9 @@ def prelabel(settings: Settings, project_id: int, missing: bool, wait: bool = Tr
     except KeyboardInterrupt:
         print("\nstopped following; the run goes on in the workers", file=sys.stderr)
         return 130
+    final = run_status(connection, final["run_id"], settings.price_table) or final
     print(" ".join(f"{k} {final[k]}" for k in ("total", "done", "failed", "cached", "written_back", "requests",
-                                                "prompt_tokens", "completion_tokens", "elapsed_s")))
+                                                "prompt_tokens", "completion_tokens", "cost_usd", "elapsed_s")))
     return 0 if final["failed"] == 0 else 1
 
 

@@ -58,4 +58,4 @@ def outcome_of(message: dict) -> Outcome:
                    error=None if labels else (message.get("error") or "failed"), detail=message.get("detail", ""),
                    requests=int(message.get("requests") or 0), prompt_tokens=int(message.get("prompt_tokens") or 0),
                    completion_tokens=int(message.get("completion_tokens") or 0),
-                   model_version=message.get("model_version", ""))
+                   model_version=message.get("model_version", ""), cached=bool(message.get("cached")))

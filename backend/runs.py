@@ -10,6 +10,7 @@ from rq import Queue
 
 from . import dispatch, store
 from .labeling.errors import MissingText
+from .costs import DEFAULT_PRICES, estimate_cost
 from .demonstrations import read_project
 from .projects import Contexts, register
 from .studio import Studio
@@ -51,6 +52,7 @@ def start_run(connection: redis.Redis, queue: Queue, contexts: Contexts, studio:
             pass  # counted below as failed: a task without text gets no prediction, and says why
     run_id = uuid.uuid4().hex[:12]
     record = {"run_id": run_id, "project_id": project_id, "model_version": context.model_version,
+              "model": context.labeler.prompt.model,
               "total": len(tasks), "started": time.time(), "mode": "missing" if missing else "all",
               **{c: 0 for c in COUNTERS}}
     record["failed"] = len(tasks) - len(labelable)
@@ -84,7 +86,7 @@ def record_written(connection: redis.Redis, run_id: str, count: int) -> None:
         connection.hincrby(_key(run_id), "written_back", count)
 
 
-def run_status(connection: redis.Redis, run_id: str) -> dict:
+def run_status(connection: redis.Redis, run_id: str, prices: dict | None = None) -> dict:
     """Counts, rate and ETA of a run; {} if Redis no longer knows it."""
     raw = {k.decode(): v.decode() for k, v in connection.hgetall(_key(run_id)).items()}
     if "total" not in raw or "started" not in raw:
@@ -94,11 +96,13 @@ def run_status(connection: redis.Redis, run_id: str) -> dict:
     elapsed = max(time.time() - float(status["started"]), 1e-6)
     rate = finished / elapsed
     status.update(finished=finished, elapsed_s=round(elapsed, 1), tasks_per_s=round(rate, 2),
+                  cost_usd=estimate_cost(status.get("model", ""), status["prompt_tokens"],
+                                         status["completion_tokens"], prices or DEFAULT_PRICES),
                   eta_s=round((status["total"] - finished) / rate, 1) if rate and finished < status["total"] else 0.0,
                   state="finished" if finished >= status["total"] else "running")
     return status
 
 
-def project_runs(connection: redis.Redis, project_id: int, limit: int = 5) -> list[dict]:
+def project_runs(connection: redis.Redis, project_id: int, limit: int = 5, prices: dict | None = None) -> list[dict]:
     ids = [r.decode() for r in connection.lrange(f"{PREFIX}:runs:{project_id}", 0, limit - 1)]
-    return [s for s in (run_status(connection, r) for r in ids) if s]
+    return [s for s in (run_status(connection, r, prices) for r in ids) if s]

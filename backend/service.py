@@ -191,7 +191,7 @@ class Service:
                 "project_id": project_id,
                 "model_version": self._context(project_id).model_version if record and record.label_config else None,
                 "demonstrations": store.demo_counts(self.connection, project_id),
-                "runs": project_runs(self.connection, project_id),
+                "runs": project_runs(self.connection, project_id, prices=self.settings.price_table),
                 "failed_tasks": len(failures),
                 "failures": {int(k): json.loads(v) for k, v in list(failures.items())[:20]},
                 "write_back_queue": outbox.size(self.connection, project_id),

@@ -53,6 +53,7 @@ class Settings:
     max_tokens: int = _num("LLM_MAX_TOKENS", 256, int, help="cap on tokens in one answer")
     top_logprobs: int = _num("LLM_TOP_LOGPROBS", 10, int, help="alternatives per token asked for in logprobs mode (0-20)")
     request_logprobs: bool = _num("LLM_REQUEST_LOGPROBS", True, bool, help="ask for logprobs in json/text mode too, for a confidence score; turn off for servers that reject it")
+    prices: str = _env("LLM_PRICES", help='price table override, JSON {"model": [input, output]} in USD per 1M tokens, for cost estimates')
     template: str = _env("PROMPT_TEMPLATE", DEFAULT_TEMPLATE, help="demonstration template; needs {text} and ends with {label}")
     instruction: str = _env("PROMPT_INSTRUCTION", help="extra task instruction placed first in the system message")
     selection: str = _env("DEMO_SELECTION", "all", help="which demonstrations a prompt gets: all, first-k, balanced-k (k per label) or nearest-k (TF-IDF)")
@@ -115,6 +116,12 @@ class Settings:
             raise SettingsError("RATE_LIMIT_RPM and RATE_LIMIT_TPM must be 0 (off) or positive")
         if self.basic_auth_user and not self.basic_auth_pass:
             raise SettingsError("BASIC_AUTH_USER is set but BASIC_AUTH_PASS is empty: set both or neither")
+        from .costs import BadPrices, parse_prices
+
+        try:
+            parse_prices(self.prices)
+        except BadPrices as exc:
+            raise SettingsError(str(exc)) from None
         if self.selection not in STRATEGIES:
             raise SettingsError(f"DEMO_SELECTION must be one of {list(STRATEGIES)}, got {self.selection!r}")
         if self.selection_k < 1:
@@ -132,6 +139,12 @@ class Settings:
     @classmethod
     def env_name(cls, attribute: str) -> str:
         return next(f.metadata["env"] for f in fields(cls) if f.name == attribute)
+
+    @property
+    def price_table(self) -> dict:
+        from .costs import parse_prices
+
+        return parse_prices(self.prices)
 
     @property
     def seed_paths(self) -> list[str]:

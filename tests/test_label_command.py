@@ -97,3 +97,14 @@ def test_rows_without_text_fail_alone(env, tmp_path):
     assert code == 1
     assert out[0]["label"] == "Account"
     assert out[1]["label"] is None and out[1]["error"].startswith("no_text")
+
+
+def test_the_summary_reports_cache_hits_tokens_and_an_estimated_cost(env, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LLM_PRICES", '{"fake-llm": [1000, 2000]}')
+    run_label(tmp_path, support_tasks()[:3], "--summary-json", str(tmp_path / "s.json"))
+    summary = json.loads((tmp_path / "s.json").read_text())
+    stats = env.stats()
+    assert summary["prompt_tokens"] == stats["prompt_tokens"] and summary["requests"] == stats["requests"]
+    expected = (stats["prompt_tokens"] * 1000 + stats["completion_tokens"] * 2000) / 1e6
+    assert summary["cost_usd"] == pytest.approx(expected) and summary["cache_hits"] == 0
+    assert "estimated cost $" in capsys.readouterr().out
