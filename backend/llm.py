@@ -7,7 +7,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, TypeVar
 
 import openai
 from openai.types.chat import ChatCompletion
@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 FAKE_FINGERPRINT = "fake-llm-stand-in"
 MAX_BACKOFF_S = 30.0
 MAX_RETRY_AFTER_S = 120.0
+
+_T = TypeVar("_T")
 
 
 class LLMError(Exception):
@@ -83,12 +85,31 @@ class LLMClient:
     def chat(self, request: dict) -> Reply:
         """Send one chat request (model, messages and parameters); LLMError when every retry failed."""
         body = {"model": self.settings.model, "temperature": 0, **request}
+        return self._retrying(lambda attempt: self._send(body, attempt))
+
+    def embed(self, texts: list[str], model: str) -> tuple[list[list[float]], int]:
+        """Embedding vectors of texts (in their order) and the prompt tokens spent; one HTTP request
+        (plus retries), so the caller sizes the batch. LLMError when every retry failed."""
+        if not texts:
+            return [], 0
+        body = {"model": model, "input": list(texts), "encoding_format": "float"}
+        response = self._retrying(lambda attempt: self._call(body, lambda: self._client.embeddings.create(**body)))
+        usage = getattr(response, "usage", None)
+        prompt = (usage.prompt_tokens or 0) if usage else 0
+        self.usage.add(prompt_tokens=prompt)
+        data = sorted(response.data or [], key=lambda d: d.index)
+        if [d.index for d in data] != list(range(len(texts))):
+            raise LLMError("server_error", f"the LLM server answered {len(data)} embeddings for {len(texts)} inputs")
+        return [list(d.embedding) for d in data], prompt
+
+    def _retrying(self, send: Callable[[int], _T]) -> _T:
+        """send(attempt number), retried with backoff on transient LLMErrors; the last one is raised."""
         last: LLMError | None = None
         for attempt in range(self.settings.max_retries + 1):
             if attempt:
                 self._sleep(self._delay(attempt, last))
             try:
-                return self._send(body, attempt + 1)
+                return send(attempt + 1)
             except LLMError as exc:
                 if exc.kind in ("auth", "bad_request"):
                     raise
@@ -96,20 +117,24 @@ class LLMClient:
         raise last  # type: ignore[misc]
 
     def _send(self, body: dict, attempt: int) -> Reply:
+        # The low-level post skips the SDK's recursive TypedDict transform of the body, which costs
+        # ~2 ms per message (60 ms for a 64-example prompt); the body is already plain JSON.
+        response = self._call(body, lambda: self._client.post("/chat/completions", body=body, cast_to=ChatCompletion))
+        return self._reply(response, attempt)
+
+    def _call(self, body: dict, request: Callable[[], _T]) -> _T:
+        """One HTTP request: the rate-limit hook, one counted request, openai errors as LLMError."""
         if self._before_request:
             self._before_request(body)
         self.usage.add(requests=1)
         try:
-            # The low-level post skips the SDK's recursive TypedDict transform of the body, which costs
-            # ~2 ms per message (60 ms for a 64-example prompt); the body is already plain JSON.
-            response = self._client.post("/chat/completions", body=body, cast_to=ChatCompletion)
+            return request()
         except openai.APIStatusError as exc:
             raise _translate_status(exc) from None
         except openai.APITimeoutError:
             raise LLMError("timeout", f"no answer within {self.settings.timeout:g} s (LLM_TIMEOUT)") from None
         except openai.APIConnectionError as exc:
             raise LLMError("connection", f"cannot reach the LLM server: {type(exc.__cause__).__name__}") from None
-        return self._reply(response, attempt)
 
     def _reply(self, response, attempt: int) -> Reply:
         if getattr(response, "system_fingerprint", None) == FAKE_FINGERPRINT and not self._warned_fake:

@@ -127,7 +127,7 @@ def test_text_mode_answers_nearest_demonstration_and_is_marked_stand_in(fake, cl
 
 
 def test_words_shared_by_all_messages_weigh_nothing(client):
-    # Raw word counts would pick the first demo (four shared "the"); TF-IDF gives "the report about" no weight.
+    # Raw word counts would pick the first demo (four shared "the"); words in every message weigh nothing.
     demos = [("the the the the report about cats", "cats"), ("the report about dogs", "dogs")]
     msgs = messages(demos, "the the the the report about dogs", system="Pick one.")
     assert ask(client, msgs).choices[0].message.content == "dogs"
@@ -184,8 +184,8 @@ def test_logprobs_shape_and_chosen_label_is_most_probable(client):
     assert [t.token for t in tops][0] == "sports" and sorted(t.token for t in tops) == sorted(LABELS)
     assert label_token.logprob == tops[0].logprob == max(t.logprob for t in tops)
     assert math.exp(tops[0].logprob) > 0.6  # exp(s / 0.1): a clear match dominates
-    # Labels without any similar demonstration have s = 0, hence equal probability.
-    assert tops[1].logprob == tops[2].logprob == tops[3].logprob < tops[0].logprob
+    # Labels without a similar demonstration get far less (only character 3-grams overlap).
+    assert max(t.logprob for t in tops[1:]) < tops[0].logprob - 2
     assert [t.logprob for t in tops[1:]] == sorted((t.logprob for t in tops[1:]), reverse=True)
     assert math.isclose(sum(math.exp(t.logprob) for t in tops), 1.0, rel_tol=1e-6)
     assert tokens[0].logprob == 0.0 and tokens[2].logprob == 0.0

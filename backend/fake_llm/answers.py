@@ -8,7 +8,7 @@ import json
 import math
 import re
 import struct
-from collections import Counter
+from functools import lru_cache
 from dataclasses import dataclass, field
 
 OUT_OF_SET_LABEL = "NOT_A_LABEL"
@@ -103,18 +103,17 @@ def _cosine(a: dict, b: dict) -> float:
     return dot / norm if norm else 0.0
 
 
-def tfidf_similarities(docs: list[str], query: str) -> list[float]:
-    """Cosine of TF-IDF vectors of the query to each doc.
+def similarities(docs: list[str], query: str) -> list[float]:
+    """Cosine of the stand-in's own embedding (the one /v1/embeddings serves) of the query to each doc.
 
-    IDF is computed over the docs plus the query, so template words that
-    every message shares get log(1) = 0 weight and cannot decide anything.
+    Words that every message shares (the template's) are left out first, so they cannot decide anything.
+    The measure does not otherwise depend on which demonstrations are in the prompt: like a real model's
+    sense of similarity, it is the same whether the prompt holds 8 demonstrations or 800.
     """
-    bags = [Counter(words(d)) for d in docs] + [Counter(words(query))]
-    n = len(bags)
-    df = Counter(w for bag in bags for w in bag)
-    idf = {w: math.log(n / c) for w, c in df.items()}
-    vectors = [{w: tf * idf[w] for w, tf in bag.items() if idf[w] > 0} for bag in bags]
-    return [_cosine(v, vectors[-1]) for v in vectors[:-1]]
+    bags = [words(d) for d in docs] + [words(query)]
+    shared = set.intersection(*(set(bag) for bag in bags)) if bags else set()
+    vectors = [embed_words([w for w in bag if w not in shared]) for bag in bags]
+    return [sum(a * b for a, b in zip(v, vectors[-1])) for v in vectors[:-1]]
 
 
 def nearest_index(similarities: list[float]) -> int:
@@ -304,7 +303,7 @@ def shape_zero_shot(label: str, response_format) -> str:
 def _choose(prompt: ChatPrompt, labels, query: str, response_format, bias_last: bool) -> Answer:
     """Nearest demonstration's answer verbatim, the last one if biased, or a zero-shot guess."""
     if prompt.demos:
-        sims = tfidf_similarities([user for user, _ in prompt.demos], query)
+        sims = similarities([user for user, _ in prompt.demos], query)
         index = len(sims) - 1 if bias_last else nearest_index(sims)
         dist = log_softmax(label_scores(prompt.demos, sims, labels))
         content = prompt.demos[index][1]
@@ -545,16 +544,28 @@ def _bucket(feature: str, dims: int) -> tuple[int, float]:
 
 def embed(text: str, dims: int = EMBED_DIMS) -> list[float]:
     """Deterministic L2-normalized hashed bag of words (+ lighter char 3-grams)."""
+    return embed_words(words(text), dims)
+
+
+def embed_words(tokens: list[str], dims: int = EMBED_DIMS) -> list[float]:
     vector = [0.0] * dims
-    for word in words(text):
-        index, sign = _bucket("w:" + word, dims)
-        vector[index] += sign
-        padded = f"#{word}#"
-        for i in range(len(padded) - 2):
-            index, sign = _bucket("c:" + padded[i : i + 3], dims)
-            vector[index] += sign * TRIGRAM_WEIGHT
+    for word in tokens:
+        for index, weight in _word_features(word, dims):
+            vector[index] += weight
     norm = math.sqrt(sum(v * v for v in vector))
     return [v / norm for v in vector] if norm else vector
+
+
+@lru_cache(maxsize=200_000)
+def _word_features(word: str, dims: int) -> tuple[tuple[int, float], ...]:
+    # Cached per word: the same demonstrations come back in every request of a benchmark.
+    index, sign = _bucket("w:" + word, dims)
+    features = [(index, sign)]
+    padded = f"#{word}#"
+    for i in range(len(padded) - 2):
+        index, sign = _bucket("c:" + padded[i : i + 3], dims)
+        features.append((index, sign * TRIGRAM_WEIGHT))
+    return tuple(features)
 
 
 def embedding_base64(vector: list[float]) -> str:
