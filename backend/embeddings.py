@@ -65,6 +65,20 @@ class VectorCache:
             pipe.execute()
 
 
+class MemoryVectorCache:
+    """The VectorCache interface in this process only, for the `label` command without Redis."""
+
+    def __init__(self) -> None:
+        self._vectors: dict[tuple[str, str], Vector] = {}
+
+    def get_many(self, model: str, texts: Sequence[str]) -> list[Vector | None]:
+        return [self._vectors.get((model, t)) for t in texts]
+
+    def put_many(self, model: str, texts: Sequence[str], vectors) -> None:
+        for text, vector in zip(texts, vectors):
+            self._vectors[(model, text)] = np.asarray(vector, dtype=_DTYPE)
+
+
 class Embedder:
     """Vectors of texts: from the cache, else embedded in batches of batch_size through the client and cached."""
 

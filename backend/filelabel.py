@@ -19,7 +19,7 @@ from .labeling.prompt import stable_hash
 
 
 LabelItems = Callable[[Iterable[tuple[str, dict]]], Iterator[tuple[str, Outcome]]]
-OUTPUT_FIELDS = ("label", "score", "model_version", "error", "input_label")
+OUTPUT_FIELDS = ("label", "score", "model_version", "error", "input_label", "truncated_chars")
 
 
 @dataclass
@@ -31,6 +31,7 @@ class RunSummary:
     failed: int = 0
     resumed: int = 0
     cache_hits: int = 0
+    truncated: int = 0
     requests: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -42,6 +43,7 @@ class RunSummary:
         self.labeled += outcome.ok
         self.failed += not outcome.ok
         self.cache_hits += outcome.cached
+        self.truncated += bool(outcome.truncated_chars)
         if outcome.error:
             self.errors[outcome.error] += 1
         self.requests += outcome.requests
@@ -50,7 +52,7 @@ class RunSummary:
 
     def as_dict(self) -> dict:
         return {"rows": self.rows, "labeled": self.labeled, "failed": self.failed, "resumed": self.resumed,
-                "cache_hits": self.cache_hits, "requests": self.requests, "prompt_tokens": self.prompt_tokens,
+                "cache_hits": self.cache_hits, "truncated": self.truncated, "requests": self.requests, "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens, "cost_usd": self.cost_usd,
                 "seconds": round(self.seconds, 2), "errors": dict(self.errors)}
 
@@ -58,7 +60,7 @@ class RunSummary:
         rate = (self.labeled + self.failed) / self.seconds if self.seconds else 0.0
         cost = "unknown (no price for this model: set LLM_PRICES)" if self.cost_usd is None else f"${self.cost_usd:.4f}"
         lines = [f"rows {self.rows}  labeled {self.labeled}  failed {self.failed}  resumed {self.resumed}  "
-                 f"cache hits {self.cache_hits}",
+                 f"cache hits {self.cache_hits}  truncated {self.truncated}",
                  f"requests {self.requests}  prompt tokens {self.prompt_tokens}  "
                  f"completion tokens {self.completion_tokens}  estimated cost {cost}",
                  f"seconds {self.seconds:.1f}  ({rate:.1f} rows/s)"]
@@ -102,6 +104,8 @@ def output_row(row: dict, outcome: Outcome, multiple: bool) -> dict:
     out["label"] = (list(labels) if multiple else labels[0]) if labels else None
     out["score"] = None if outcome.score is None else round(outcome.score, 6)
     out["model_version"] = outcome.model_version
+    if outcome.truncated_chars:
+        out["truncated_chars"] = outcome.truncated_chars  # the text was cut to fit the token budget
     if outcome.error:
         out["error"] = f"{outcome.error}: {outcome.detail}"
     else:

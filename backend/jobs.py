@@ -18,6 +18,7 @@ from rq import Queue, get_current_job
 
 from . import cache, dispatch, outbox, store
 from .demonstrations import read_project, read_task
+from .labeling.budget import BudgetExceeded
 from .labeling.errors import MissingText
 from .labeling.prompt import request_key
 from .llm import LLMClient
@@ -74,6 +75,7 @@ def label_tasks(request_id: str, project_id: int, task_ids: list[int]) -> dict:
         record_progress(state.connection, meta["run_id"], messages)
     figures = {"labeled": sum(1 for m in messages if m["result"]), "cached": sum(1 for m in messages if m.get("cached")),
                "failed": sum(1 for m in messages if not m["result"]), "queued_for_write_back": queued,
+               "truncated": sum(1 for m in messages if m.get("truncated_chars")),
                **{k: sum(int(m.get(k) or 0) for m in messages) for k in ("requests", "prompt_tokens",
                                                                         "completion_tokens")}}
     log.info("project %s: %s", project_id, " ".join(f"{k} {v}" for k, v in figures.items()))
@@ -89,14 +91,20 @@ def label_chunk(state: WorkerState, context: ProjectContext, data: dict[int, dic
         messages.append(message)
 
     base = {"model_version": context.model_version, "result": None, "score": None}
-    misses: dict[int, tuple[str, str]] = {}
+    texts: dict[int, str] = {}
     for task_id, task_data in data.items():
         try:
-            text = context.spec.text_of(task_data)
+            texts[task_id] = context.spec.text_of(task_data)
         except MissingText as exc:
             emit({**base, "task": task_id, "error": "no_text", "detail": str(exc)})
-            continue
-        misses[task_id] = (text, request_key(context.labeler.request(text)))
+    labeler = context.labeler
+    vectors = dict(zip(texts, labeler.query_vectors(list(texts.values()))))  # one embeddings call per chunk
+    misses: dict[int, tuple[str, str]] = {}
+    for task_id, text in texts.items():
+        try:
+            misses[task_id] = (text, request_key(labeler.request(text, vectors[task_id])))
+        except BudgetExceeded as exc:
+            emit({**base, "task": task_id, "error": "too_long", "detail": str(exc)})
     hits = cache.get_many(state.connection, [key for _, key in misses.values()])
     for task_id, cached in zip(list(misses), hits):
         if cached is not None:
@@ -105,7 +113,8 @@ def label_chunk(state: WorkerState, context: ProjectContext, data: dict[int, dic
     ids = list(misses)
     batches = [ids[i:i + context.labeler.batch_size] for i in range(0, len(ids), context.labeler.batch_size)]
     with ThreadPoolExecutor(max_workers=state.settings.concurrency, thread_name_prefix="llm") as pool:
-        futures = {pool.submit(context.labeler.ask_batch, [misses[t][0] for t in batch]): batch for batch in batches}
+        futures = {pool.submit(labeler.ask_batch, [misses[t][0] for t in batch], [vectors[t] for t in batch]): batch
+                   for batch in batches}
         for future in as_completed(futures):
             for task_id, outcome in zip(futures[future], future.result()):
                 emit({**base, "task": task_id, **_from_outcome(state, context, outcome, misses[task_id][1])})
@@ -114,7 +123,7 @@ def label_chunk(state: WorkerState, context: ProjectContext, data: dict[int, dic
 
 def _from_outcome(state: WorkerState, context: ProjectContext, outcome, key: str) -> dict:
     usage = {"requests": outcome.requests, "prompt_tokens": outcome.prompt_tokens,
-             "completion_tokens": outcome.completion_tokens}
+             "completion_tokens": outcome.completion_tokens, "truncated_chars": outcome.truncated_chars}
     if not outcome.ok:
         return {**usage, "error": outcome.error, "detail": outcome.detail[:300]}
     cached = {"labels": list(outcome.labels), "score": outcome.score}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import islice
 from typing import Iterable, Iterator
 
@@ -13,8 +14,10 @@ from .labeling.errors import MissingText
 from .labeling.examples import Example
 from .labeling.prompt import (PromptSettings, batch_schema, build_batch_messages, build_messages, json_schema,
                               model_version, order_examples)
+from .labeling.budget import TRUNCATION_MARKER, Budget, BudgetExceeded, Fitted, TokenCounter, context_window, fit
 from .labeling.selection import Selector
 from .labeling.spec import LabelingSpec
+from .embeddings import Embedder, EmbeddingSelector, MemoryVectorCache, MissingEmbeddings
 from .llm import LLMClient, LLMError
 from .options import prompt_for
 from .settings import Settings
@@ -33,6 +36,8 @@ class Outcome:
     completion_tokens: int = 0
     model_version: str = ""
     cached: bool = False
+    truncated_chars: int = 0  # characters cut from the task text to fit the token budget
+    dropped: int = 0  # demonstrations left out to fit the token budget
     distribution: dict[str, float] | None = field(default=None, repr=False)
 
     @property
@@ -44,21 +49,54 @@ class Labeler:
     """Labels texts for one labeling spec with one set of demonstrations."""
 
     def __init__(self, spec: LabelingSpec, examples: Iterable[Example], settings: Settings,
-                 client: LLMClient, prompt: PromptSettings | None = None):
+                 client: LLMClient | None, prompt: PromptSettings | None = None, embedder: Embedder | None = None):
         self.spec = spec
         self.examples = order_examples(examples)
         self.settings = settings
         self.client = client
         self.prompt = prompt or prompt_for(settings, {})
-        self.selector = Selector(self.examples, self.prompt.selection)
         self.model_version = model_version(spec, self.examples, self.prompt)
+        self.counter = TokenCounter(self.prompt.model)
+        self.budget = Budget(settings.context_window or context_window(self.prompt.model), settings.max_tokens,
+                             settings.prompt_limit)
+        if self.prompt.uses_embeddings and embedder is None:
+            embedder = Embedder(client, MemoryVectorCache(), self.prompt.embedding_model)
+        self.embedder = embedder if self.prompt.uses_embeddings else None
+        self.selector = self._selector()
 
-    def request(self, text: str) -> dict:
-        """The chat request for one text: messages plus the answer mode's parameters."""
-        demonstrations = self.selector.select(text)
-        request = {"model": self.prompt.model,
-                   "messages": build_messages(self.spec, demonstrations, text, self.prompt),
-                   "max_tokens": self.settings.max_tokens}
+    def _selector(self):
+        if self.embedder is None:
+            return Selector(self.examples, self.prompt.selection)
+        texts = [e.text for e in self.examples]
+        # Only a process with a client embeds; the web process reads vectors the workers cached.
+        vectors = self.embedder.vectors(texts) if self.client else self.embedder.cached(texts)
+        if any(v is None for v in vectors):
+            return None
+        return EmbeddingSelector(self.examples, self.prompt.selection.k, vectors, self.prompt.selection.strategy)
+
+    @property
+    def ready(self) -> bool:
+        """False in a process without a client while the demonstrations' embeddings are not cached yet."""
+        return self.selector is not None
+
+    def query_vectors(self, texts: list[str]) -> list:
+        """Embedding vectors of query texts (batched, cached), None each when selection needs none or, in a
+        process without a client, where none is cached."""
+        if self.embedder is None or not texts:
+            return [None] * len(texts)
+        return self.embedder.vectors(texts) if self.client else self.embedder.cached(texts)
+
+    def _demonstrations(self, text: str, vector) -> list[Example]:
+        if self.selector is None or (self.embedder is not None and vector is None):
+            raise MissingEmbeddings(1, self.prompt.embedding_model)
+        return self.selector.select(text, vector)
+
+    def prepare(self, text: str, vector=None) -> tuple[dict, Fitted]:
+        """The chat request for one text, fitted to the token budget, and what fitting left out."""
+        build = partial(_build_single, self.spec, self.prompt)
+        fitted = fit(self._demonstrations(text, vector), text, build, self.counter, self.budget,
+                     self.prompt.selection.strategy)
+        request = {"model": self.prompt.model, "messages": fitted.messages, "max_tokens": self.settings.max_tokens}
         mode = self.prompt.mode
         if mode == "json":
             request["response_format"] = {"type": "json_schema", "json_schema": {
@@ -67,11 +105,21 @@ class Labeler:
             request["logprobs"] = True
             if mode == "logprobs" and self.settings.top_logprobs:
                 request["top_logprobs"] = self.settings.top_logprobs
-        return request
+        return request, fitted
 
-    def label_text(self, text: str) -> Outcome:
+    def request(self, text: str, vector=None) -> dict:
+        """The chat request for one text: messages plus the answer mode's parameters."""
+        return self.prepare(text, vector)[0]
+
+    def label_text(self, text: str, vector=None) -> Outcome:
         """Label one text; a bad answer is retried, then reported as data, never raised."""
-        return self.ask(self.request(text))
+        try:
+            request, fitted = self.prepare(text, vector)
+        except BudgetExceeded as exc:
+            return Outcome(error="too_long", detail=str(exc), model_version=self.model_version)
+        outcome = self.ask(request)
+        outcome.truncated_chars, outcome.dropped = fitted.truncated_chars, fitted.dropped
+        return outcome
 
     def ask(self, request: dict) -> Outcome:
         """Send a request built by `request` and read the answer into an Outcome."""
@@ -99,11 +147,15 @@ class Labeler:
         """Tasks per request: batches need JSON answers keyed by item, so other modes ask one at a time."""
         return self.prompt.batch if self.prompt.mode == "json" else 1
 
-    def batch_request(self, texts: list[str]) -> dict:
+    def batch_request(self, texts: list[str], vectors: list | None = None) -> dict:
         """One request for several texts: their demonstrations merged (each once), then the numbered items."""
-        demonstrations = list(dict.fromkeys(e for text in texts for e in self.selector.select(text)))
-        request = {"model": self.prompt.model,
-                   "messages": build_batch_messages(self.spec, demonstrations, texts, self.prompt),
+        vectors = vectors or [None] * len(texts)
+        share = int(self.budget.prompt_tokens * self.budget.max_text_share / len(texts))
+        texts = [self._cut(text, share) for text in texts]
+        demonstrations = list(dict.fromkeys(e for t, v in zip(texts, vectors) for e in self._demonstrations(t, v)))
+        build = partial(_build_batch, self.spec, self.prompt, texts)
+        fitted = fit(demonstrations, "", build, self.counter, self.budget, self.prompt.selection.strategy)
+        request = {"model": self.prompt.model, "messages": fitted.messages,
                    "max_tokens": self.settings.max_tokens * len(texts),
                    "response_format": {"type": "json_schema", "json_schema": {
                        "name": "batch", "strict": True, "schema": batch_schema(self.spec, len(texts))}}}
@@ -111,15 +163,22 @@ class Labeler:
             request["logprobs"] = True
         return request
 
-    def ask_batch(self, texts: list[str]) -> list[Outcome]:
+    def _cut(self, text: str, max_tokens: int) -> str:
+        if self.counter.text(text) <= max_tokens:
+            return text
+        kept = self.counter.truncate(text, max_tokens)
+        return kept + TRUNCATION_MARKER.format(n=len(text) - len(kept))
+
+    def ask_batch(self, texts: list[str], vectors: list | None = None) -> list[Outcome]:
         """Label texts with one request; items missing or invalid in the answer are asked again alone."""
+        vectors = vectors or [None] * len(texts)
         if len(texts) == 1:
-            return [self.label_text(texts[0])]
+            return [self.label_text(texts[0], vectors[0])]
         outcomes = [Outcome(model_version=self.model_version) for _ in texts]
         try:
-            reply = self.client.chat(self.batch_request(texts))
+            reply = self.client.chat(self.batch_request(texts, vectors))
             items = parse_batch_answer(reply.content, self.spec, len(texts))
-        except (LLMError, InvalidAnswer):
+        except (LLMError, InvalidAnswer, BudgetExceeded):
             reply, items = None, {}
         if reply is not None:
             _share_usage(outcomes, reply)
@@ -130,7 +189,7 @@ class Labeler:
                 start = reply.content.find(f'"{number}"')
                 outcome.score = span_confidence(reply.tokens or [], reply.content, list(labels), max(start, 0))
             else:
-                _merge(outcome, self.label_text(texts[number - 1]))
+                _merge(outcome, self.label_text(texts[number - 1], vectors[number - 1]))
         return outcomes
 
     def label_datas(self, datas: list) -> list[Outcome]:
@@ -143,9 +202,17 @@ class Labeler:
             except MissingText as exc:
                 outcomes[index] = Outcome(error="no_text", detail=str(exc), model_version=self.model_version)
         indexes = list(texts)
+        try:
+            vectors = dict(zip(indexes, self.query_vectors([texts[i] for i in indexes])))
+        except LLMError as exc:
+            for index in indexes:
+                outcomes[index] = Outcome(error="llm_error", detail=f"embedding: {exc}",
+                                          model_version=self.model_version)
+            return outcomes
         for start in range(0, len(indexes), self.batch_size):
             chunk = indexes[start:start + self.batch_size]
-            for index, outcome in zip(chunk, self.ask_batch([texts[i] for i in chunk])):
+            batch = self.ask_batch([texts[i] for i in chunk], [vectors[i] for i in chunk])
+            for index, outcome in zip(chunk, batch):
                 outcomes[index] = outcome
         return outcomes
 
@@ -168,6 +235,15 @@ class Labeler:
                 outcome.labels, outcome.score = (best,), outcome.distribution[best]
                 return
         outcome.score = span_confidence(tokens or [], content, list(labels))
+
+
+def _build_single(spec: LabelingSpec, prompt: PromptSettings, demonstrations: list, text: str) -> list[dict]:
+    return build_messages(spec, demonstrations, text, prompt)
+
+
+def _build_batch(spec: LabelingSpec, prompt: PromptSettings, texts: list[str], demonstrations: list,
+                 _text: str) -> list[dict]:
+    return build_batch_messages(spec, demonstrations, texts, prompt)
 
 
 def _share_usage(outcomes: list[Outcome], reply) -> None:

@@ -52,11 +52,14 @@ def prompt_for(settings: Settings, options: dict) -> PromptSettings:
     """The prompt settings of a project: the environment, overridden by the project's options."""
     try:
         selection = Selection(options.get("selection", settings.selection), options.get("k", settings.selection_k))
+        if selection.strategy == "mmr-k" and not settings.embedding_model:
+            raise ValueError("selection mmr-k needs embeddings: set EMBEDDING_MODEL")
         template = options.get("template", settings.template)
         check_template(template)
         return PromptSettings(model=options.get("model", settings.model),
                               mode=options.get("mode", settings.answer_mode), template=template,
                               instruction=options.get("instruction", settings.instruction), selection=selection,
-                              batch=options.get("batch", settings.batch_size))
+                              batch=options.get("batch", settings.batch_size),
+                              embedding_model=settings.embedding_model)
     except (ValueError, BadTemplate) as exc:
         raise BadOptions(str(exc)) from exc

@@ -11,6 +11,7 @@ from pathlib import Path
 import redis
 
 from . import store
+from .embeddings import Embedder, VectorCache
 from .labeler import Labeler
 from .labeling.errors import BadExamples, LabelingError, UnsupportedConfig
 from .labeling.examples import Example, load_seed_file
@@ -81,6 +82,9 @@ class Contexts:
         self.connection = connection
         self.client = client
         self._cache: OrderedDict[tuple, ProjectContext] = OrderedDict()
+        # Workers (with a client) embed what is missing; the web process only reads cached vectors.
+        self.embedder = Embedder(client, VectorCache(connection), settings.embedding_model) \
+            if settings.embedding_model else None
         self._lock = threading.Lock()
         self._seed_warnings: set[tuple] = set()
 
@@ -99,6 +103,8 @@ class Contexts:
                 self._cache.move_to_end(key)
                 return self._cache[key]
         context = self._build(project_id, config, options, active_id)
+        if not context.labeler.ready:
+            return context  # built again next time: the workers may have embedded the demonstrations by then
         with self._lock:
             self._cache[key] = context
             while len(self._cache) > 32:
@@ -110,7 +116,7 @@ class Contexts:
         demos = store.read_demos(self.connection, project_id) if active_id else {}
         pool = self.seeds(spec, project_id) + [example_from_demo(t, d) for t, d in demos.items()
                                                  if set(d["labels"]) <= set(spec.label_values)]
-        labeler = Labeler(spec, pool, self.settings, self.client, prompt_for(self.settings, options))
+        labeler = Labeler(spec, pool, self.settings, self.client, prompt_for(self.settings, options), self.embedder)
         if not labeler.examples:
             log.info("project %s has no demonstrations yet: labeling zero-shot from the label names and hints",
                      project_id)

@@ -13,6 +13,8 @@ import redis
 from rq import Queue, Worker
 
 from . import __version__, cache, dispatch, outbox, store
+from .embeddings import MissingEmbeddings
+from .labeling.budget import BudgetExceeded
 from .labeling.errors import MissingText, UnsupportedConfig
 from .labeling.prompt import request_key
 from .options import BadOptions, parse_options
@@ -93,17 +95,19 @@ class Service:
 
     def _predictions(self, context: ProjectContext, tasks: list[dict]) -> list[dict]:
         entries: dict[int, dict] = {}
-        keys: dict[int, str] = {}
+        texts: dict[int, str] = {}
         for task in tasks:
             try:
-                keys[task["id"]] = request_key(context.labeler.request(context.spec.text_of(task["data"])))
+                texts[task["id"]] = context.spec.text_of(task["data"])
             except MissingText as exc:
                 entries[task["id"]] = _empty(context, f"no_text: {exc}")
+        keys = self._request_keys(context, texts)
         hits = cache.get_many(self.connection, list(keys.values()))
-        misses = {}
+        data = {t["id"]: t["data"] for t in tasks}
+        misses = {task_id: data[task_id] for task_id in texts if task_id not in keys}
         for (task_id, _key), cached in zip(keys.items(), hits):
             if cached is None:
-                misses[task_id] = next(t["data"] for t in tasks if t["id"] == task_id)
+                misses[task_id] = data[task_id]
             else:
                 entries[task_id] = {"model_version": context.model_version, **context.prediction(cached)}
         if misses:
@@ -112,6 +116,20 @@ class Service:
                 self._claim(context, outcomes)
             entries.update(outcomes)
         return [_lean(entries.get(t["id"]) or _empty(context, "not labeled before the deadline")) for t in tasks]
+
+    def _request_keys(self, context: ProjectContext, texts: dict[int, str]) -> dict[int, str]:
+        """Cache keys of the tasks whose prompt this process can build; the rest go to the workers as misses
+        (with embedding selection, a text whose vector no worker has cached yet)."""
+        if not context.labeler.ready:
+            return {}
+        vectors = context.labeler.query_vectors(list(texts.values()))
+        keys = {}
+        for (task_id, text), vector in zip(texts.items(), vectors):
+            try:
+                keys[task_id] = request_key(context.labeler.request(text, vector))
+            except (MissingEmbeddings, BudgetExceeded):
+                continue
+        return keys
 
     def _ask_workers(self, context: ProjectContext, tasks: dict[int, dict]) -> tuple[dict[int, dict], bool]:
         request = dispatch.LabelRequest(context.project_id, tasks)

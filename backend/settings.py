@@ -56,8 +56,11 @@ class Settings:
     prices: str = _env("LLM_PRICES", help='price table override, JSON {"model": [input, output]} in USD per 1M tokens, for cost estimates')
     template: str = _env("PROMPT_TEMPLATE", DEFAULT_TEMPLATE, help="demonstration template; needs {text} and ends with {label}")
     instruction: str = _env("PROMPT_INSTRUCTION", help="extra task instruction placed first in the system message")
-    selection: str = _env("DEMO_SELECTION", "all", help="which demonstrations a prompt gets: all, first-k, balanced-k (k per label) or nearest-k (TF-IDF)")
+    selection: str = _env("DEMO_SELECTION", "all", help="which demonstrations a prompt gets: all, first-k, balanced-k (k per label), nearest-k or mmr-k")
     selection_k: int = _num("DEMO_K", 8, int, help="k of first-k, balanced-k and nearest-k")
+    embedding_model: str = _env("EMBEDDING_MODEL", help="embedding model for nearest-k and mmr-k selection (the server's /v1/embeddings); empty: nearest-k uses TF-IDF in-process")
+    context_window: int = _num("LLM_CONTEXT_WINDOW", 0, int, help="the model's context window in tokens (0: from a table of known models, else 16384)")
+    prompt_limit: int = _num("PROMPT_MAX_TOKENS", 0, int, help="cap on prompt tokens below the context window (0: context window minus LLM_MAX_TOKENS)")
     batch_size: int = _num("BATCH_SIZE", 1, int, help="tasks answered by one LLM request (json mode; items missing or invalid in the answer are asked again alone)")
     seeds_path: str = _env("SEEDS_PATH", help="seed files or directories (os.pathsep-separated) added to every project's demonstrations")
     concurrency: int = _num("LABEL_CONCURRENCY", 8, int, help="LLM requests in flight at once in one process")
@@ -124,6 +127,10 @@ class Settings:
             raise SettingsError(str(exc)) from None
         if self.selection not in STRATEGIES:
             raise SettingsError(f"DEMO_SELECTION must be one of {list(STRATEGIES)}, got {self.selection!r}")
+        if self.selection == "mmr-k" and not self.embedding_model:
+            raise SettingsError("DEMO_SELECTION=mmr-k needs embeddings: set EMBEDDING_MODEL")
+        if self.context_window < 0 or self.prompt_limit < 0:
+            raise SettingsError("LLM_CONTEXT_WINDOW and PROMPT_MAX_TOKENS must be 0 (automatic) or positive")
         if self.selection_k < 1:
             raise SettingsError(f"DEMO_K must be at least 1, got {self.selection_k!r}")
         if not 0 <= self.top_logprobs <= 20:

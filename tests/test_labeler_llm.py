@@ -6,6 +6,7 @@ import random
 import pytest
 
 from backend.labeler import Labeler, label_many
+from backend.settings import Settings
 from backend.labeling.examples import Example, load_seeds
 from backend.labeling.spec import parse_spec
 from backend.llm import LLMClient
@@ -158,3 +159,35 @@ def test_an_out_of_set_batch_never_emits_a_label(fake_llm):
 def test_batches_apply_to_json_mode_only(fake_llm):
     assert labeler_for(fake_llm, batch_size=8).batch_size == 8
     assert labeler_for(fake_llm, batch_size=8, answer_mode="logprobs").batch_size == 1
+
+
+def test_nearest_k_by_embeddings_embeds_each_demonstration_once(fake_llm):
+    pool = [Example(f"{name} is {mood} today", (label,), "seed", str(i)) for i, (name, mood, label) in enumerate(
+        [("Ann", "happy", "positive"), ("Ben", "sad", "negative"), ("Cat", "excited", "positive"),
+         ("Dan", "angry", "negative"), ("Eve", "cheerful", "positive"), ("Fay", "gloomy", "negative")])]
+    labeler = labeler_for(fake_llm, examples=pool, selection="nearest-k", selection_k=2, embedding_model="fake-embed")
+    assert fake_llm.stats()["by_endpoint"]["/v1/embeddings"] == 1  # the pool, in one batch
+    outcomes = labeler.label_datas([{"text": "Gus is gloomy today"}, {"text": "Hal is excited today"}])
+    assert [o.labels for o in outcomes] == [("negative",), ("positive",)]
+    assert fake_llm.stats()["by_endpoint"]["/v1/embeddings"] == 2  # both queries in one more batch
+    last = fake_llm.requests()[-1]["body"]["messages"]
+    assert len(last) == 1 + 2 * 2 + 1 and "Cat is excited today" in last[-3]["content"]  # most similar last
+    assert labeler.model_version != labeler_for(fake_llm, examples=pool, selection="nearest-k",
+                                                selection_k=2).model_version
+
+
+def test_mmr_needs_embeddings():
+    from backend.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="EMBEDDING_MODEL"):
+        Settings.from_env({"DEMO_SELECTION": "mmr-k"})
+
+
+def test_a_long_text_is_truncated_to_the_budget_and_says_so(fake_llm):
+    labeler = labeler_for(fake_llm, context_window=1024, max_tokens=64)
+    text = "Lisa is happy. " * 2000
+    request, fitted = labeler.prepare(text)
+    assert labeler.counter.messages(request["messages"]) <= 1024 - 64
+    assert fitted.truncated_chars > 0 and "truncated" in request["messages"][-1]["content"]
+    outcome = labeler.label_text(text)
+    assert outcome.labels == ("positive",) and outcome.truncated_chars == fitted.truncated_chars

@@ -121,3 +121,36 @@ def test_run_status_counts_rate_and_eta(redis_conn):
     assert status["tasks_per_s"] == pytest.approx(0.75, rel=0.2) and status["eta_s"] == pytest.approx(9.3, rel=0.2)
     record_progress(redis_conn, "gone", [{"result": [1]}])
     assert run_status(redis_conn, "gone") == {}
+
+
+def test_nearest_k_by_embeddings_through_the_web_process_and_a_worker(fake, redis_url, logs_dir):
+    from backend.ml_adapter import create_app
+    from backend.settings import Settings
+    from tests.conftest import SENTIMENT_CONFIG
+
+    clean_redis(redis_url)
+    env = stack_env(redis_url, fake.url, EMBEDDING_MODEL="fake-embed", DEMO_SELECTION="nearest-k", DEMO_K=2)
+    workers = start_workers(1, logs_dir, env, prefix="embedding-worker")
+    try:
+        wait_for_workers(redis_url, 1)
+        client = create_app(Settings.from_env(env)).test_client()
+        client.post("/setup", json={"project": "1.1", "schema": SENTIMENT_CONFIG})
+        for task_id, (text, label) in enumerate([("Ann is happy today", "positive"), ("Ben is sad today", "negative"),
+                                                  ("Cat is excited today", "positive"),
+                                                  ("Dan is angry today", "negative")], start=1):
+            client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 1},
+                                          "task": {"id": task_id, "data": {"text": text}},
+                                          "annotation": {"id": task_id, "task": task_id, "updated_at": "2026-01-01",
+                                                         "result": [{"from_name": "sentiment", "to_name": "text",
+                                                                     "type": "choices",
+                                                                     "value": {"choices": [label]}}]}})
+        tasks = [{"id": 10, "data": {"text": "Eve is angry today"}}, {"id": 11, "data": {"text": "Fay is excited"}}]
+        body = {"tasks": tasks, "project": "1.1", "label_config": SENTIMENT_CONFIG}
+        first = client.post("/predict", json=body).get_json()["results"]
+        assert [r["result"][0]["value"]["choices"] for r in first] == [["negative"], ["positive"]]
+        assert fake.stats()["by_endpoint"].get("/v1/embeddings", 0) >= 2  # the pool, then the queries
+        calls = fake.stats()["requests"]
+        again = client.post("/predict", json=body).get_json()["results"]
+        assert again == first and fake.stats()["requests"] == calls  # keys built from cached vectors
+    finally:
+        stop_all(workers)

@@ -30,6 +30,11 @@ class PromptSettings:
     instruction: str = ""
     selection: Selection = Selection()
     batch: int = 1  # tasks per request (json mode only)
+    embedding_model: str = ""  # nearest-k / mmr-k by this embedding model; empty: TF-IDF in-process
+
+    @property
+    def uses_embeddings(self) -> bool:
+        return bool(self.embedding_model) and self.selection.strategy in ("nearest-k", "mmr-k")
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -176,6 +181,7 @@ def version_hash(spec: LabelingSpec, examples: Iterable[Example], settings: Prom
         "instruction": instruction(spec, settings),
         "selection": settings.selection.describe(),
         "batch": settings.batch if settings.mode == "json" else 1,
+        "embedding_model": settings.embedding_model if settings.uses_embeddings else "",
         "control": spec.control_name,
         "labels": [[label.value, label.name, label.hint] for label in spec.labels],
         "multiple": spec.multiple,

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from .examples import Example
 
-STRATEGIES = ("all", "first-k", "balanced-k", "nearest-k")
+STRATEGIES = ("all", "first-k", "balanced-k", "nearest-k", "mmr-k")
+SIMILARITY_STRATEGIES = ("nearest-k", "mmr-k")  # per-query choices; mmr-k needs embeddings
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -37,6 +38,8 @@ class Selector:
         self.pool = pool
         self.selection = selection
         self._fixed = self._fixed_choice()
+        if selection.strategy == "mmr-k":
+            raise ValueError("mmr-k needs embeddings: set EMBEDDING_MODEL")
         self._index = TfidfIndex([e.text for e in pool]) if selection.strategy == "nearest-k" else None
 
     @property
@@ -44,7 +47,7 @@ class Selector:
         """True when every query gets the same demonstrations (the prompt prefix is then cacheable)."""
         return self._fixed is not None
 
-    def select(self, text: str) -> list[Example]:
+    def select(self, text: str, vector=None) -> list[Example]:
         if self._fixed is not None:
             return self._fixed
         ranked = self._index.nearest(text, self.selection.k)
