@@ -273,16 +273,38 @@ def label_many(labeler: Labeler, items: Iterable[tuple[object, object]], concurr
     """
     items = iter(items)
     size = labeler.batch_size
+    window = max(2 * concurrency * size, EMBED_PREFETCH)
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="label") as pool:
         pending: dict = {}
+        ahead: list = []
         while True:
-            while len(pending) < 2 * concurrency:
-                batch = list(islice(items, size))
-                if not batch:
-                    break
+            if not ahead:
+                ahead = list(islice(items, window))
+                _prefetch_vectors(labeler, ahead)
+            while ahead and len(pending) < 2 * concurrency:
+                batch, ahead = ahead[:size], ahead[size:]
                 pending[pool.submit(labeler.label_datas, [data for _, data in batch])] = [key for key, _ in batch]
             if not pending:
                 return
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 yield from zip(pending.pop(future), future.result())
+
+
+EMBED_PREFETCH = 256
+
+
+def _prefetch_vectors(labeler: Labeler, items: list) -> None:
+    """Embed the next queries in one batched call, so each batch then finds its vectors cached."""
+    if labeler.embedder is None or not items:
+        return
+    texts = []
+    for _, data in items:
+        try:
+            texts.append(labeler.spec.text_of(data))
+        except MissingText:
+            continue
+    try:
+        labeler.query_vectors(texts)
+    except LLMError:
+        pass  # each batch asks again and records the failure on its own tasks

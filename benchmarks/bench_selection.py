@@ -21,6 +21,8 @@ SETTINGS = [
     ("nearest-8", {"selection": "nearest-k", "selection_k": 8}),
     ("balanced-8", {"selection": "balanced-k", "selection_k": 8}),
     ("nearest-8, batches of 8", {"selection": "nearest-k", "selection_k": 8, "batch_size": 8}),
+    ("nearest-8 by embeddings", {"selection": "nearest-k", "selection_k": 8, "embedding_model": "fake-embed"}),
+    ("mmr-8 by embeddings", {"selection": "mmr-k", "selection_k": 8, "embedding_model": "fake-embed"}),
 ]
 
 
@@ -33,7 +35,10 @@ def run(server, rows, examples, spec, overrides, concurrency) -> dict:
     seconds = time.perf_counter() - started
     stats = server.stats()
     correct = sum(outcomes[i].labels == (r["label"],) for i, r in enumerate(rows))
-    return {"tokens_per_task": stats["prompt_tokens"] / len(rows), "requests": stats["requests"],
+    # Chat prompt tokens as the server reported them per answer; embedding input is counted apart.
+    chat_tokens = sum(o.prompt_tokens for o in outcomes.values())
+    return {"tokens_per_task": chat_tokens / len(rows), "requests": stats["requests"],
+            "embedding_tokens": stats["prompt_tokens"] - chat_tokens,
             "seconds": seconds, "accuracy": correct / len(rows),
             "failed": sum(not o.ok for o in outcomes.values())}
 
@@ -60,6 +65,7 @@ def main() -> None:
                 print(f"{name:<9} {setting:<24} {len(rows):>5} {result['tokens_per_task']:>11.0f} "
                       f"{result['tokens_per_task'] / baseline:>6.0%} {result['requests']:>8} "
                       f"{result['seconds']:>7.1f} {result['accuracy']:>8.3f}"
+                      + (f"  (+{result['embedding_tokens']} embedding tokens)" if result["embedding_tokens"] else "")
                       + (f"  ({result['failed']} failed)" if result["failed"] else ""), flush=True)
     finally:
         server.stop()
