@@ -70,7 +70,6 @@ def label_tasks(request_id: str, project_id: int, task_ids: list[int]) -> dict:
     queued = 0
     if dispatch.is_abandoned(state.connection, request_id):
         queued = queue_write_back(state, project_id, messages, meta.get("run_id", ""))
-    _record_failures(state.connection, project_id, messages)
     if meta.get("run_id"):
         record_progress(state.connection, meta["run_id"], messages)
     figures = {"labeled": sum(1 for m in messages if m["result"]), "cached": sum(1 for m in messages if m.get("cached")),
@@ -87,6 +86,8 @@ def label_chunk(state: WorkerState, context: ProjectContext, data: dict[int, dic
     messages: list[dict] = []
 
     def emit(message: dict) -> None:
+        # Recorded before it is pushed: whoever reads the outcome then also finds the failure in /status.
+        _record_failures(state.connection, context.project_id, [message])
         dispatch.push_outcome(state.connection, request_id, message)
         messages.append(message)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
@@ -13,7 +14,8 @@ from .labeling.answers import (InvalidAnswer, label_distribution, parse_batch_an
 from .labeling.errors import MissingText
 from .labeling.examples import Example
 from .labeling.prompt import (PromptSettings, batch_schema, build_batch_messages, build_messages, json_schema,
-                              model_version, order_examples)
+                              model_version, order_examples, render_query, stable_hash)
+from .labeling.calibration import CONTENT_FREE, agreement, average, calibrate
 from .labeling.budget import TRUNCATION_MARKER, Budget, BudgetExceeded, Fitted, TokenCounter, context_window, fit
 from .labeling.selection import Selector
 from .labeling.spec import LabelingSpec
@@ -63,6 +65,9 @@ class Labeler:
             embedder = Embedder(client, MemoryVectorCache(), self.prompt.embedding_model)
         self.embedder = embedder if self.prompt.uses_embeddings else None
         self.selector = self._selector()
+        self._lock = threading.Lock()
+        self._content_free_cache: dict[str, dict | None] = {}
+        self._content_free_locks: dict[str, threading.Lock] = {}
 
     def _selector(self):
         if self.embedder is None:
@@ -130,13 +135,13 @@ class Labeler:
             except LLMError as exc:
                 outcome.error, outcome.detail = "llm_error", str(exc)
                 return outcome
-            outcome.requests += reply.attempts
-            outcome.prompt_tokens += reply.prompt_tokens
-            outcome.completion_tokens += reply.completion_tokens
+            _add_usage(outcome, reply)
             outcome.answer = reply.content[:500]
             try:
-                self._read(reply.content, reply.tokens, outcome)
+                self._read(reply.content, reply.tokens, outcome, request)
                 outcome.error, outcome.detail = None, ""
+                if outcome.score is None and self.settings.confidence_samples:
+                    outcome.score = self._agreement(request, outcome)
                 return outcome
             except InvalidAnswer as exc:
                 outcome.error, outcome.detail = exc.kind, exc.detail
@@ -224,17 +229,61 @@ class Labeler:
             return Outcome(error="no_text", detail=str(exc), model_version=self.model_version)
         return self.label_text(text)
 
-    def _read(self, content: str, tokens, outcome: Outcome) -> None:
+    def _read(self, content: str, tokens, outcome: Outcome, request: dict | None = None) -> None:
         mode = self.prompt.mode
         labels = parse_json_answer(content, self.spec) if mode == "json" else parse_text_answer(content, self.spec)
         outcome.labels = labels
         if mode == "logprobs" and not self.spec.multiple:
             outcome.distribution = label_distribution(tokens or [], self.spec)
+            if outcome.distribution and self.prompt.calibration == "contextual" and request is not None:
+                outcome.distribution = calibrate(outcome.distribution, self._content_free(request, outcome))
             if outcome.distribution:
                 best = max(outcome.distribution, key=outcome.distribution.get)
                 outcome.labels, outcome.score = (best,), outcome.distribution[best]
                 return
         outcome.score = span_confidence(tokens or [], content, list(labels))
+
+    def _content_free(self, request: dict, outcome: Outcome) -> dict[str, float] | None:
+        """The label distribution the same prompt (same demonstrations) gives content-free inputs; computed
+        once per prompt prefix, so a fixed selection pays for it once per model_version."""
+        prefix = request["messages"][:-1]
+        key = stable_hash(prefix)
+        with self._lock:
+            key_lock = self._content_free_locks.setdefault(key, threading.Lock())
+        with key_lock:  # one probe per prompt prefix, however many threads want it at once
+            if key not in self._content_free_cache:
+                self._content_free_cache[key] = average(self._probe(request, prefix, outcome))
+        return self._content_free_cache[key]
+
+    def _probe(self, request: dict, prefix: list[dict], outcome: Outcome) -> list:
+        found = []
+        for text in CONTENT_FREE:
+            probe = {**request, "messages": prefix + [{"role": "user",
+                                                       "content": render_query(self.prompt.template, text)}]}
+            try:
+                reply = self.client.chat(probe)
+            except LLMError:
+                continue
+            _add_usage(outcome, reply)
+            found.append(label_distribution(reply.tokens or [], self.spec))
+        return found
+
+    def _agreement(self, request: dict, outcome: Outcome) -> float | None:
+        """Confidence as agreement of a few answers sampled at temperature 0.7 (costs one call each)."""
+        samples = []
+        for _ in range(self.settings.confidence_samples):
+            try:
+                reply = self.client.chat({**request, "temperature": 0.7})
+            except LLMError:
+                continue
+            _add_usage(outcome, reply)
+            sample = Outcome()
+            try:
+                self._read(reply.content, None, sample)
+                samples.append(sample.labels)
+            except InvalidAnswer:
+                samples.append(None)
+        return agreement(outcome.labels, samples)
 
 
 def _build_single(spec: LabelingSpec, prompt: PromptSettings, demonstrations: list, text: str) -> list[dict]:
@@ -244,6 +293,12 @@ def _build_single(spec: LabelingSpec, prompt: PromptSettings, demonstrations: li
 def _build_batch(spec: LabelingSpec, prompt: PromptSettings, texts: list[str], demonstrations: list,
                  _text: str) -> list[dict]:
     return build_batch_messages(spec, demonstrations, texts, prompt)
+
+
+def _add_usage(outcome: Outcome, reply) -> None:
+    outcome.requests += reply.attempts
+    outcome.prompt_tokens += reply.prompt_tokens
+    outcome.completion_tokens += reply.completion_tokens
 
 
 def _share_usage(outcomes: list[Outcome], reply) -> None:

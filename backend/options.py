@@ -7,7 +7,7 @@ import json
 from .labeling.errors import BadTemplate
 from .labeling.prompt import MODES, PromptSettings, check_template
 from .labeling.selection import STRATEGIES, Selection
-from .settings import Settings
+from .settings import CALIBRATIONS, LOW_SCORE_ACTIONS, Settings
 
 # option name -> (type, what it means); the environment gives every default.
 OPTIONS = {
@@ -17,6 +17,9 @@ OPTIONS = {
     "template": (str, "demonstration template with {text} and ending in {label} (PROMPT_TEMPLATE)"),
     "selection": (str, f"demonstration selection, one of {list(STRATEGIES)} (DEMO_SELECTION)"),
     "k": (int, "k of first-k, balanced-k and nearest-k (DEMO_K)"),
+    "calibration": (str, "none or contextual, logprobs mode only (CALIBRATION)"),
+    "threshold": (float, "score below which no pre-annotation is written, or it is flagged (SCORE_THRESHOLD)"),
+    "low_score": (str, "skip or flag: what happens below the threshold (LOW_SCORE_ACTION)"),
     "batch": (int, "tasks answered by one request, json mode only (BATCH_SIZE)"),
 }
 
@@ -41,9 +44,17 @@ def parse_options(raw) -> dict:
         raise BadOptions(f"unknown option {unknown[0]!r}; known options: {', '.join(sorted(OPTIONS))}")
     for name, value in raw.items():
         kind, meaning = OPTIONS[name]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
         if not isinstance(value, kind) or isinstance(value, bool):
             raise BadOptions(f"option {name!r} must be a {kind.__name__} ({meaning}), got {value!r}")
     options = dict(raw)
+    if options.get("calibration", "none") not in CALIBRATIONS:
+        raise BadOptions(f"option 'calibration' must be one of {list(CALIBRATIONS)}, got {options['calibration']!r}")
+    if options.get("low_score", "skip") not in LOW_SCORE_ACTIONS:
+        raise BadOptions(f"option 'low_score' must be one of {list(LOW_SCORE_ACTIONS)}, got {options['low_score']!r}")
+    if not 0.0 <= float(options.get("threshold", 0.0)) <= 1.0:
+        raise BadOptions(f"option 'threshold' must be between 0 and 1, got {options['threshold']!r}")
     prompt_for(Settings.from_env({}), options)  # raises BadOptions on bad values
     return options
 
@@ -60,6 +71,7 @@ def prompt_for(settings: Settings, options: dict) -> PromptSettings:
                               mode=options.get("mode", settings.answer_mode), template=template,
                               instruction=options.get("instruction", settings.instruction), selection=selection,
                               batch=options.get("batch", settings.batch_size),
-                              embedding_model=settings.embedding_model)
+                              embedding_model=settings.embedding_model,
+                              calibration=options.get("calibration", settings.calibration))
     except (ValueError, BadTemplate) as exc:
         raise BadOptions(str(exc)) from exc

@@ -38,17 +38,31 @@ class ProjectContext:
     labeler: Labeler
     active_id: str
     demonstrations: int
+    threshold: float = 0.0
+    low_score_action: str = "skip"
 
     @property
     def model_version(self) -> str:
         return self.labeler.model_version
 
     def prediction(self, cached: dict) -> dict:
-        """result and score for Label Studio from a cached outcome; the SDK re-checks labels against the config."""
+        """result and score for Label Studio from a cached outcome; the SDK re-checks labels against the config.
+
+        Below the project's score threshold the prediction is withheld, or flagged on its region, as the
+        admin chose; the threshold applies when delivering, so changing it needs no new LLM call.
+        """
+        score = cached.get("score")
         try:
-            return {"result": result_regions(self.spec, tuple(cached["labels"])), "score": cached.get("score")}
+            result = result_regions(self.spec, tuple(cached["labels"]))
         except (LabelingError, KeyError, TypeError) as exc:
             return {"result": None, "error": "out_of_set", "detail": str(exc)}
+        if score is not None and score < self.threshold:
+            if self.low_score_action == "skip":
+                return {"result": None, "score": score, "error": "low_score",
+                        "detail": f"score {score:.3f} below the threshold {self.threshold:g}"}
+            for region in result:
+                region["meta"] = {"text": [f"low confidence: {score:.2f} < {self.threshold:g}"]}
+        return {"result": result, "score": score}
 
 
 def parse_project_id(value) -> int | None:
@@ -120,7 +134,9 @@ class Contexts:
         if not labeler.examples:
             log.info("project %s has no demonstrations yet: labeling zero-shot from the label names and hints",
                      project_id)
-        return ProjectContext(project_id, spec, labeler, active_id, len(labeler.examples))
+        return ProjectContext(project_id, spec, labeler, active_id, len(labeler.examples),
+                              threshold=float(options.get("threshold", self.settings.score_threshold)),
+                              low_score_action=options.get("low_score", self.settings.low_score_action))
 
     def seeds(self, spec: LabelingSpec, project_id: int) -> list[Example]:
         """Seed files that fit this project's labels; a file that does not fit is skipped with a warning."""

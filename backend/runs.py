@@ -17,7 +17,7 @@ from .studio import Studio
 
 PREFIX = store.PREFIX
 RUN_TTL = 7 * 24 * 3600
-COUNTERS = ("done", "failed", "cached", "requests", "prompt_tokens", "completion_tokens", "written_back")
+COUNTERS = ("done", "failed", "withheld", "cached", "requests", "prompt_tokens", "completion_tokens", "written_back")
 
 
 def _key(run_id: str) -> str:
@@ -74,7 +74,9 @@ def record_progress(connection: redis.Redis, run_id: str, messages: list[dict]) 
         return  # Redis lost the run: counters alone would make a run without a total
     with connection.pipeline(transaction=False) as pipe:
         pipe.hincrby(_key(run_id), "done", sum(1 for m in messages if m.get("result")))
-        pipe.hincrby(_key(run_id), "failed", sum(1 for m in messages if not m.get("result")))
+        pipe.hincrby(_key(run_id), "failed", sum(1 for m in messages if not m.get("result")
+                                                  and m.get("error") != "low_score"))
+        pipe.hincrby(_key(run_id), "withheld", sum(1 for m in messages if m.get("error") == "low_score"))
         pipe.hincrby(_key(run_id), "cached", sum(1 for m in messages if m.get("cached")))
         for name in ("requests", "prompt_tokens", "completion_tokens"):
             pipe.hincrby(_key(run_id), name, sum(int(m.get(name) or 0) for m in messages))
@@ -92,7 +94,7 @@ def run_status(connection: redis.Redis, run_id: str, prices: dict | None = None)
     if "total" not in raw or "started" not in raw:
         return {}  # unknown, or only counters written after Redis lost the run
     status = {k: (int(v) if k in COUNTERS + ("total", "project_id") else v) for k, v in raw.items()}
-    finished = status["done"] + status["failed"]
+    finished = status["done"] + status["failed"] + status.get("withheld", 0)
     elapsed = max(time.time() - float(status["started"]), 1e-6)
     rate = finished / elapsed
     status.update(finished=finished, elapsed_s=round(elapsed, 1), tasks_per_s=round(rate, 2),

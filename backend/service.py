@@ -203,15 +203,18 @@ class Service:
         ids = [_project(project)] if project not in (None, "") else store.project_ids(self.connection)
         projects = []
         for project_id in ids:
-            failures = self.connection.hgetall(f"{store.PREFIX}:failures:{project_id}")
+            failures = {int(k): json.loads(v) for k, v in
+                        self.connection.hgetall(f"{store.PREFIX}:failures:{project_id}").items()}
+            withheld = sum(1 for f in failures.values() if f.get("error") == "low_score")
             record = store.load_project(self.connection, project_id)
             projects.append({
                 "project_id": project_id,
                 "model_version": self._context(project_id).model_version if record and record.label_config else None,
                 "demonstrations": store.demo_counts(self.connection, project_id),
                 "runs": project_runs(self.connection, project_id, prices=self.settings.price_table),
-                "failed_tasks": len(failures),
-                "failures": {int(k): json.loads(v) for k, v in list(failures.items())[:20]},
+                "failed_tasks": len(failures) - withheld,
+                "withheld_tasks": withheld,  # below the score threshold (LOW_SCORE_ACTION=skip)
+                "failures": dict(list(failures.items())[:20]),
                 "write_back_queue": outbox.size(self.connection, project_id),
             })
         return {"projects": projects, "queued": self.queue.count, "workers": Worker.count(queue=self.queue),

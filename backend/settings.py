@@ -10,6 +10,10 @@ from .labeling.prompt import DEFAULT_TEMPLATE, MODES
 from .labeling.selection import STRATEGIES
 
 
+CALIBRATIONS = ("none", "contextual")
+LOW_SCORE_ACTIONS = ("skip", "flag")
+
+
 class SettingsError(ValueError):
     """An environment variable holds a value the backend cannot use."""
 
@@ -54,6 +58,10 @@ class Settings:
     top_logprobs: int = _num("LLM_TOP_LOGPROBS", 10, int, help="alternatives per token asked for in logprobs mode (0-20)")
     request_logprobs: bool = _num("LLM_REQUEST_LOGPROBS", True, bool, help="ask for logprobs in json/text mode too, for a confidence score; turn off for servers that reject it")
     prices: str = _env("LLM_PRICES", help='price table override, JSON {"model": [input, output]} in USD per 1M tokens, for cost estimates')
+    calibration: str = _env("CALIBRATION", "none", help="none or contextual: in logprobs mode, divide out the prompt's own bias measured with content-free inputs (3 extra calls per demonstration set)")
+    confidence_samples: int = _num("CONFIDENCE_SAMPLES", 0, int, help="when the server gives no logprobs: sample this many extra answers and use their agreement as the score (0: no score)")
+    score_threshold: float = _num("SCORE_THRESHOLD", 0.0, float, help="predictions scoring below this are not written, or are flagged (LOW_SCORE_ACTION); 0: off")
+    low_score_action: str = _env("LOW_SCORE_ACTION", "skip", help="skip (no pre-annotation) or flag (written, with a low-confidence note on the region)")
     template: str = _env("PROMPT_TEMPLATE", DEFAULT_TEMPLATE, help="demonstration template; needs {text} and ends with {label}")
     instruction: str = _env("PROMPT_INSTRUCTION", help="extra task instruction placed first in the system message")
     selection: str = _env("DEMO_SELECTION", "all", help="which demonstrations a prompt gets: all, first-k, balanced-k (k per label), nearest-k or mmr-k")
@@ -127,6 +135,12 @@ class Settings:
             raise SettingsError(str(exc)) from None
         if self.selection not in STRATEGIES:
             raise SettingsError(f"DEMO_SELECTION must be one of {list(STRATEGIES)}, got {self.selection!r}")
+        if self.calibration not in CALIBRATIONS:
+            raise SettingsError(f"CALIBRATION must be one of {list(CALIBRATIONS)}, got {self.calibration!r}")
+        if self.low_score_action not in LOW_SCORE_ACTIONS:
+            raise SettingsError(f"LOW_SCORE_ACTION must be one of {list(LOW_SCORE_ACTIONS)}, got {self.low_score_action!r}")
+        if not 0.0 <= self.score_threshold <= 1.0 or self.confidence_samples < 0:
+            raise SettingsError("SCORE_THRESHOLD must be between 0 and 1 and CONFIDENCE_SAMPLES at least 0")
         if self.selection == "mmr-k" and not self.embedding_model:
             raise SettingsError("DEMO_SELECTION=mmr-k needs embeddings: set EMBEDDING_MODEL")
         if self.context_window < 0 or self.prompt_limit < 0:

@@ -221,6 +221,7 @@ def test_status_shows_each_projects_demonstrations_failures_and_runs(client, sta
     assert "projects" in body, body
     project = body["projects"][0]
     assert project["project_id"] == 1 and project["demonstrations"] == {"live": 1, "active": 1}
-    assert project["failed_tasks"] == 1 and project["failures"]["100"]["error"] == "out_of_set"
+    assert project["failed_tasks"] == 1, project
+    assert project["failures"]["100"]["error"] == "out_of_set"
     assert project["model_version"].startswith("fsp-") and body["workers"] >= 1
     assert client.get("/status?project=abc").status_code == 400

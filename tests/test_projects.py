@@ -71,3 +71,31 @@ def test_options_change_the_prompt_and_the_version(redis_conn):
     assert after.model_version != before.model_version
     request = after.labeler.request("x")
     assert "response_format" not in request and "Rate the mood." in json.dumps(request["messages"])
+
+
+@pytest.mark.parametrize("action", ["skip", "flag"])
+def test_predictions_below_the_threshold_are_withheld_or_flagged(redis_conn, action):
+    settings = Settings.from_env({})
+    register(redis_conn, 1, SENTIMENT_CONFIG, options={"threshold": 0.6, "low_score": action})
+    context = Contexts(settings, redis_conn).get(1)
+    confident = context.prediction({"labels": ["positive"], "score": 0.9})
+    assert confident["result"][0]["value"]["choices"] == ["positive"] and "meta" not in confident["result"][0]
+    doubtful = context.prediction({"labels": ["negative"], "score": 0.41})
+    if action == "skip":
+        assert doubtful["result"] is None and doubtful["error"] == "low_score"
+    else:
+        assert doubtful["result"][0]["meta"] == {"text": ["low confidence: 0.41 < 0.6"]}
+        from backend.labeling.results import prediction_errors
+
+        assert prediction_errors(context.spec, doubtful["result"]) == []
+    unscored = context.prediction({"labels": ["negative"], "score": None})
+    assert unscored["result"]  # no score: nothing to compare, the prediction stays
+
+
+def test_threshold_options_are_validated():
+    from backend.options import BadOptions, parse_options
+
+    assert parse_options({"threshold": 1}) == {"threshold": 1}
+    for bad in ({"threshold": 1.5}, {"low_score": "hide"}, {"calibration": "platt"}):
+        with pytest.raises(BadOptions):
+            parse_options(bad)

@@ -300,12 +300,23 @@ def shape_zero_shot(label: str, response_format) -> str:
     return label
 
 
-def _choose(prompt: ChatPrompt, labels, query: str, response_format, bias_last: bool) -> Answer:
-    """Nearest demonstration's answer verbatim, the last one if biased, or a zero-shot guess."""
+def _choose(prompt: ChatPrompt, labels, query: str, response_format, bias_last: bool,
+            prior_last: float = 0.0) -> Answer:
+    """Nearest demonstration's answer verbatim, the last one if biased, or a zero-shot guess.
+
+    prior_last models a recency bias the way contextual calibration assumes one: a constant bonus to the
+    last demonstration's label in every answer's label scores, content-free inputs included.
+    """
     if prompt.demos:
         sims = similarities([user for user, _ in prompt.demos], query)
+        scores = label_scores(prompt.demos, sims, labels)
+        last = answer_labels(prompt.demos[-1][1], labels)
+        if prior_last and last:
+            scores[last[0]] = scores.get(last[0], 0.0) + prior_last
         index = len(sims) - 1 if bias_last else nearest_index(sims)
-        dist = log_softmax(label_scores(prompt.demos, sims, labels))
+        if prior_last and last and max(scores, key=scores.get) == last[0]:
+            index = len(sims) - 1  # the bonus wins: answer as the last demonstration did
+        dist = log_softmax(scores)
         content = prompt.demos[index][1]
         slots = [(label, dist) for label in answer_labels(content, labels)]
         return Answer(content, slots, "bias_last" if bias_last else "nearest", index)
@@ -344,13 +355,14 @@ def drop_batch_items(answer: Answer, count: int) -> Answer:
     return Answer(dumps({"items": kept}), answer.slots[:len(kept)], "batch")
 
 
-def answer_chat(prompt: ChatPrompt, response_format=None, *, bias_last: bool = False) -> Answer:
+def answer_chat(prompt: ChatPrompt, response_format=None, *, bias_last: bool = False,
+                prior_last: float = 0.0) -> Answer:
     """The stand-in's answer to a chat prompt that follows the prompt contract."""
     labels = label_set(prompt, response_format)
     items = batch_items(prompt.query)
     if items:
         return _batch_answer(prompt, labels, items, bias_last)
-    return _choose(prompt, labels, prompt.query, response_format, bias_last)
+    return _choose(prompt, labels, prompt.query, response_format, bias_last, prior_last)
 
 
 def parse_chat(messages: list[dict]) -> ChatPrompt:

@@ -50,6 +50,7 @@ KNOBS: dict[str, tuple[type, object]] = {
     "bias_strength": (float, 0.5),
     "seed": (int, 0),
     "batch_drop": (int, 0),  # items left out at the end of every batch answer
+    "prior_last": (float, 0.0),  # score bonus for the last demonstration's label (a recency bias)
 }
 # Faults are drawn in this order; the first that fires wins.
 FAULTS = (("429", "rate_429"), ("500", "rate_500"), ("hang", "rate_hang"),
@@ -129,6 +130,7 @@ class Draw:
     biased: bool
     latency_s: float
     batch_drop: int = 0
+    prior_last: float = 0.0
 
 
 # ------------------------------------------------------------------------ state
@@ -190,7 +192,8 @@ class FakeState:
         fault = next((name for (name, knob), roll in zip(FAULTS, rolls) if roll < knobs[knob]), None)
         biased = knobs["bias"] == "last" and bias_roll < knobs["bias_strength"]
         jitter = (2.0 * jitter_roll - 1.0) * knobs["latency_jitter_ms"]  # symmetric +-jitter
-        return Draw(fault, biased, max(0.0, knobs["latency_ms"] + jitter) / 1000.0, knobs["batch_drop"])
+        return Draw(fault, biased, max(0.0, knobs["latency_ms"] + jitter) / 1000.0, knobs["batch_drop"],
+                    knobs["prior_last"])
 
     def arrive(self, path: str) -> None:
         now = time.monotonic()
@@ -299,7 +302,7 @@ def _apply_fault(answer: answers.Answer, draw: Draw, labels: list[str], json_wan
 def chat_response(body: dict, draw: Draw, request_id: str) -> dict:
     prompt = answers.parse_chat(body["messages"])
     response_format = body.get("response_format")
-    answer = answers.answer_chat(prompt, response_format, bias_last=draw.biased)
+    answer = answers.answer_chat(prompt, response_format, bias_last=draw.biased, prior_last=draw.prior_last)
     if draw.batch_drop and answer.kind == "batch":
         answer = answers.drop_batch_items(answer, draw.batch_drop)
     json_wanted = answers.wants_json(response_format) or answers.parse_json_answer(answer.content) is not None

@@ -31,6 +31,7 @@ class PromptSettings:
     selection: Selection = Selection()
     batch: int = 1  # tasks per request (json mode only)
     embedding_model: str = ""  # nearest-k / mmr-k by this embedding model; empty: TF-IDF in-process
+    calibration: str = "none"  # "contextual": divide out the prompt's bias (logprobs mode)
 
     @property
     def uses_embeddings(self) -> bool:
@@ -182,6 +183,7 @@ def version_hash(spec: LabelingSpec, examples: Iterable[Example], settings: Prom
         "selection": settings.selection.describe(),
         "batch": settings.batch if settings.mode == "json" else 1,
         "embedding_model": settings.embedding_model if settings.uses_embeddings else "",
+        "calibration": settings.calibration if settings.mode == "logprobs" else "none",
         "control": spec.control_name,
         "labels": [[label.value, label.name, label.hint] for label in spec.labels],
         "multiple": spec.multiple,
