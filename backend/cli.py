@@ -70,6 +70,31 @@ def _parser() -> argparse.ArgumentParser:
     pre.add_argument("--no-wait", action="store_true", help="start the run and return; follow it at /status")
     pre.set_defaults(handler=_prelabel)
 
+    ev = commands.add_parser("evaluate", help="cross-validate the labeler on human-labeled tasks; JSON, Markdown "
+                             "and HTML reports with a no-LLM baseline")
+    source = ev.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", type=Path, help="JSONL with gold labels: {\"text\", \"label\"} rows")
+    source.add_argument("--project", type=int, help="a Label Studio project: its annotations are the gold labels")
+    ev.add_argument("--config", type=Path, help="labeling config (required with --input; default: the project's)")
+    ev.add_argument("--seeds", action="append", default=[], type=Path, help="extra demonstrations (repeatable)")
+    ev.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+    ev.add_argument("--limit", type=int, default=0, help="evaluate a reproducible sample of this many tasks")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the folds and the sample")
+    ev.add_argument("--target-accuracy", type=float, default=0.9,
+                    help="the threshold recommended is the lowest score reaching this accuracy (default 0.9)")
+    ev.add_argument("--output-dir", type=Path, default=Path("evaluation"), help="where the reports go")
+    ev.add_argument("--mode", choices=("json", "logprobs", "text"), help="answer mode (default LLM_ANSWER_MODE)")
+    ev.add_argument("--selection", help="demonstration selection (default DEMO_SELECTION)")
+    ev.add_argument("--k", type=int, help="k of the selection (default DEMO_K)")
+    ev.add_argument("--calibration", choices=("none", "contextual"), help="default CALIBRATION")
+    ev.add_argument("--concurrency", type=int, help="requests in flight (default LABEL_CONCURRENCY)")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ev.set_defaults(handler=_evaluate)
+
+    from .export import add_parser as add_export_parser
+
+    add_export_parser(commands)
+
     fake = commands.add_parser("fake-llm", help="start the FAKE OpenAI-compatible stand-in server (tests, demos)",
                                add_help=False)
     fake.add_argument("rest", nargs=argparse.REMAINDER)
@@ -154,6 +179,17 @@ def _prelabel(args) -> int:
     settings = Settings.from_env()
     configure_logging(settings)
     return prelabel(settings, args.project, missing=not args.all, wait=not args.no_wait)
+
+
+def _evaluate(args) -> int:
+    from .evaluate import run_evaluate
+
+    if args.input and not args.config:
+        raise LabelingError("--input needs --config (the labeling config the gold labels belong to)")
+    settings = Settings.from_env(answer_mode=args.mode, selection=args.selection, selection_k=args.k,
+                                 calibration=args.calibration, concurrency=args.concurrency)
+    configure_logging(settings)
+    return run_evaluate(args, settings)
 
 
 def _fake_llm(args) -> int:

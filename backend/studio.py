@@ -141,6 +141,16 @@ class Studio:
             *(self._selected_predicted_ids(project_id, model_version, chunk) for chunk in chunks)
         )
 
+    def predictions(self, project_id: int) -> list[dict]:
+        """Every prediction of the project: {id, task, result, score, model_version, created_at, updated_at}."""
+        # GET /api/predictions?project=P: Label Studio 1.23 sets no pagination class on this
+        # view (PredictionAPI), so one call answers a plain list with all of them.
+        predictions = self._call(
+            f"listing the predictions of project {project_id}",
+            lambda: self._sdk.predictions.list(project=project_id),
+        )
+        return [_pick(_as_dict(p), ("task", *_PREDICTION_FIELDS)) for p in predictions]
+
     def _project_predicted_ids(self, project_id: int, model_version: str) -> set[int]:
         # GET /api/predictions?project=P: one unpaginated answer with every prediction.
         predictions = self._call(

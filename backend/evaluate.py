@@ -1,0 +1,158 @@
+"""The `evaluate` command: cross-validated model labels of human-labeled tasks, scored against a no-LLM baseline."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .costs import estimate_cost
+from .evaluation.metrics import EvalItem, evaluate
+from .evaluation.report import write_reports
+from .labeler import Labeler, label_many
+from .labeling.examples import Example, examples_from_tasks, load_seed_file, load_seeds
+from .labeling.selection import TfidfIndex
+from .labeling.spec import LabelingSpec, parse_spec
+from .llm import LLMClient
+from .settings import Settings
+
+
+@dataclass
+class Usage:
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    failed: int = 0
+
+
+def fold_of(example: Example, folds: int, seed: int) -> int:
+    """A stable fold per example (by its text), so re-runs and other machines split the same way."""
+    digest = hashlib.sha256(f"{seed}:{example.text}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % folds
+
+
+def subset(gold: list[Example], limit: int, seed: int) -> list[Example]:
+    """A reproducible sample of `limit` examples (all of them when limit is 0)."""
+    if not limit or limit >= len(gold):
+        return gold
+    ranked = sorted(gold, key=lambda e: hashlib.sha256(f"sample:{seed}:{e.text}".encode("utf-8")).digest())
+    return ranked[:limit]
+
+
+def nearest_label(index: TfidfIndex, train: list[Example], text: str) -> tuple[str, ...] | None:
+    """The no-LLM baseline: the label of the most similar training example (TF-IDF cosine)."""
+    if not train:
+        return None
+    return train[index.nearest(text, 1)[0]].labels
+
+
+def cross_validate(spec: LabelingSpec, gold: list[Example], seeds: list[Example], settings: Settings,
+                   client: LLMClient, folds: int, seed: int, progress: bool = True) -> tuple[list[EvalItem], Usage]:
+    """Label every gold example with demonstrations from the other folds only (never its own label)."""
+    items, usage = [], Usage()
+    with tqdm(total=len(gold), unit="task", desc="evaluating", disable=not progress) as bar:
+        for fold in range(folds):
+            test = [g for g in gold if fold_of(g, folds, seed) == fold]
+            texts = {g.text for g in test}
+            # Other folds only, and no copy of a test text under another id: no answer leaks into its prompt.
+            train = seeds + [g for g in gold if fold_of(g, folds, seed) != fold and g.text not in texts]
+            if not test:
+                continue
+            labeler = Labeler(spec, train, settings, client)
+            index = TfidfIndex([e.text for e in labeler.examples])
+            outcomes = dict(label_many(labeler, ((i, {spec.data_key: g.text}) for i, g in enumerate(test)),
+                                       settings.concurrency))
+            for i, example in enumerate(test):
+                outcome = outcomes[i]
+                items.append(EvalItem(example.labels, outcome.labels, outcome.score,
+                                      nearest_label(index, labeler.examples, example.text)))
+                usage.requests += outcome.requests
+                usage.prompt_tokens += outcome.prompt_tokens
+                usage.completion_tokens += outcome.completion_tokens
+                usage.failed += not outcome.ok
+            bar.update(len(test))
+    return items, usage
+
+
+def gold_examples(args, settings: Settings, spec: LabelingSpec) -> list[Example]:
+    """Human-labeled examples from a file with gold labels, or from a Label Studio project's annotations."""
+    if args.input:
+        return load_seed_file(args.input, spec)
+    from .studio import Studio
+
+    with Studio(settings.studio_url, settings.studio_api_key.reveal()) as studio:
+        examples, skipped = examples_from_tasks(studio.annotated_tasks(args.project), spec)
+    if skipped:
+        print(f"skipped {sum(skipped.values())} annotated tasks: " +
+              ", ".join(f"{reason} ({n})" for reason, n in skipped.most_common(5)), file=sys.stderr)
+    return examples
+
+
+def project_config(args, settings: Settings) -> str:
+    if args.config:
+        return Path(args.config).read_text(encoding="utf-8")
+    from .studio import Studio
+
+    with Studio(settings.studio_url, settings.studio_api_key.reveal()) as studio:
+        return studio.project(args.project)["label_config"]
+
+
+def run_evaluate(args, settings: Settings) -> int:
+    if args.project and not (settings.studio_url and settings.studio_api_key):
+        print("error: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY to evaluate a project", file=sys.stderr)
+        return 2
+    spec = parse_spec(project_config(args, settings))
+    gold = subset(gold_examples(args, settings, spec), args.limit, args.seed)
+    seeds = load_seeds(args.seeds + [Path(p) for p in settings.seed_paths], spec)
+    if len(gold) < 2:
+        print(f"error: {len(gold)} human-labeled tasks: cross-validation needs at least 2", file=sys.stderr)
+        return 2
+    folds = min(args.folds, len(gold))
+    client = LLMClient(settings)
+    started = time.monotonic()
+    items, usage = cross_validate(spec, gold, seeds, settings, client, folds, args.seed,
+                                  progress=not args.no_progress)
+    seconds = time.monotonic() - started
+    result = evaluate(items, list(spec.label_values), spec.multiple, target_accuracy=args.target_accuracy)
+    labeler = Labeler(spec, seeds, settings, None)
+    meta = {"source": str(args.input) if args.input else f"Label Studio project {args.project}",
+            "tasks": len(gold), "folds": folds, "seeds": len(seeds), "model": labeler.prompt.model,
+            "mode": labeler.prompt.mode, "selection": labeler.prompt.selection.describe(),
+            "calibration": labeler.prompt.calibration, "batch": labeler.batch_size,
+            "requests": usage.requests, "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens, "failed": usage.failed,
+            "cost_usd": estimate_cost(labeler.prompt.model, usage.prompt_tokens, usage.completion_tokens,
+                                      settings.price_table),
+            "seconds": round(seconds, 1), "baseline": "label of the nearest training example (TF-IDF), no LLM"}
+    paths = write_reports(result, Path(args.output_dir), f"Evaluation: {meta['source']}", meta)
+    _print_summary(result, meta, paths)
+    return 0
+
+
+def _print_summary(result: dict, meta: dict, paths: dict) -> None:
+    accuracy = result["accuracy"]
+    baseline = result.get("baseline") or {}
+    print(f"{meta['tasks']} tasks, {meta['folds']}-fold cross-validation; failed {meta['failed']}")
+    print(f"accuracy {_pct(accuracy)}  macro-F1 {_num(result.get('macro_f1'))}  "
+          f"(baseline: accuracy {_pct(baseline.get('accuracy'))}, macro-F1 {_num(baseline.get('macro_f1'))})")
+    calibration = result.get("calibration") or {}
+    print(f"ECE {_num(calibration.get('ece'))}  recommended threshold {result.get('recommended_threshold')} "
+          f"for {result.get('target_accuracy')} accuracy")
+    cost = "unknown" if meta["cost_usd"] is None else f"${meta['cost_usd']:.4f}"
+    print(f"requests {meta['requests']}  prompt tokens {meta['prompt_tokens']}  completion tokens "
+          f"{meta['completion_tokens']}  estimated cost {cost}  seconds {meta['seconds']}")
+    print("reports: " + "  ".join(str(p) for p in paths.values()))
+
+
+def _pct(value) -> str:
+    if isinstance(value, dict):
+        value = value.get("all")
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _num(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
