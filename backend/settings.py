@@ -90,6 +90,9 @@ class Settings:
     basic_auth_user: str = _env("BASIC_AUTH_USER", help="user name of optional HTTP basic auth on every endpoint")
     basic_auth_pass: Secret = _env("BASIC_AUTH_PASS", help="password of optional HTTP basic auth", secret=True)
     webhook_secret: Secret = _env("WEBHOOK_SECRET", help="shared secret Label Studio's webhook must send in the X-Webhook-Secret header (basic auth also accepted)", secret=True)
+    max_body_mb: float = _num("MAX_BODY_MB", 64.0, float, help="largest request body accepted, in MB (larger: 413)")
+    budget_tokens_per_day: int = _num("BUDGET_TOKENS_PER_DAY", 0, int, help="per project: LLM tokens (prompt + completion) allowed per UTC day; then no new calls (0: no limit)")
+    budget_usd_per_day: float = _num("BUDGET_USD_PER_DAY", 0.0, float, help="per project: estimated USD allowed per UTC day (LLM_PRICES); then no new calls (0: no limit)")
     host: str = _env("BACKEND_HOST", "127.0.0.1", help="address the backend binds to")
     port: int = _num("BACKEND_PORT", 9090, int, help="port the backend listens on")
     web_workers: int = _num("WEB_WORKERS", 2, int, help="gunicorn worker processes")
@@ -123,6 +126,8 @@ class Settings:
         if not (self.version_policy in ("change", "training") or _every_n(self.version_policy)):
             raise SettingsError("MODEL_VERSION_POLICY must be change, training or every:N (N >= 1), "
                                 f"got {self.version_policy!r}")
+        if self.max_body_mb <= 0 or self.budget_tokens_per_day < 0 or self.budget_usd_per_day < 0:
+            raise SettingsError("MAX_BODY_MB must be positive; BUDGET_TOKENS_PER_DAY and BUDGET_USD_PER_DAY 0 or more")
         if self.rate_limit_rpm < 0 or self.rate_limit_tpm < 0:
             raise SettingsError("RATE_LIMIT_RPM and RATE_LIMIT_TPM must be 0 (off) or positive")
         if self.basic_auth_user and not self.basic_auth_pass:
