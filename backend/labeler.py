@@ -23,6 +23,7 @@ from .embeddings import Embedder, EmbeddingSelector, MemoryVectorCache, MissingE
 from .llm import LLMClient, LLMError
 from .options import prompt_for
 from .settings import Settings
+from .spend import BudgetReached, SpendGuard
 
 @dataclass
 class Outcome:
@@ -51,7 +52,8 @@ class Labeler:
     """Labels texts for one labeling spec with one set of demonstrations."""
 
     def __init__(self, spec: LabelingSpec, examples: Iterable[Example], settings: Settings,
-                 client: LLMClient | None, prompt: PromptSettings | None = None, embedder: Embedder | None = None):
+                 client: LLMClient | None, prompt: PromptSettings | None = None, embedder: Embedder | None = None,
+                 guard: SpendGuard | None = None):
         self.spec = spec
         self.examples = order_examples(examples)
         self.settings = settings
@@ -65,6 +67,7 @@ class Labeler:
             embedder = Embedder(client, MemoryVectorCache(), self.prompt.embedding_model)
         self.embedder = embedder if self.prompt.uses_embeddings else None
         self.selector = self._selector()
+        self.guard = guard
         self._lock = threading.Lock()
         self._content_free_cache: dict[str, dict | None] = {}
         self._content_free_locks: dict[str, threading.Lock] = {}
@@ -116,6 +119,15 @@ class Labeler:
         """The chat request for one text: messages plus the answer mode's parameters."""
         return self.prepare(text, vector)[0]
 
+    def _chat(self, request: dict):
+        """Every model call goes through here: the project's spend limit first, its cost recorded after."""
+        if self.guard is not None:
+            self.guard.check()
+        reply = self.client.chat(request)
+        if self.guard is not None:
+            self.guard.record(reply.prompt_tokens, reply.completion_tokens)
+        return reply
+
     def label_text(self, text: str, vector=None) -> Outcome:
         """Label one text; a bad answer is retried, then reported as data, never raised."""
         try:
@@ -131,9 +143,12 @@ class Labeler:
         outcome = Outcome(model_version=self.model_version)
         for _ in range(self.settings.answer_retries + 1):
             try:
-                reply = self.client.chat(request)
+                reply = self._chat(request)
             except LLMError as exc:
                 outcome.error, outcome.detail = "llm_error", str(exc)
+                return outcome
+            except BudgetReached as exc:
+                outcome.error, outcome.detail = "budget", str(exc)
                 return outcome
             _add_usage(outcome, reply)
             outcome.answer = reply.content[:500]
@@ -181,9 +196,9 @@ class Labeler:
             return [self.label_text(texts[0], vectors[0])]
         outcomes = [Outcome(model_version=self.model_version) for _ in texts]
         try:
-            reply = self.client.chat(self.batch_request(texts, vectors))
+            reply = self._chat(self.batch_request(texts, vectors))
             items = parse_batch_answer(reply.content, self.spec, len(texts))
-        except (LLMError, InvalidAnswer, BudgetExceeded):
+        except (LLMError, InvalidAnswer, BudgetExceeded, BudgetReached):
             reply, items = None, {}
         if reply is not None:
             _share_usage(outcomes, reply)
@@ -261,8 +276,8 @@ class Labeler:
             probe = {**request, "messages": prefix + [{"role": "user",
                                                        "content": render_query(self.prompt.template, text)}]}
             try:
-                reply = self.client.chat(probe)
-            except LLMError:
+                reply = self._chat(probe)
+            except (LLMError, BudgetReached):
                 continue
             _add_usage(outcome, reply)
             found.append(label_distribution(reply.tokens or [], self.spec))
@@ -273,8 +288,8 @@ class Labeler:
         samples = []
         for _ in range(self.settings.confidence_samples):
             try:
-                reply = self.client.chat({**request, "temperature": 0.7})
-            except LLMError:
+                reply = self._chat({**request, "temperature": 0.7})
+            except (LLMError, BudgetReached):
                 continue
             _add_usage(outcome, reply)
             sample = Outcome()

@@ -21,6 +21,7 @@ from .labeling.spec import LabelingSpec, parse_spec
 from .llm import LLMClient
 from .options import prompt_for
 from .settings import Settings
+from .spend import SpendGuard
 
 log = logging.getLogger(__name__)
 
@@ -130,13 +131,20 @@ class Contexts:
         demos = store.read_demos(self.connection, project_id) if active_id else {}
         pool = self.seeds(spec, project_id) + [example_from_demo(t, d) for t, d in demos.items()
                                                  if set(d["labels"]) <= set(spec.label_values)]
-        labeler = Labeler(spec, pool, self.settings, self.client, prompt_for(self.settings, options), self.embedder)
+        prompt = prompt_for(self.settings, options)
+        labeler = Labeler(spec, pool, self.settings, self.client, prompt, self.embedder,
+                          guard=self.guard(project_id, prompt.model))
         if not labeler.examples:
             log.info("project %s has no demonstrations yet: labeling zero-shot from the label names and hints",
                      project_id)
         return ProjectContext(project_id, spec, labeler, active_id, len(labeler.examples),
                               threshold=float(options.get("threshold", self.settings.score_threshold)),
                               low_score_action=options.get("low_score", self.settings.low_score_action))
+
+    def guard(self, project_id: int, model: str) -> SpendGuard:
+        """The project's daily spend limit (shared through Redis by every worker)."""
+        return SpendGuard(self.connection, project_id, self.settings.budget_tokens_per_day,
+                          self.settings.budget_usd_per_day, model, self.settings.price_table)
 
     def seeds(self, spec: LabelingSpec, project_id: int) -> list[Example]:
         """Seed files that fit this project's labels; a file that does not fit is skipped with a warning."""

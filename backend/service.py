@@ -216,6 +216,7 @@ class Service:
                 "withheld_tasks": withheld,  # below the score threshold (LOW_SCORE_ACTION=skip)
                 "failures": dict(list(failures.items())[:20]),
                 "write_back_queue": outbox.size(self.connection, project_id),
+                "spend_today": self.contexts.guard(project_id, self.settings.model).status(),
             })
         return {"projects": projects, "queued": self.queue.count, "workers": Worker.count(queue=self.queue),
                 "cache_entries": cache.size(self.connection)}
