@@ -106,6 +106,10 @@ def run_evaluate(args, settings: Settings) -> int:
         print("error: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY to evaluate a project", file=sys.stderr)
         return 2
     spec = parse_spec(project_config(args, settings))
+    if spec.structured:
+        print("error: evaluate scores configs with one Choices control; for spans see benchmarks/bench_ner.py",
+              file=sys.stderr)
+        return 2
     gold = subset(gold_examples(args, settings, spec), args.limit, args.seed)
     seeds = load_seeds(args.seeds + [Path(p) for p in settings.seed_paths], spec)
     if len(gold) < 2:

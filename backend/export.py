@@ -420,11 +420,18 @@ def _check_args(args) -> None:
             raise ExportError(f"--output {args.output} would overwrite --input {args.input}")
 
 
+def _single_choices(spec: LabelingSpec) -> LabelingSpec:
+    if spec.structured:
+        raise ExportError("export writes configs with one Choices control; this config has "
+                          f"{', '.join(c.tag for c in spec.controls)} controls (not supported yet)")
+    return spec
+
+
 def _from_project(settings, args) -> tuple[LabelingSpec, Selection]:
     from .studio import studio_from
 
     with studio_from(settings.studio_url, settings.studio_api_key) as studio:
-        spec = parse_spec(studio.project(args.project).get("label_config") or "")
+        spec = _single_choices(parse_spec(studio.project(args.project).get("label_config") or ""))
         tasks = {task["id"]: task for task in studio.annotated_tasks(args.project)}
         predictions = None
         if args.include_predictions:
@@ -443,7 +450,7 @@ def _from_file(args) -> tuple[LabelingSpec, Selection]:
         config = args.config.read_text(encoding="utf-8")
     except OSError as exc:
         raise ExportError(f"cannot read {str(args.config)!r}: {exc.strerror}") from exc
-    spec = parse_spec(config)
+    spec = _single_choices(parse_spec(config))
     try:
         rows = read_rows(args.input)
     except OSError as exc:

@@ -101,7 +101,10 @@ def output_row(row: dict, outcome: Outcome, multiple: bool) -> dict:
     if "label" in row:  # the input's own label (gold, say) is kept beside the model's
         out["input_label"] = out.pop("label")
     labels = outcome.labels
-    out["label"] = (list(labels) if multiple else labels[0]) if labels else None
+    if outcome.values is not None:  # structured configs: one field per control
+        out["label"] = outcome.values
+    else:
+        out["label"] = (list(labels) if multiple else labels[0]) if labels else None
     out["score"] = None if outcome.score is None else round(outcome.score, 6)
     out["model_version"] = outcome.model_version
     if outcome.truncated_chars:

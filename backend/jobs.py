@@ -20,6 +20,7 @@ from . import cache, dispatch, outbox, store
 from .demonstrations import read_project, read_task
 from .labeling.budget import BudgetExceeded
 from .labeling.errors import MissingText
+from .labeling.results import structured_regions
 from .labeling.prompt import request_key
 from .llm import LLMClient
 from .projects import Contexts, ProjectContext
@@ -118,22 +119,24 @@ def label_chunk(state: WorkerState, context: ProjectContext, data: dict[int, dic
                    for batch in batches}
         for future in as_completed(futures):
             for task_id, outcome in zip(futures[future], future.result()):
-                emit({**base, "task": task_id, **_from_outcome(state, context, outcome, misses[task_id][1])})
+                emit({**base, "task": task_id, **_from_outcome(state, context, outcome, *misses[task_id])})
     return messages
 
 
-def _from_outcome(state: WorkerState, context: ProjectContext, outcome, key: str) -> dict:
+def _from_outcome(state: WorkerState, context: ProjectContext, outcome, text: str, key: str) -> dict:
     usage = {"requests": outcome.requests, "prompt_tokens": outcome.prompt_tokens,
              "completion_tokens": outcome.completion_tokens, "truncated_chars": outcome.truncated_chars}
     if not outcome.ok:
         return {**usage, "error": outcome.error, "detail": outcome.detail[:300]}
     cached = {"labels": list(outcome.labels), "score": outcome.score}
+    if context.spec.structured:
+        cached.update(answer=outcome.values, result=structured_regions(context.spec, outcome.values, text))
     cache.put(state.connection, key, cached, state.settings.cache_ttl, state.settings.cache_max_entries)
     return {**usage, **_prediction(context, cached)}
 
 
 def _prediction(context: ProjectContext, cached: dict) -> dict:
-    return {"labels": cached.get("labels"), **context.prediction(cached)}
+    return {"labels": cached.get("labels"), "answer": cached.get("answer"), **context.prediction(cached)}
 
 
 def _record_failures(connection: redis.Redis, project_id: int, messages: list[dict]) -> None:

@@ -10,7 +10,7 @@ from itertools import islice
 from typing import Iterable, Iterator
 
 from .labeling.answers import (InvalidAnswer, label_distribution, parse_batch_answer, parse_json_answer,
-                               parse_text_answer, span_confidence)
+                               parse_structured_answer, parse_text_answer, span_confidence)
 from .labeling.errors import MissingText
 from .labeling.examples import Example
 from .labeling.prompt import (PromptSettings, batch_schema, build_batch_messages, build_messages, json_schema,
@@ -39,6 +39,8 @@ class Outcome:
     completion_tokens: int = 0
     model_version: str = ""
     cached: bool = False
+    values: dict | None = None  # structured configs: {control name: checked value}
+    notes: dict | None = None  # structured configs: what checking dropped, per control
     truncated_chars: int = 0  # characters cut from the task text to fit the token budget
     dropped: int = 0  # demonstrations left out to fit the token budget
     distribution: dict[str, float] | None = field(default=None, repr=False)
@@ -105,10 +107,10 @@ class Labeler:
         fitted = fit(self._demonstrations(text, vector), text, build, self.counter, self.budget,
                      self.prompt.selection.strategy)
         request = {"model": self.prompt.model, "messages": fitted.messages, "max_tokens": self.settings.max_tokens}
-        mode = self.prompt.mode
+        mode = self.mode
         if mode == "json":
             request["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": "labels", "strict": True, "schema": json_schema(self.spec)}}
+                "name": "labels", "strict": not self.spec.structured, "schema": json_schema(self.spec)}}
         if mode == "logprobs" or self.settings.request_logprobs:
             request["logprobs"] = True
             if mode == "logprobs" and self.settings.top_logprobs:
@@ -134,11 +136,11 @@ class Labeler:
             request, fitted = self.prepare(text, vector)
         except BudgetExceeded as exc:
             return Outcome(error="too_long", detail=str(exc), model_version=self.model_version)
-        outcome = self.ask(request)
+        outcome = self.ask(request, text)
         outcome.truncated_chars, outcome.dropped = fitted.truncated_chars, fitted.dropped
         return outcome
 
-    def ask(self, request: dict) -> Outcome:
+    def ask(self, request: dict, text: str = "") -> Outcome:
         """Send a request built by `request` and read the answer into an Outcome."""
         outcome = Outcome(model_version=self.model_version)
         for _ in range(self.settings.answer_retries + 1):
@@ -153,7 +155,7 @@ class Labeler:
             _add_usage(outcome, reply)
             outcome.answer = reply.content[:500]
             try:
-                self._read(reply.content, reply.tokens, outcome, request)
+                self._read(reply.content, reply.tokens, outcome, request, text)
                 outcome.error, outcome.detail = None, ""
                 if outcome.score is None and self.settings.confidence_samples:
                     outcome.score = self._agreement(request, outcome)
@@ -163,9 +165,14 @@ class Labeler:
         return outcome
 
     @property
+    def mode(self) -> str:
+        """The answer mode in effect: configs with several controls (or spans, text...) always answer JSON."""
+        return "json" if self.spec.structured else self.prompt.mode
+
+    @property
     def batch_size(self) -> int:
         """Tasks per request: batches need JSON answers keyed by item, so other modes ask one at a time."""
-        return self.prompt.batch if self.prompt.mode == "json" else 1
+        return self.prompt.batch if self.mode == "json" and not self.spec.structured else 1
 
     def batch_request(self, texts: list[str], vectors: list | None = None) -> dict:
         """One request for several texts: their demonstrations merged (each once), then the numbered items."""
@@ -244,7 +251,11 @@ class Labeler:
             return Outcome(error="no_text", detail=str(exc), model_version=self.model_version)
         return self.label_text(text)
 
-    def _read(self, content: str, tokens, outcome: Outcome, request: dict | None = None) -> None:
+    def _read(self, content: str, tokens, outcome: Outcome, request: dict | None = None, text: str = "") -> None:
+        if self.spec.structured:
+            outcome.values, outcome.notes = parse_structured_answer(content, self.spec, text)
+            outcome.labels = ()
+            return
         mode = self.prompt.mode
         labels = parse_json_answer(content, self.spec) if mode == "json" else parse_text_answer(content, self.spec)
         outcome.labels = labels

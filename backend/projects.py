@@ -54,7 +54,10 @@ class ProjectContext:
         """
         score = cached.get("score")
         try:
-            result = result_regions(self.spec, tuple(cached["labels"]))
+            if self.spec.structured:
+                result = [dict(region) for region in cached["result"]]  # built with the task's text when labeled
+            else:
+                result = result_regions(self.spec, tuple(cached["labels"]))
         except (LabelingError, KeyError, TypeError) as exc:
             return {"result": None, "error": "out_of_set", "detail": str(exc)}
         if score is not None and score < self.threshold:
@@ -74,18 +77,22 @@ def parse_project_id(value) -> int | None:
         return value if value > 0 else None
     if isinstance(value, str):
         head = value.split(".", 1)[0].strip()
-        if head.isdigit() and int(head) > 0:
+        # ASCII: "¹".isdigit() is true but int("¹") raises; 18 digits: int() refuses over 4,300
+        if head.isascii() and head.isdigit() and len(head) <= 18 and int(head) > 0:
             return int(head)
     return None
 
 
 def example_from_demo(task_id: int, demo: dict) -> Example:
-    return Example(demo["text"], tuple(demo["labels"]), "annotation", str(task_id))
+    return Example(demo["text"], tuple(demo["labels"]), "annotation", str(task_id), demo.get("answer", ""))
 
 
 def demo_from_example(example: Example, annotation: dict) -> dict:
-    return {"text": example.text, "labels": list(example.labels), "annotation": annotation.get("id"),
+    demo = {"text": example.text, "labels": list(example.labels), "annotation": annotation.get("id"),
             "updated_at": str(annotation.get("updated_at") or annotation.get("created_at") or "")}
+    if example.answer_json:
+        demo["answer"] = example.answer_json  # structured configs: every control's value
+    return demo
 
 
 class Contexts:

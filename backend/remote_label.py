@@ -53,9 +53,10 @@ class WorkerLabeling:
 
 
 def outcome_of(message: dict) -> Outcome:
-    labels = message.get("labels") if message.get("result") else None
-    return Outcome(labels=tuple(labels) if labels else None, score=message.get("score"),
-                   error=None if labels else (message.get("error") or "failed"), detail=message.get("detail", ""),
+    ok = bool(message.get("result"))
+    labels = tuple(message.get("labels") or ()) if ok else None
+    return Outcome(labels=labels, values=message.get("answer") if ok else None, score=message.get("score"),
+                   error=None if ok else (message.get("error") or "failed"), detail=message.get("detail", ""),
                    requests=int(message.get("requests") or 0), prompt_tokens=int(message.get("prompt_tokens") or 0),
                    completion_tokens=int(message.get("completion_tokens") or 0),
                    model_version=message.get("model_version", ""), cached=bool(message.get("cached")))

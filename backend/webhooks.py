@@ -110,7 +110,7 @@ def _apply_annotation(connection, queue, spec, project_id: int, task: dict, anno
     demo = demo_from_example(example, annotation)
     if current and current.get("annotation") != demo["annotation"] and current["updated_at"] > demo["updated_at"]:
         return 0  # an older annotation of the same task: the newest wins
-    if current and (current["text"], current["labels"]) == (demo["text"], demo["labels"]):
+    if current and all(current.get(k) == demo.get(k) for k in ("text", "labels", "answer")):
         store.put_live_demo(connection, project_id, task_id, demo)  # keep the annotation id current
         return 0
     store.put_live_demo(connection, project_id, task_id, demo)

@@ -84,8 +84,8 @@ def test_setup_returns_a_stable_version_per_project(client):
 
 
 @pytest.mark.parametrize("body, fragment", [
-    ({"project": "1.1", "schema": '<View><Text name="t" value="$t"/><Labels name="l" toName="t">'
-                                  '<Label value="A"/></Labels></View>'}, "Labels"),
+    ({"project": "1.1", "schema": '<View><Image name="i" value="$img"/><RectangleLabels name="b" toName="i">'
+                                  '<Label value="car"/></RectangleLabels></View>'}, "RectangleLabels"),
     ({"project": "1.1", "schema": SENTIMENT_CONFIG, "extra_params": {"mode": "magic"}}, "magic"),
     ({"project": "1.1", "schema": SENTIMENT_CONFIG, "extra_params": {"temperature": 1}}, "unknown option"),
     ({"project": "1.1", "schema": SENTIMENT_CONFIG, "extra_params": "{not json"}, "JSON object"),

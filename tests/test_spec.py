@@ -27,9 +27,11 @@ def test_hint_and_alias_are_kept_and_alias_is_the_stored_value():
 
 
 @pytest.mark.parametrize("config, tag", [
-    ('<View><Text name="t" value="$t"/><Labels name="ner" toName="t"><Label value="PER"/></Labels></View>', "Labels"),
+    ('<View><Image name="i" value="$img"/><RectangleLabels name="b" toName="i"><Label value="car"/>'
+     '</RectangleLabels></View>', "RectangleLabels"),
     ('<View><Image name="i" value="$img"/><Choices name="c" toName="i"><Choice value="a"/></Choices></View>', "Image"),
-    ('<View><Text name="t" value="$t"/><TextArea name="s" toName="t"/></View>', "TextArea"),
+    ('<View><HyperText name="h" value="$html"/><Labels name="ner" toName="h"><Label value="PER"/></Labels></View>',
+     "HyperText"),
 ])
 def test_unsupported_tags_are_named_with_what_is_supported(config, tag):
     with pytest.raises(UnsupportedConfig) as info:

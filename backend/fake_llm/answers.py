@@ -317,7 +317,7 @@ def _choose(prompt: ChatPrompt, labels, query: str, response_format, bias_last: 
         if prior_last and last and max(scores, key=scores.get) == last[0]:
             index = len(sims) - 1  # the bonus wins: answer as the last demonstration did
         dist = log_softmax(scores)
-        content = prompt.demos[index][1]
+        content = with_spans_from_demos(prompt.demos[index][1], prompt.demos, query)
         slots = [(label, dist) for label in answer_labels(content, labels)]
         return Answer(content, slots, "bias_last" if bias_last else "nearest", index)
     if not labels:
@@ -326,6 +326,39 @@ def _choose(prompt: ChatPrompt, labels, query: str, response_format, bias_last: 
     # max over (score, -position): the first label wins ties, including "no overlap at all".
     label = max(labels, key=lambda lb: (scores[lb], -labels.index(lb)))
     return Answer(shape_zero_shot(label, response_format), [(label, log_softmax(scores))], "zero_shot")
+
+
+def _is_span_list(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(v, dict) and isinstance(v.get("text"), str) and "label" in v for v in value)
+
+
+def with_spans_from_demos(content: str, demos, query: str) -> str:
+    """For span fields (lists of {"text", "label"}), answer every entity any demonstration marked whose
+    text occurs in the query: the nearest demonstration's own entities are rarely in a new sentence."""
+    answer = parse_json_answer(content)
+    if not isinstance(answer, dict):
+        return content
+    fields = {key for key, value in answer.items() if isinstance(value, list)}
+    for _, demo_answer in demos:
+        parsed = parse_json_answer(demo_answer)
+        if isinstance(parsed, dict):
+            fields |= {key for key, value in parsed.items() if _is_span_list(value)}
+    changed = False
+    for key in fields:
+        known = {}
+        for _, demo_answer in demos:
+            parsed = parse_json_answer(demo_answer)
+            for entity in (parsed or {}).get(key, []) if isinstance(parsed, dict) else []:
+                if isinstance(entity, dict) and isinstance(entity.get("text"), str):
+                    known.setdefault(entity["text"].casefold(), {"text": entity["text"], "label": entity.get("label")})
+        if not known and not _is_span_list(answer.get(key)):
+            continue
+        found = [entity for folded, entity in known.items()
+                 if re.search(rf"(?<!\w){re.escape(entity['text'])}(?!\w)", query, flags=re.IGNORECASE)]
+        answer[key] = sorted(found, key=lambda e: query.casefold().find(e["text"].casefold()))
+        changed = True
+    return dumps(answer) if changed else content
 
 
 def batch_items(query: str) -> list[tuple[str, str]]:

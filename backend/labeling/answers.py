@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -12,6 +13,7 @@ from .spec import LabelingSpec
 
 
 MIN_PREFIX = 3
+MAX_JSON_STARTS = 64
 
 
 class InvalidAnswer(Exception):
@@ -122,6 +124,33 @@ def parse_batch_answer(content: str, spec: LabelingSpec, count: int) -> dict[int
     return results
 
 
+def parse_structured_answer(content: str, spec: LabelingSpec, text: str) -> tuple[dict, dict]:
+    """One value per control from a JSON answer, each checked on its own against the config.
+
+    A control whose value is missing or invalid is left empty (and noted) while the others are kept;
+    InvalidAnswer only when no control has a usable value.
+    """
+    payload = _find_json(content or "")
+    if not isinstance(payload, dict):
+        raise InvalidAnswer("malformed", f"expected a JSON object with one field per control, got {str(payload)[:80]!r}")
+    answer, notes = {}, {}
+    for control in spec.controls:
+        if control.name not in payload:
+            continue
+        try:
+            value, found = control.check(payload[control.name], text)
+        except InvalidAnswer as exc:
+            notes[control.name] = f"{exc.kind}: {exc.detail}"
+            continue
+        answer[control.name] = value
+        if found:
+            notes[control.name] = found
+    if not answer:
+        detail = "; ".join(f"{name}: {why}" for name, why in notes.items()) or "no field names a control"
+        raise InvalidAnswer("out_of_set" if notes else "empty", detail[:300])
+    return answer, notes
+
+
 def _label_field(payload, spec: LabelingSpec):
     if isinstance(payload, (str, list)):
         return payload
@@ -140,16 +169,19 @@ def _strip_fences(content: str) -> str:
 
 def _find_json(content: str):
     text = _strip_fences(content).strip()
+    # ValueError covers JSONDecodeError and over-long integers; RecursionError, nesting past the parser's depth:
+    # an answer is data from outside, and no answer may fail the job that asked for it.
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         pass
-    # A sentence around the object: decode from the first brace that starts a valid value.
+    # A sentence around the object: decode from the first brace that starts a valid value (the first
+    # MAX_JSON_STARTS braces only: each failed try can cost a parse to the depth limit).
     decoder = json.JSONDecoder()
-    for match in re.finditer(r"[\[{]", text):
+    for match in itertools.islice(re.finditer(r"[\[{]", text), MAX_JSON_STARTS):
         try:
             return decoder.raw_decode(text, match.start())[0]
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             continue
     raise InvalidAnswer("malformed", f"no JSON in the answer {content[:120]!r}")
 

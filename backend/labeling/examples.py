@@ -20,14 +20,27 @@ class Example:
     labels: tuple[str, ...]
     source: str = "annotation"  # "annotation" or "seed"
     ref: str = ""  # task id or file:line, for messages and leave-one-out
+    answer_json: str = ""  # structured configs: {control name: value} as canonical JSON (kept hashable)
+
+    @property
+    def answer(self) -> dict:
+        return json.loads(self.answer_json) if self.answer_json else {}
 
     def to_dict(self) -> dict:
-        return {"text": self.text, "labels": list(self.labels), "source": self.source, "ref": self.ref}
+        row = {"text": self.text, "labels": list(self.labels), "source": self.source, "ref": self.ref}
+        if self.answer_json:
+            row["answer"] = self.answer
+        return row
 
     @classmethod
     def from_dict(cls, row: dict) -> "Example":
+        answer = row.get("answer")
         return cls(text=row["text"], labels=tuple(row["labels"]), source=row.get("source", "annotation"),
-                   ref=row.get("ref", ""))
+                   ref=row.get("ref", ""), answer_json=canonical(answer) if answer else "")
+
+
+def canonical(answer: dict) -> str:
+    return json.dumps(answer, sort_keys=True, ensure_ascii=False)
 
 
 def normalize_labels(raw: Any, spec: LabelingSpec, where: str) -> tuple[str, ...]:
@@ -71,11 +84,26 @@ def example_from_task(task: dict, spec: LabelingSpec) -> Example:
     annotation = newest_annotation(task)
     if annotation is None:
         raise BadExamples(f"task {ref}: no annotation that was not cancelled")
+    if spec.structured:
+        return _structured_example(task, annotation, spec, ref)
     raw = annotation_labels(annotation, spec)
     if raw is None:
         raise BadExamples(f"task {ref}: its newest annotation has no {spec.control_name!r} choice")
     labels = normalize_labels(raw, spec, f"task {ref}")
     return Example(text=spec.text_of(task.get("data")), labels=labels, source="annotation", ref=ref)
+
+
+def _structured_example(task: dict, annotation: dict, spec: LabelingSpec, ref: str) -> Example:
+    text = spec.text_of(task.get("data"))
+    result = [item for item in annotation.get("result") or [] if isinstance(item, dict)]
+    answer = {}
+    for control in spec.controls:
+        value = control.from_result(result, text)
+        if value is not None:
+            answer[control.name] = value
+    if not answer:
+        raise BadExamples(f"task {ref}: its newest annotation has a value for none of the config's controls")
+    return Example(text=text, labels=(), source="annotation", ref=ref, answer_json=canonical(answer))
 
 
 def examples_from_tasks(tasks: Iterable[dict], spec: LabelingSpec) -> tuple[list[Example], Counter]:

@@ -65,6 +65,13 @@ def render_demonstration(template: str, text: str, answer: str) -> str:
     return f"{render_query(template, text)} {answer}"
 
 
+def demonstration_answer(spec: LabelingSpec, example: Example, mode: str) -> str:
+    """What the assistant says for a demonstration: its labels in the mode's form, or its JSON answer."""
+    if spec.structured:
+        return json.dumps(example.answer, ensure_ascii=False)
+    return answer_text(spec, example.labels, mode)
+
+
 def answer_text(spec: LabelingSpec, labels: Iterable[str], mode: str) -> str:
     """How an assistant turn states labels in a given mode (demonstrations show the model the form)."""
     labels = list(labels)
@@ -79,6 +86,8 @@ def instruction(spec: LabelingSpec, settings: PromptSettings) -> str:
     lines = []
     if settings.instruction:
         lines.append(settings.instruction.strip())
+    if spec.structured:
+        return "\n".join(lines + _structured_instruction(spec))
     lines.append(f"You label texts. For each text, choose the {spec.control_name!r} label(s) that fit it.")
     lines.append("Allowed labels: " + MULTI_SEPARATOR.join(spec.label_values))
     for label in spec.labels:
@@ -87,6 +96,15 @@ def instruction(spec: LabelingSpec, settings: PromptSettings) -> str:
             lines.append(f"- {label.value}: {' - '.join(described)}")
     lines.append(_answer_form(spec, settings.mode))
     return "\n".join(lines)
+
+
+def _structured_instruction(spec: LabelingSpec) -> list[str]:
+    fields = ", ".join(f'"{c.name}"' for c in spec.controls)
+    lines = ["You annotate texts. For each text, answer a JSON object with one field per question: "
+             f"{fields}. Leave a field out only when it does not apply."]
+    for control in spec.controls:
+        lines.append(f'"{control.name}": {control.describe()}')
+    return lines
 
 
 def _answer_form(spec: LabelingSpec, mode: str) -> str:
@@ -108,7 +126,7 @@ def build_messages(spec: LabelingSpec, examples: Iterable[Example], text: str,
     messages = [{"role": "system", "content": instruction(spec, settings)}]
     for example in examples:
         messages.append({"role": "user", "content": render_query(settings.template, example.text)})
-        messages.append({"role": "assistant", "content": answer_text(spec, example.labels, settings.mode)})
+        messages.append({"role": "assistant", "content": demonstration_answer(spec, example, settings.mode)})
     messages.append({"role": "user", "content": render_query(settings.template, text)})
     return messages
 
@@ -141,6 +159,10 @@ def batch_schema(spec: LabelingSpec, count: int) -> dict:
 
 def json_schema(spec: LabelingSpec) -> dict:
     """The JSON schema of a json-mode answer: the label field is an enum of the allowed labels."""
+    if spec.structured:
+        # Fields are optional: a control that does not apply is left out (strict mode would demand them all).
+        return {"type": "object", "properties": {c.name: c.schema() for c in spec.controls},
+                "additionalProperties": False}
     enum = {"type": "string", "enum": list(spec.label_values)}
     if spec.multiple:
         properties = {"labels": {"type": "array", "items": enum, "minItems": 1}}
@@ -154,7 +176,7 @@ def order_examples(examples: Iterable[Example]) -> list[Example]:
     """Deterministic demonstration order: seeds first, then annotations by task id; exact repeats dropped."""
     seen, unique = set(), []
     for example in sorted(examples, key=_order_key):
-        key = (example.text, example.labels)
+        key = (example.text, example.labels, example.answer_json)
         if key not in seen:
             seen.add(key)
             unique.append(example)
@@ -187,7 +209,7 @@ def version_hash(spec: LabelingSpec, examples: Iterable[Example], settings: Prom
         "control": spec.control_name,
         "labels": [[label.value, label.name, label.hint] for label in spec.labels],
         "multiple": spec.multiple,
-        "examples": [[e.text, list(e.labels)] for e in examples],
+        "examples": [[e.text, list(e.labels)] + ([e.answer_json] if e.answer_json else []) for e in examples],
     })
 
 

@@ -18,6 +18,15 @@ def result_regions(spec: LabelingSpec, labels: tuple[str, ...]) -> list[dict]:
     return [item]
 
 
+def structured_regions(spec: LabelingSpec, answer: dict, text: str) -> list[dict]:
+    """Result regions of every control that has a value in a structured answer, in config order."""
+    regions = []
+    for control in spec.controls:
+        if control.name in answer:
+            regions.extend(control.regions(answer[control.name], text))
+    return regions
+
+
 def prediction_errors(spec: LabelingSpec, result: list[dict]) -> list[str]:
     """What LabelInterface.validate_prediction finds wrong with a result (empty when it is valid)."""
     return interface_of(spec).validate_prediction({"result": result}, return_errors=True) or []

@@ -14,10 +14,10 @@ from label_studio_sdk.label_interface import LabelInterface
 from .errors import MissingText, UnsupportedConfig
 
 SUPPORTED_OBJECTS = ("Text", "HyperText", "Paragraphs")
-SUPPORTED_CONTROLS = ("Choices",)
+SUPPORTED_CONTROLS = ("Choices", "Labels", "TextArea", "Taxonomy", "Rating", "Number")
 SUPPORTED_HELP = (
-    "supported: one Choices control (choice=\"single\" or \"multiple\") "
-    "on one Text, HyperText or Paragraphs object"
+    "supported: Choices (single or multiple), Labels (spans, on Text), TextArea, Taxonomy, Rating and Number "
+    "controls, all on one Text, HyperText or Paragraphs object"
 )
 
 
@@ -44,6 +44,9 @@ class LabelingSpec:
     labels: tuple[Label, ...]
     paragraph_name_key: str = "author"
     paragraph_text_key: str = "text"
+    # Anything but a single Choices control: the model answers one JSON field per control.
+    structured: bool = False
+    controls: tuple = ()
 
     @property
     def label_values(self) -> tuple[str, ...]:
@@ -84,9 +87,8 @@ def _parse_spec_cached(config: str) -> LabelingSpec:
     if unsupported:
         tag = unsupported[0]
         raise UnsupportedConfig(f"control <{tag.tag} name={tag.name!r}> is not supported; {SUPPORTED_HELP}")
-    if len(controls) > 1:
-        names = ", ".join(repr(c.name) for c in controls)
-        raise UnsupportedConfig(f"the config has {len(controls)} controls ({names}); {SUPPORTED_HELP}")
+    if len(controls) > 1 or controls[0].tag != "Choices":
+        return _structured_spec(config, interface, controls)
     control = controls[0]
     obj = _target_object(interface, control)
     return LabelingSpec(
@@ -101,6 +103,27 @@ def _parse_spec_cached(config: str) -> LabelingSpec:
         paragraph_name_key=obj.attr.get("nameKey", "author"),
         paragraph_text_key=obj.attr.get("textKey", "text"),
     )
+
+
+def _structured_spec(config: str, interface: LabelInterface, controls: list) -> LabelingSpec:
+    """Several controls, or one that is not Choices: each gets a field of one JSON answer."""
+    from .controls import parse_controls  # controls builds on this module's Label
+
+    objects = []
+    for control in controls:
+        obj = _target_object(interface, control)
+        if obj.name not in [o.name for o in objects]:
+            objects.append(obj)
+    if len(objects) != 1:
+        names = ", ".join(repr(o.name) for o in objects)
+        raise UnsupportedConfig(f"every control must label the same object, got {names}; {SUPPORTED_HELP}")
+    obj = objects[0]
+    parsed = parse_controls(interface)
+    return LabelingSpec(
+        config=config, control_name=parsed[0].name, control_tag=parsed[0].tag, object_name=obj.name,
+        object_tag=obj.tag, data_key=_data_key(obj), multiple=False, labels=(),
+        paragraph_name_key=obj.attr.get("nameKey", "author"), paragraph_text_key=obj.attr.get("textKey", "text"),
+        structured=True, controls=tuple(parsed))
 
 
 @lru_cache(maxsize=256)

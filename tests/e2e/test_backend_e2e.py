@@ -181,3 +181,61 @@ def test_with_basic_auth_label_studio_with_the_credentials_works_and_others_get_
         assert all(len(grouped.get(t, [])) == 1 for t in task_ids[1:])
     finally:
         backend.stop()
+
+
+MULTI_CONTROL_CONFIG = """<View><Text name="text" value="$text"/>
+<Labels name="entities" toName="text"><Label value="PER"/><Label value="ORG"/><Label value="LOC"/></Labels>
+<Choices name="sentiment" toName="text"><Choice value="positive"/><Choice value="negative"/></Choices>
+<TextArea name="summary" toName="text" placeholder="One short sentence." maxSubmissions="1"/>
+</View>"""
+
+NEWS = [("Angela Merkel praised Siemens in Berlin.", [("Angela Merkel", "PER"), ("Siemens", "ORG"), ("Berlin", "LOC")],
+         "positive", "Merkel praised Siemens."),
+        ("Protesters blamed Shell for the spill near Lagos.", [("Shell", "ORG"), ("Lagos", "LOC")], "negative",
+         "Shell was blamed for a spill."),
+        ("Serena Williams won again in Paris.", [("Serena Williams", "PER"), ("Paris", "LOC")], "positive",
+         "Williams won in Paris."),
+        ("Google cut jobs in Dublin, angering staff.", [("Google", "ORG"), ("Dublin", "LOC")], "negative",
+         "Google cut jobs."),
+        ("Angela Merkel visited Lagos with Shell executives.", [], None, None),
+        ("Serena Williams thanked Google in Dublin.", [], None, None),
+        ("Staff in Berlin were angry at Siemens.", [], None, None),
+        ("Paris fans cheered for Serena Williams.", [], None, None)]
+
+
+def regions_for(text, entities, sentiment, summary):
+    result = []
+    for quote, label in entities:
+        start = text.index(quote)
+        result.append({"from_name": "entities", "to_name": "text", "type": "labels",
+                       "value": {"start": start, "end": start + len(quote), "text": quote, "labels": [label]}})
+    result.append({"from_name": "sentiment", "to_name": "text", "type": "choices",
+                   "value": {"choices": [sentiment]}})
+    result.append({"from_name": "summary", "to_name": "text", "type": "textarea", "value": {"text": [summary]}})
+    return result
+
+
+def test_a_project_with_spans_choices_and_free_text_gets_predictions_that_render(stack):
+    from label_studio_sdk.label_interface import LabelInterface
+
+    api = stack["api"]
+    project = api.create_project("Spans, choices and text", MULTI_CONTROL_CONFIG)
+    task_ids = api.import_tasks(project["id"], [{"text": text} for text, *_ in NEWS])
+    for task_id, (text, entities, sentiment, summary) in zip(task_ids, NEWS):
+        if sentiment:
+            api.create_annotation(task_id, regions_for(text, entities, sentiment, summary))
+    api.connect_ml(project["id"], stack["url"])
+    api.retrieve_predictions(project["id"])
+    interface = LabelInterface(MULTI_CONTROL_CONFIG)
+    grouped = predictions_by_task(api, project["id"])
+    spans = 0
+    for task_id, (text, *_rest) in list(zip(task_ids, NEWS))[4:]:
+        assert len(grouped.get(task_id, [])) == 1, task_id
+        result = grouped[task_id][0]["result"]
+        assert interface.validate_prediction({"result": result}, return_errors=True) == []
+        assert {r["from_name"] for r in result} >= {"sentiment", "summary"}
+        for region in result:
+            if region["type"] == "labels":
+                spans += 1
+                assert text[region["value"]["start"]:region["value"]["end"]] == region["value"]["text"]
+    assert spans >= 4  # the entities the annotators marked are found again in the new sentences
