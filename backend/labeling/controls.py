@@ -228,7 +228,7 @@ class Control:
         if self.tag in ("Rating", "Number"):
             key = self.tag.lower()
             raw = next((v[key] for v in values if v.get(key) is not None), None)
-            if raw is None:
+            if raw is None or self.tag == "Rating" and raw == 0:  # a rating of 0 is no rating
                 return None
             try:
                 return self._number(raw)
@@ -314,7 +314,7 @@ class Control:
         return [v for v in self.label_values if v in labels]
 
     def _check_entities(self, value: Any, text: str) -> tuple[list[dict], dict]:
-        value = _unwrap(value, ("entities", "spans", "labels", self.name))
+        value = _unwrap(value, ("entities", "spans", "labels", self.name), alone=True)
         if isinstance(value, dict):
             value = [value]
         if value is None or value == []:
@@ -648,7 +648,7 @@ def find_spans(text: str, quote: str, occurrence: int | None = None) -> list[tup
     inside "category" when it also stands alone. All non-overlapping matches in text order, or only the
     `occurrence`-th (1-based) when given ([] when there are fewer).
     """
-    if not isinstance(quote, str) or not quote.strip() or not text:
+    if not isinstance(quote, str) or not quote.strip() or not text or len("".join(quote.split())) > len(text):
         return []
     exact = [(m.start(), m.end()) for m in re.finditer(re.escape(quote), text)]
     tolerant = [(m.start(), m.end()) for m in re.finditer(_tolerant_pattern(quote), text, flags=re.IGNORECASE)
@@ -775,12 +775,13 @@ def _number_in(raw: str, maximum: float | None) -> float | str:
     return raw
 
 
-def _unwrap(value: Any, keys: tuple[str, ...]) -> Any:
-    """The inner value of {"label": ...}-like wrappers a model puts around a field's value."""
-    if isinstance(value, dict) and len(value) == 1:
-        (key, inner), = value.items()
-        if key in keys:
-            return inner
+def _unwrap(value: Any, keys: tuple[str, ...], alone: bool = False) -> Any:
+    """The inner value of {"label": ...}-like wrappers a model puts around a field's value (with other keys
+    beside it, such as a "reason", unless `alone`: an entity object is not a wrapper)."""
+    if isinstance(value, dict) and (len(value) == 1 or not alone):
+        key = next((key for key in keys if key in value), None)
+        if key is not None:
+            return value[key]
     return value
 
 

@@ -68,7 +68,10 @@ def render_demonstration(template: str, text: str, answer: str) -> str:
 def demonstration_answer(spec: LabelingSpec, example: Example, mode: str) -> str:
     """What the assistant says for a demonstration: its labels in the mode's form, or its JSON answer."""
     if spec.structured:
-        return json.dumps(example.answer, ensure_ascii=False)
+        answer = example.answer
+        # Each field in the form its schema describes (a single choice is a string, not a one-item list).
+        shown = {c.name: c.to_answer(answer[c.name]) for c in spec.controls if c.name in answer}
+        return json.dumps(shown, ensure_ascii=False)
     return answer_text(spec, example.labels, mode)
 
 
