@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from .costs import estimate_cost
 from .labeler import Labeler, Outcome, label_many
-from .labeling.errors import LabelingError
+from .labeling import jsonl
 from .labeling.prompt import stable_hash
 
 
@@ -71,19 +71,8 @@ class RunSummary:
 
 def read_rows(path: Path) -> list[dict]:
     """JSONL rows; LabelingError names the line that is not a JSON object."""
-    rows = []
     with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise LabelingError(f"{path.name}:{number}: not JSON ({exc.msg})") from exc
-            if not isinstance(row, dict):
-                raise LabelingError(f"{path.name}:{number}: each line must be a JSON object")
-            rows.append(row)
-    return rows
+        return [row for _, row in jsonl.objects(handle, path.name)]
 
 
 def row_key(row: dict) -> str:

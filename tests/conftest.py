@@ -41,6 +41,15 @@ def fake_llm():
         yield server
 
 
+@pytest.fixture
+def env(fake_llm, monkeypatch):
+    """The commands' environment pointed at the fake server (the CLI reads settings from it)."""
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_llm.url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-fake")
+    monkeypatch.setenv("LLM_MODEL", "fake-llm")
+    return fake_llm
+
+
 def llm_settings(fake, **overrides) -> Settings:
     """Settings that point the real openai client at a fake server."""
     env = {"OPENAI_BASE_URL": fake.url, "OPENAI_API_KEY": "sk-test-fake", "LLM_MODEL": "fake-llm",

@@ -14,14 +14,6 @@ TREC_CONFIG = ('<View><Text name="text" value="$text"/><Choices name="qtype" toN
                "</Choices></View>")
 
 
-@pytest.fixture
-def env(fake_llm, monkeypatch):
-    monkeypatch.setenv("OPENAI_BASE_URL", fake_llm.url)
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-fake")
-    monkeypatch.setenv("LLM_MODEL", "fake-llm")
-    return fake_llm
-
-
 @pytest.mark.parametrize("name, config, mode", [("sst2_test.jsonl", SST2_CONFIG, "logprobs"),
                                                 ("trec_test.jsonl", TREC_CONFIG, "json")])
 def test_evaluate_on_the_shared_data_writes_the_reports(env, tmp_path, capsys, name, config, mode):

@@ -8,14 +8,6 @@ from backend.cli import main
 from tests.conftest import SEEDS
 
 
-@pytest.fixture
-def env(fake_llm, monkeypatch):
-    monkeypatch.setenv("OPENAI_BASE_URL", fake_llm.url)
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-fake")
-    monkeypatch.setenv("LLM_MODEL", "fake-llm")
-    return fake_llm
-
-
 def run_label(tmp_path, rows, *extra):
     source = tmp_path / "tasks.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in rows))

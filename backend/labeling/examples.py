@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from . import jsonl
 from .errors import BadExamples, LabelingError
 from .spec import LabelingSpec
 
@@ -147,15 +148,9 @@ def load_seeds(paths: Iterable[str | Path], spec: LabelingSpec) -> list[Example]
 
 def _seeds_from_jsonl(content: str, path: Path, spec: LabelingSpec) -> list[Example]:
     examples = []
-    for number, line in enumerate(content.splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, row in jsonl.objects(content.splitlines(), path.name, BadExamples):
         where = f"{path.name}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise BadExamples(f"{where}: not JSON ({exc.msg})") from exc
-        if not isinstance(row, dict) or "label" not in row:
+        if "label" not in row:
             raise BadExamples(f"{where}: a seed row needs \"text\" and \"label\", got {str(row)[:80]!r}")
         text = row.get("text", row.get(spec.data_key))
         if not isinstance(text, str) or not text.strip():
