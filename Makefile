@@ -25,3 +25,10 @@ clean:
 
 run: $(VENV)/.installed
 	$(VENV)/bin/fewshot-prelabel run
+
+# A local Label Studio with a pre-labeled demo project (README: "What you will see"). The start time is taken when
+# make reads this file, so the elapsed time the demo prints includes `make install`.
+.PHONY: demo
+demo: DEMO_STARTED := $(shell date +%s)
+demo: $(VENV)/.installed
+	FEWSHOT_DEMO_STARTED=$(DEMO_STARTED) $(VENV)/bin/fewshot-prelabel demo $(DEMO_ARGS)

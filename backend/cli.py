@@ -61,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-dir", type=Path, help="where the processes' logs go (default: a temp dir)")
     run.set_defaults(handler=_run)
 
+    demo = commands.add_parser("demo", help="a local Label Studio with a pre-labeled demo project, in one command")
+    demo.add_argument("--port", type=int, default=8080, help="Label Studio's port (default 8080; a free one if taken)")
+    demo.add_argument("--workers", type=int, default=2, help="rq worker processes (default 2)")
+    demo.add_argument("--exit-when-ready", action="store_true", help="stop everything once the pre-labels are there")
+    demo.set_defaults(handler=_demo)
+
     pre = commands.add_parser("prelabel", help="pre-label a whole Label Studio project through the workers")
     pre.add_argument("--project", type=int, required=True, help="Label Studio project id")
     which = pre.add_mutually_exclusive_group()
@@ -171,6 +177,12 @@ def _run(args) -> int:
     from .runner import run_stack
 
     return run_stack(Settings.from_env(), args.workers, args.log_dir)
+
+
+def _demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.port, args.workers, args.exit_when_ready)
 
 
 def _prelabel(args) -> int:
