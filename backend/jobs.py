@@ -156,10 +156,17 @@ def _record_failures(connection: redis.Redis, project_id: int, messages: list[di
 # ---- writing back -------------------------------------------------------------------------------
 
 def studio_for(connection: redis.Redis, settings: Settings, project_id: int) -> Studio:
-    """A Label Studio client from the environment, else from what /setup sent for this project."""
+    """A Label Studio client from the environment, else from what /setup sent for this project.
+
+    Credentials stay in pairs: the environment's key goes only to LABEL_STUDIO_URL, and the token /setup
+    sent goes only back to the hostname it came with, so no caller of /setup can name where a key goes.
+    """
     record = store.load_project(connection, project_id)
-    url = settings.studio_url or (record.studio_url if record else "")
-    token = settings.studio_api_key.reveal() or (record.studio_token if record else "")
+    if settings.studio_url:
+        url = settings.studio_url
+        token = settings.studio_api_key.reveal() or (record.studio_token if record else "")
+    else:
+        url, token = (record.studio_url, record.studio_token) if record else ("", "")
     if not url or not token:
         raise StudioError(f"no Label Studio URL and token for project {project_id}: set LABEL_STUDIO_URL and "
                           "LABEL_STUDIO_API_KEY, or let Label Studio call /setup once")

@@ -130,7 +130,7 @@ class LLMClient:
         try:
             return request()
         except openai.APIStatusError as exc:
-            raise _translate_status(exc) from None
+            raise _translate_status(exc, self.settings.openai_api_key.reveal()) from None
         except openai.APITimeoutError:
             raise LLMError("timeout", f"no answer within {self.settings.timeout:g} s (LLM_TIMEOUT)") from None
         except openai.APIConnectionError as exc:
@@ -159,7 +159,7 @@ class LLMClient:
         self._client.close()
 
 
-def _translate_status(exc: openai.APIStatusError) -> LLMError:
+def _translate_status(exc: openai.APIStatusError, secret: str = "") -> LLMError:
     status = exc.status_code
     if status == 429:
         error = LLMError("rate_limited", "the LLM server answered 429 Too Many Requests")
@@ -169,7 +169,7 @@ def _translate_status(exc: openai.APIStatusError) -> LLMError:
         return LLMError("auth", f"the LLM server refused the API key ({status}); check OPENAI_API_KEY")
     if status >= 500 or status in (408, 409):
         return LLMError("server_error", f"the LLM server answered {status}")
-    return LLMError("bad_request", f"the LLM server answered {status}: {_error_message(exc)}")
+    return LLMError("bad_request", f"the LLM server answered {status}: {_error_message(exc, secret)}")
 
 
 def _retry_after(headers) -> float | None:
@@ -183,10 +183,12 @@ def _retry_after(headers) -> float | None:
     return None
 
 
-def _error_message(exc: openai.APIStatusError) -> str:
+def _error_message(exc: openai.APIStatusError, secret: str = "") -> str:
     body = exc.body if isinstance(exc.body, dict) else {}
     message = body.get("message") or (body.get("error") or {}).get("message") if body else None
-    return str(message or exc.message)[:300]
+    text = str(message or exc.message)
+    # Some servers and proxies quote the API key they were sent: it must not reach logs, Redis or /status.
+    return (text.replace(secret, "***") if secret else text)[:300]
 
 
 def _tokens(choice) -> list[TokenLogprob] | None:

@@ -17,21 +17,24 @@ import base64
 import hmac
 import json
 import logging
+import re
 
 import redis
-from flask import Flask, Response, request
+from flask import Flask, Response, current_app, request
 from label_studio_ml import api as ml_api
 from label_studio_ml.model import LabelStudioMLBase
 from werkzeug.exceptions import HTTPException
 
-from . import store
+from . import openapi, store
 from .service import HTTPError, Service
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 WEBHOOK_SECRET_HEADER = "X-Webhook-Secret"
-MAX_BODY_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_BODY_MB = 64  # MAX_BODY_MB
+MAX_JSON_DEPTH = 100  # deeper request bodies are refused (400) before anything walks them
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class FewshotModel(LabelStudioMLBase):
@@ -58,13 +61,63 @@ class FewshotModel(LabelStudioMLBase):
 
 
 def _json_body():
-    raw = request.get_data(cache=False)
+    raw = _read_body(current_app.config["MAX_CONTENT_LENGTH"])
     if not raw:
         return {}
     try:
-        return json.loads(raw)
+        text = raw.decode("utf-8")  # strict: json.loads(bytes) would let UTF-8-encoded surrogates through
+        body = json.loads(text)
     except (ValueError, RecursionError):
-        raise HTTPError(400, "the request body is not valid JSON") from None
+        raise HTTPError(400, "the request body is not valid JSON (UTF-8)") from None
+    if _too_deep(body, MAX_JSON_DEPTH):
+        raise HTTPError(400, f"the request body is nested deeper than {MAX_JSON_DEPTH} levels")
+    if _SURROGATE_ESCAPE.search(text) and _lone_surrogate(body):  # after a strict decode only an escape can
+        raise HTTPError(400, "the request body holds a lone UTF-16 surrogate (\\ud800-\\udfff): not valid Unicode")
+    return body
+
+
+def _read_body(limit: int) -> bytes:
+    """The body, at most `limit` bytes (413 past it). Werkzeug 2.0's get_data() ignores MAX_CONTENT_LENGTH, and
+    a chunked body (gunicorn) has no Content-Length: both are bounded here while reading."""
+    too_large = HTTPError(413, f"the request body is larger than {limit / 1048576:g} MB (MAX_BODY_MB)")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    parts, size = [], 0
+    while True:
+        part = request.stream.read(min(1 << 20, limit + 1 - size))
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+        if size > limit:
+            raise too_large
+    return b"".join(parts)
+
+
+def _too_deep(value, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
+def _lone_surrogate(body) -> bool:
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _object_body() -> dict:
+    body = _json_body()
+    if not isinstance(body, dict):
+        raise HTTPError(400, "the request body must be a JSON object")
+    return body
 
 
 def _reply(payload, status: int = 200) -> Response:
@@ -112,18 +165,19 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     service = Service(settings, connection)
     FewshotModel.service = service
     app = ml_api.init_app(FewshotModel)
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["MAX_CONTENT_LENGTH"] = int(float(getattr(settings, "max_body_mb", DEFAULT_MAX_BODY_MB)) * 1048576)
     _drop_library_logging(app)
     _route(app, "/predict", "_predict", ["POST"], lambda: _predict(service))
     _route(app, "/setup", "_setup", ["POST"], lambda: _reply(service.setup(_json_body())))
     _route(app, "/webhook", "webhook", ["POST"], lambda: _reply(service.webhook(_json_body()), 201))
     _route(app, "/train", "_train", ["POST"], lambda: _train(service))
-    _route(app, "/versions", "get_version", ["POST"], lambda: _reply(service.versions(_json_body().get("project"))))
+    _route(app, "/versions", "get_version", ["POST"], lambda: _reply(service.versions(_object_body().get("project"))))
     _route(app, "/versions", "versions_get", ["GET"], lambda: _reply(service.versions(request.args.get("project"))))
     _route(app, "/health", "health", ["GET"], lambda: _reply(*reversed(service.health())))
     _route(app, "/metrics", "metrics", ["GET"], lambda: _reply(service.metrics()))
     _route(app, "/status", "status", ["GET"], lambda: _reply(service.status(request.args.get("project"))))
     _route(app, "/is_training", "_is_training", ["GET"], lambda: _reply({"is_training": False}))
+    _route(app, "/openapi.json", "openapi", ["GET"], lambda: _reply(openapi.spec()))
     # label-studio-ml has one module-level Flask app: replace (never stack) our hook when an app is made again.
     hooks = [f for f in app.before_request_funcs.setdefault(None, []) if not getattr(f, "fewshot_auth", False)]
 

@@ -17,6 +17,7 @@ from .embeddings import MissingEmbeddings
 from .labeling.budget import BudgetExceeded
 from .labeling.errors import MissingText, UnsupportedConfig
 from .labeling.prompt import request_key
+from .labeling.spec import parse_spec
 from .options import BadOptions, parse_options
 from .projects import Contexts, ProjectContext, UnknownProject, parse_project_id, register
 from .settings import Settings
@@ -50,8 +51,10 @@ class Service:
         project_id = _project(body.get("project"))
         try:
             options = parse_options(body.get("extra_params"))
+            # The token /setup sends is kept only when the environment does not give both URL and key.
+            own = bool(self.settings.studio_url and self.settings.studio_api_key)
             register(self.connection, project_id, _text(body, "schema"), options,
-                     studio_url=body.get("hostname") or None, studio_token=body.get("access_token") or None)
+                     studio_url=_text(body, "hostname"), studio_token=None if own else _text(body, "access_token"))
         except (BadOptions, UnsupportedConfig) as exc:
             raise HTTPError(400, str(exc)) from None
         self._ensure_synced(project_id, wait=self.settings.setup_wait)
@@ -165,11 +168,16 @@ class Service:
         try:
             if config:
                 register(self.connection, project_id, config)
-            spec = self._context(project_id, config).spec if (config or self._known(project_id)) else None
+            if not config:
+                record = store.load_project(self.connection, project_id)
+                config = record.label_config if record else ""
+            # The spec alone (parsed once per config): building the project's whole context here, as before,
+            # cost a rebuild of its demonstrations per event, since each event moves the version.
+            spec = parse_spec(config) if config else None
             return handle_event(self.connection, self.queue, self.settings, spec, project_id, action, body)
         except (BadEvent, UnsupportedConfig) as exc:
             raise HTTPError(400, str(exc)) from None
-        except (KeyError, TypeError, ValueError) as exc:
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:  # a field of the wrong JSON type
             raise HTTPError(400, f"cannot read the {action} event: {exc!r}") from None
 
     def versions(self, project) -> dict:

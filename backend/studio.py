@@ -251,8 +251,8 @@ class Studio:
         """Run one SDK call; lower-layer errors leave as StudioError, with a hint and without the token."""
         try:
             return call()
-        except ApiError as exc:
-            raise self._api_error(what, exc) from exc
+        except ApiError as exc:  # not chained: the SDK's error quotes the response body, token and all
+            raise self._api_error(what, exc) from None
         except httpx.TimeoutException as exc:
             raise StudioError(
                 f"{what}: Label Studio at {self.url} did not answer within {self.timeout:g} s; "
