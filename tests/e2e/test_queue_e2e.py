@@ -84,6 +84,9 @@ def assert_exactly_once(api, project: dict, redis_url: str) -> str:
     failed = failures(redis_url, project["id"])
     duplicated = [t for t in project["tasks"] if counts[(t, version)] > 1]
     lost = [t for t in project["tasks"] if counts[(t, version)] == 0 and t not in failed]
+    completed = sum(1 for t in project["tasks"] if counts[(t, version)] == 1)
+    print(f"\n{len(project['tasks'])} tasks: completed {completed}, failed with a recorded reason "
+          f"{len(failed & set(project['tasks']))}, lost {len(lost)}, duplicated {len(duplicated)}")
     assert not duplicated and not lost, {"duplicated": duplicated, "lost": lost}
     return version
 
