@@ -63,9 +63,10 @@ def submit(connection: redis.Redis, queue: Queue, request: LabelRequest, chunk_s
     from .jobs import label_tasks  # jobs imports the labeling stack; the web side only names it
 
     chunks = [ids[i:i + chunk_size] for i in range(0, len(ids), chunk_size)]
-    jobs = [Queue.prepare_data(label_tasks, args=(rid, request.project_id, chunk), job_id=f"label-{rid}-{n}",
+    # Named by their first task: one request may submit its tasks in several calls, ids never collide.
+    jobs = [Queue.prepare_data(label_tasks, args=(rid, request.project_id, chunk), job_id=f"label-{rid}-{chunk[0]}",
                                timeout=job_timeout, retry=JOB_RETRY, result_ttl=600, failure_ttl=7 * 24 * 3600)
-            for n, chunk in enumerate(chunks)]
+            for chunk in chunks]
     return [job.id for job in queue.enqueue_many(jobs)]
 
 

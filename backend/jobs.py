@@ -101,25 +101,39 @@ def label_chunk(state: WorkerState, context: ProjectContext, data: dict[int, dic
             emit({**base, "task": task_id, "error": "no_text", "detail": str(exc)})
     labeler = context.labeler
     vectors = dict(zip(texts, labeler.query_vectors(list(texts.values()))))  # one embeddings call per chunk
-    misses: dict[int, tuple[str, str]] = {}
+    ids = list(texts)
+    groups = [ids[i:i + labeler.batch_size] for i in range(0, len(ids), labeler.batch_size)]
+    # Each group is keyed, looked up and asked in its own thread: building prompts overlaps the model's
+    # answers instead of delaying the first call until every prompt of the chunk is built.
+    with ThreadPoolExecutor(max_workers=state.settings.concurrency, thread_name_prefix="llm") as pool:
+        futures = [pool.submit(_label_group, state, context, base, {t: texts[t] for t in group},
+                               {t: vectors[t] for t in group}) for group in groups]
+        for future in as_completed(futures):
+            for message in future.result():
+                emit(message)
+    return messages
+
+
+def _label_group(state: WorkerState, context: ProjectContext, base: dict, texts: dict[int, str],
+                 vectors: dict) -> list[dict]:
+    """Messages for a group of tasks (one batch request): from the cache, else from the model."""
+    messages, keys = [], {}
     for task_id, text in texts.items():
         try:
-            misses[task_id] = (text, request_key(labeler.request(text, vectors[task_id])))
+            keys[task_id] = request_key(context.labeler.request(text, vectors[task_id]))
         except BudgetExceeded as exc:
-            emit({**base, "task": task_id, "error": "too_long", "detail": str(exc)})
-    hits = cache.get_many(state.connection, [key for _, key in misses.values()])
-    for task_id, cached in zip(list(misses), hits):
-        if cached is not None:
-            del misses[task_id]
-            emit({**base, "task": task_id, "cached": True, **_prediction(context, cached)})
-    ids = list(misses)
-    batches = [ids[i:i + context.labeler.batch_size] for i in range(0, len(ids), context.labeler.batch_size)]
-    with ThreadPoolExecutor(max_workers=state.settings.concurrency, thread_name_prefix="llm") as pool:
-        futures = {pool.submit(labeler.ask_batch, [misses[t][0] for t in batch], [vectors[t] for t in batch]): batch
-                   for batch in batches}
-        for future in as_completed(futures):
-            for task_id, outcome in zip(futures[future], future.result()):
-                emit({**base, "task": task_id, **_from_outcome(state, context, outcome, *misses[task_id])})
+            messages.append({**base, "task": task_id, "error": "too_long", "detail": str(exc)})
+    misses = []
+    for (task_id, key), cached in zip(keys.items(), cache.get_many(state.connection, list(keys.values()))):
+        if cached is None:
+            misses.append(task_id)
+        else:
+            messages.append({**base, "task": task_id, "cached": True, **_prediction(context, cached)})
+    if misses:
+        outcomes = context.labeler.ask_batch([texts[t] for t in misses], [vectors[t] for t in misses])
+        for task_id, outcome in zip(misses, outcomes):
+            messages.append({**base, "task": task_id,
+                             **_from_outcome(state, context, outcome, texts[task_id], keys[task_id])})
     return messages
 
 

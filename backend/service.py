@@ -26,6 +26,9 @@ from .webhooks import BadEvent, enqueue_sync, handle_event
 log = logging.getLogger(__name__)
 
 
+KEY_GROUP = 128  # tasks keyed (and their misses enqueued) at a time by /predict
+
+
 class HTTPError(Exception):
     """An answer with a status and a JSON message (4xx for the caller's mistakes, 503 for missing services)."""
 
@@ -97,6 +100,7 @@ class Service:
         return {"results": self._predictions(context, tasks), "model_version": context.model_version}
 
     def _predictions(self, context: ProjectContext, tasks: list[dict]) -> list[dict]:
+        deadline = time.time() + self.settings.predict_deadline  # counted from the request's arrival
         entries: dict[int, dict] = {}
         texts: dict[int, str] = {}
         for task in tasks:
@@ -104,17 +108,29 @@ class Service:
                 texts[task["id"]] = context.spec.text_of(task["data"])
             except MissingText as exc:
                 entries[task["id"]] = _empty(context, f"no_text: {exc}")
-        keys = self._request_keys(context, texts)
-        hits = cache.get_many(self.connection, list(keys.values()))
         data = {t["id"]: t["data"] for t in tasks}
-        misses = {task_id: data[task_id] for task_id in texts if task_id not in keys}
-        for (task_id, _key), cached in zip(keys.items(), hits):
-            if cached is None:
-                misses[task_id] = data[task_id]
-            else:
-                entries[task_id] = {"model_version": context.model_version, **context.prediction(cached)}
-        if misses:
-            outcomes, abandoned = self._ask_workers(context, misses)
+        request = dispatch.LabelRequest(context.project_id, {})
+        submitted = 0
+        ids = list(texts)
+        # Prompts are built (for their cache keys) a group at a time and each group's misses go to the
+        # workers at once: with thousands of tasks the workers start while the rest is still being keyed.
+        for start in range(0, len(ids), KEY_GROUP):
+            group = {task_id: texts[task_id] for task_id in ids[start:start + KEY_GROUP]}
+            keys = self._request_keys(context, group)
+            hits = dict(zip(keys, cache.get_many(self.connection, list(keys.values()))))
+            misses = {}
+            for task_id in group:
+                if hits.get(task_id) is None:
+                    misses[task_id] = data[task_id]
+                else:
+                    entries[task_id] = {"model_version": context.model_version, **context.prediction(hits[task_id])}
+            if misses:
+                request.tasks = misses
+                dispatch.submit(self.connection, self.queue, request, self.settings.chunk_size,
+                                self.settings.job_timeout)
+                submitted += len(misses)
+        if submitted:
+            outcomes, abandoned = self._gather(context, request.request_id, submitted, deadline)
             if abandoned:  # workers may be writing these back now: deliver each task once
                 self._claim(context, outcomes)
             entries.update(outcomes)
@@ -134,14 +150,12 @@ class Service:
                 continue
         return keys
 
-    def _ask_workers(self, context: ProjectContext, tasks: dict[int, dict]) -> tuple[dict[int, dict], bool]:
-        request = dispatch.LabelRequest(context.project_id, tasks)
-        dispatch.submit(self.connection, self.queue, request, self.settings.chunk_size, self.settings.job_timeout)
-        deadline = time.time() + self.settings.predict_deadline
-        outcomes, abandoned = dispatch.gather(self.connection, request.request_id, len(tasks), deadline)
+    def _gather(self, context: ProjectContext, request_id: str, count: int,
+                deadline: float) -> tuple[dict[int, dict], bool]:
+        outcomes, abandoned = dispatch.gather(self.connection, request_id, count, deadline)
         if abandoned:
             log.warning("project %s: %d of %d tasks not labeled within %.0f s; the workers will write them back",
-                        context.project_id, len(tasks) - len(outcomes), len(tasks), self.settings.predict_deadline)
+                        context.project_id, count - len(outcomes), count, self.settings.predict_deadline)
         return outcomes, abandoned
 
     def _claim(self, context: ProjectContext, entries: dict[int, dict]) -> None:

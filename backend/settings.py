@@ -84,7 +84,7 @@ class Settings:
     job_timeout: int = _num("JOB_TIMEOUT", 300, int, help="seconds one labeling job (a chunk of tasks) may run; a killed worker's job is re-run about a minute after this")
     rate_limit_rpm: int = _num("RATE_LIMIT_RPM", 0, int, help="LLM requests per minute for all workers together (0: no limit)")
     rate_limit_tpm: int = _num("RATE_LIMIT_TPM", 0, int, help="LLM tokens per minute for all workers together, estimated before sending (0: no limit)")
-    chunk_size: int = _num("JOB_CHUNK_SIZE", 8, int, help="tasks per RQ job")
+    chunk_size: int = _num("JOB_CHUNK_SIZE", 32, int, help="tasks per RQ job (a few times LABEL_CONCURRENCY keeps the calls in flight between jobs)")
     cache_ttl: int = _num("CACHE_TTL", 2592000, int, help="seconds a cached prediction is kept")
     cache_max_entries: int = _num("CACHE_MAX_ENTRIES", 1000000, int, help="cached predictions kept at most (oldest dropped first)")
     basic_auth_user: str = _env("BASIC_AUTH_USER", help="user name of optional HTTP basic auth on every endpoint")

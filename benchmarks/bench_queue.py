@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=16, help="LLM calls in flight per worker")
-    parser.add_argument("--chunk", type=int, default=64, help="tasks per rq job (JOB_CHUNK_SIZE)")
+    parser.add_argument("--chunk", type=int, default=128, help="tasks per rq job (JOB_CHUNK_SIZE)")
     parser.add_argument("--latency-ms", type=float, default=200)
     parser.add_argument("--sequential-tasks", type=int, default=40)
     parser.add_argument("--latency-samples", type=int, default=200)

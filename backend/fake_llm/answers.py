@@ -9,6 +9,7 @@ import math
 import re
 import struct
 from functools import lru_cache
+from collections import Counter
 from dataclasses import dataclass, field
 
 OUT_OF_SET_LABEL = "NOT_A_LABEL"
@@ -110,10 +111,36 @@ def similarities(docs: list[str], query: str) -> list[float]:
     The measure does not otherwise depend on which demonstrations are in the prompt: like a real model's
     sense of similarity, it is the same whether the prompt holds 8 demonstrations or 800.
     """
-    bags = [words(d) for d in docs] + [words(query)]
+    texts = list(docs) + [query]
+    bags = [_bag(text) for text in texts]
     shared = set.intersection(*(set(bag) for bag in bags)) if bags else set()
-    vectors = [embed_words([w for w in bag if w not in shared]) for bag in bags]
+    vectors = [_without(text, bag, shared) for text, bag in zip(texts, bags)]
     return [sum(a * b for a, b in zip(v, vectors[-1])) for v in vectors[:-1]]
+
+
+@lru_cache(maxsize=100_000)
+def _bag(text: str) -> Counter:
+    return Counter(words(text))
+
+
+@lru_cache(maxsize=100_000)
+def _raw_vector(text: str) -> tuple[float, ...]:
+    # Unnormalized: the shared words' features are subtracted before normalizing (cached per text, since
+    # the same demonstrations come back in request after request).
+    vector = [0.0] * EMBED_DIMS
+    for word in words(text):
+        for index, weight in _word_features(word, EMBED_DIMS):
+            vector[index] += weight
+    return tuple(vector)
+
+
+def _without(text: str, bag: Counter, shared: set) -> list[float]:
+    vector = list(_raw_vector(text))
+    for word in shared:
+        for index, weight in _word_features(word, EMBED_DIMS):
+            vector[index] -= weight * bag[word]
+    norm = math.sqrt(sum(v * v for v in vector))
+    return [v / norm for v in vector] if norm else vector
 
 
 def nearest_index(similarities: list[float]) -> int:
