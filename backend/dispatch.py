@@ -28,7 +28,7 @@ REQUEST_TTL = 24 * 3600
 JOB_RETRY = Retry(max=3, interval=[2, 10, 30])
 
 
-def request_key(request_id: str, part: str = "") -> str:
+def _key(request_id: str, part: str = "") -> str:
     return f"{PREFIX}:req:{request_id}" + (f":{part}" if part else "")
 
 
@@ -55,10 +55,10 @@ def submit(connection: redis.Redis, queue: Queue, request: LabelRequest, chunk_s
             "created": time.time()}
     ids = sorted(request.tasks)
     with connection.pipeline(transaction=True) as pipe:
-        pipe.hset(request_key(rid), mapping=meta)
-        pipe.hset(request_key(rid, "tasks"), mapping={str(t): json.dumps(request.tasks[t]) for t in ids})
-        pipe.expire(request_key(rid), REQUEST_TTL)
-        pipe.expire(request_key(rid, "tasks"), REQUEST_TTL)
+        pipe.hset(_key(rid), mapping=meta)
+        pipe.hset(_key(rid, "tasks"), mapping={str(t): json.dumps(request.tasks[t]) for t in ids})
+        pipe.expire(_key(rid), REQUEST_TTL)
+        pipe.expire(_key(rid, "tasks"), REQUEST_TTL)
         pipe.execute()
     from .jobs import label_tasks  # jobs imports the labeling stack; the web side only names it
 
@@ -79,8 +79,8 @@ def gather(connection: redis.Redis, request_id: str, expected: int, deadline: fl
     outcomes = {int(m["task"]): m for m in stream(connection, request_id, expected, deadline)}
     abandoned = len(outcomes) < expected
     if abandoned:
-        connection.hset(request_key(request_id), "abandoned", 1)
-        for raw in connection.lpop(request_key(request_id, "done"), 10_000) or []:
+        connection.hset(_key(request_id), "abandoned", 1)
+        for raw in connection.lpop(_key(request_id, "done"), 10_000) or []:
             message = json.loads(raw)
             outcomes[int(message["task"])] = message
     return outcomes, abandoned
@@ -88,7 +88,7 @@ def gather(connection: redis.Redis, request_id: str, expected: int, deadline: fl
 
 def stream(connection: redis.Redis, request_id: str, expected: int, deadline: float):
     """Yield outcome messages as workers push them, until `expected` distinct tasks or the deadline."""
-    done_key = request_key(request_id, "done")
+    done_key = _key(request_id, "done")
     seen: set[int] = set()
     while len(seen) < expected:
         remaining = deadline - time.time()
@@ -103,7 +103,7 @@ def stream(connection: redis.Redis, request_id: str, expected: int, deadline: fl
 
 
 def push_outcome(connection: redis.Redis, request_id: str, message: dict) -> None:
-    done_key = request_key(request_id, "done")
+    done_key = _key(request_id, "done")
     with connection.pipeline(transaction=False) as pipe:
         pipe.rpush(done_key, json.dumps(message))
         pipe.expire(done_key, REQUEST_TTL)
@@ -112,13 +112,13 @@ def push_outcome(connection: redis.Redis, request_id: str, message: dict) -> Non
 
 def load_request(connection: redis.Redis, request_id: str, task_ids: list[int]) -> tuple[dict, dict[int, dict]]:
     """(request meta, task id -> data) for a worker; meta is empty when Redis lost the request."""
-    meta = {k.decode(): v.decode() for k, v in connection.hgetall(request_key(request_id)).items()}
-    raw = connection.hmget(request_key(request_id, "tasks"), [str(t) for t in task_ids])
+    meta = {k.decode(): v.decode() for k, v in connection.hgetall(_key(request_id)).items()}
+    raw = connection.hmget(_key(request_id, "tasks"), [str(t) for t in task_ids])
     return meta, {t: json.loads(v) for t, v in zip(task_ids, raw) if v is not None}
 
 
 def is_abandoned(connection: redis.Redis, request_id: str) -> bool:
-    value = connection.hget(request_key(request_id), "abandoned")
+    value = connection.hget(_key(request_id), "abandoned")
     return value is None or value == b"1"  # a request Redis lost has no waiter left
 
 

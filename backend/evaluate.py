@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
 from .costs import estimate_cost
 from .evaluation.metrics import EvalItem, evaluate
+from .filelabel import RunSummary
 from .evaluation.report import write_reports
 from .labeler import Labeler, label_many
 from .labeling.examples import Example, examples_from_tasks, load_seed_file, load_seeds
@@ -19,14 +19,6 @@ from .labeling.selection import TfidfIndex
 from .labeling.spec import LabelingSpec, parse_spec
 from .llm import LLMClient
 from .settings import Settings
-
-
-@dataclass
-class Usage:
-    requests: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    failed: int = 0
 
 
 def fold_of(example: Example, folds: int, seed: int) -> int:
@@ -51,9 +43,9 @@ def nearest_label(index: TfidfIndex, train: list[Example], text: str) -> tuple[s
 
 
 def cross_validate(spec: LabelingSpec, gold: list[Example], seeds: list[Example], settings: Settings,
-                   client: LLMClient, folds: int, seed: int, progress: bool = True) -> tuple[list[EvalItem], Usage]:
+                   client: LLMClient, folds: int, seed: int, progress: bool = True) -> tuple[list[EvalItem], RunSummary]:
     """Label every gold example with demonstrations from the other folds only (never its own label)."""
-    items, usage = [], Usage()
+    items, usage = [], RunSummary()
     with tqdm(total=len(gold), unit="task", desc="evaluating", disable=not progress) as bar:
         for fold in range(folds):
             test = [g for g in gold if fold_of(g, folds, seed) == fold]
@@ -70,10 +62,7 @@ def cross_validate(spec: LabelingSpec, gold: list[Example], seeds: list[Example]
                 outcome = outcomes[i]
                 items.append(EvalItem(example.labels, outcome.labels, outcome.score,
                                       nearest_label(index, labeler.examples, example.text)))
-                usage.requests += outcome.requests
-                usage.prompt_tokens += outcome.prompt_tokens
-                usage.completion_tokens += outcome.completion_tokens
-                usage.failed += not outcome.ok
+                usage.add(outcome)
             bar.update(len(test))
     return items, usage
 

@@ -14,6 +14,18 @@ from backend.local_studio import LocalStudio, ensure_installed, ensure_migrated_
 
 E2E_DIR = Path(__file__).parent
 
+SENTIMENT_CONFIG = """<View>
+  <Text name="text" value="$text"/>
+  <Choices name="sentiment" toName="text">
+    <Choice value="Positive"/><Choice value="Negative"/>
+  </Choices>
+</View>"""
+
+
+def sentiment_choice(label: str) -> list[dict]:
+    """An annotation result choosing `label` in SENTIMENT_CONFIG."""
+    return [{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": [label]}}]
+
 
 def pytest_collection_modifyitems(config, items):
     """Mark every test under tests/e2e as e2e (this hook sees the whole session's items)."""

@@ -68,16 +68,7 @@ from backend.local_studio import free_port
 from backend.settings import Secret
 from backend.studio import Studio, StudioAuthError, StudioError, studio_from
 
-CONFIG = """<View>
-  <Text name="text" value="$text"/>
-  <Choices name="sentiment" toName="text">
-    <Choice value="Positive"/><Choice value="Negative"/>
-  </Choices>
-</View>"""
-
-
-def choice(label: str) -> list[dict]:
-    return [{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": [label]}}]
+from tests.e2e.conftest import SENTIMENT_CONFIG as CONFIG, sentiment_choice as choice
 
 
 def new_project(studio, title: str, n_tasks: int) -> tuple[int, list[int]]:
