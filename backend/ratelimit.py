@@ -16,6 +16,7 @@ from .store import PREFIX
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_TOKENS = 256  # what a request without max_tokens is assumed to spend on its answer
+ARRIVAL_MARGIN = 0.02
 KEY_SLACK_MS = 1000  # keys outlive the newest entry's window by this much, then vanish by themselves
 _BATCH = 100  # entries read per ZRANGE while looking for the moment enough tokens have left
 
@@ -116,8 +117,12 @@ class RateLimiter:
         self.last_admitted: float | None = None  # Redis time (s) of the latest admission, any thread
         self._sleep, self._clock = sleep, clock
         self._keys = [f"{PREFIX}:ratelimit:{name}:log", f"{PREFIX}:ratelimit:{name}:tokens"]
-        self._window_us = max(1, round(self.window * 1_000_000))
-        self._ttl_ms = math.ceil(self.window * 1000) + KEY_SLACK_MS
+        # The provider counts arrivals, not our admissions: two requests admitted exactly one window apart
+        # can arrive less than a window apart after network jitter, so each admission holds its slot a
+        # little longer than the window (2 %, 1.2 s of a minute).
+        held = self.window * (1 + ARRIVAL_MARGIN)
+        self._window_us = max(1, round(held * 1_000_000))
+        self._ttl_ms = math.ceil(held * 1000) + KEY_SLACK_MS
         # Off means off: no script, no Redis round trip per request.
         self._script = connection.register_script(_SCRIPT) if self.enabled else None
 
