@@ -10,6 +10,7 @@ process reads vectors with `Embedder.cached`, which never embeds.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from typing import Protocol, Sequence
 
@@ -107,24 +108,27 @@ class MemoryVectorCache:
             raise ValueError(f"max_entries must be at least 1, got {max_entries!r}")
         self.max_entries = max_entries
         self._vectors: OrderedDict[str, Vector] = OrderedDict()
+        self._lock = threading.Lock()  # label_many's threads read while the prefetch writes
 
     def get_many(self, model: str, texts: Sequence[str]) -> list[Vector | None]:
+        keys = [text_key(model, t) for t in texts]
         found = []
-        for text in texts:
-            key = text_key(model, text)
-            vector = self._vectors.get(key)
-            if vector is not None:
-                self._vectors.move_to_end(key)
-            found.append(vector)
+        with self._lock:
+            for key in keys:
+                vector = self._vectors.get(key)
+                if vector is not None:
+                    self._vectors.move_to_end(key)
+                found.append(vector)
         return found
 
     def put_many(self, model: str, texts: Sequence[str], vectors) -> None:
-        for text, vector in zip(texts, vectors):
-            key = text_key(model, text)
-            self._vectors[key] = np.asarray(vector, dtype=_DTYPE)
-            self._vectors.move_to_end(key)
-        while len(self._vectors) > self.max_entries:
-            self._vectors.popitem(last=False)
+        with self._lock:
+            for text, vector in zip(texts, vectors):
+                key = text_key(model, text)
+                self._vectors[key] = np.asarray(vector, dtype=_DTYPE)
+                self._vectors.move_to_end(key)
+            while len(self._vectors) > self.max_entries:
+                self._vectors.popitem(last=False)
 
     def size(self) -> int:
         return len(self._vectors)

@@ -10,6 +10,7 @@ set there, wordllama's only on AG News.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import logging
 import threading
@@ -38,6 +39,7 @@ class LocalModelUnavailable(LLMError):
         super().__init__("local_model", message)
 
 
+@functools.cache
 def package_version() -> str:
     try:
         return importlib.metadata.version(PACKAGE)
