@@ -125,6 +125,7 @@ def _label(args) -> int:
     shots = f"{len(labeler.examples)} demonstrations" if labeler.examples else "no demonstrations (zero-shot)"
     print(f"labeling {args.input} with {shots}, model {settings.model}, "
           f"mode {labeler.prompt.mode}, model_version {labeler.model_version}", file=sys.stderr)
+    print(f"demonstrations per prompt: {labeler.choice.summary()}", file=sys.stderr)
     if args.redis_url:
         summary = _label_with_workers(args, settings, spec, examples, labeler)
     else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import threading
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -17,13 +19,16 @@ from .labeling.prompt import (PromptSettings, batch_schema, build_batch_messages
                               model_version, order_examples, render_query, stable_hash)
 from .labeling.calibration import CONTENT_FREE, agreement, average, calibrate
 from .labeling.budget import TRUNCATION_MARKER, Budget, BudgetExceeded, Fitted, TokenCounter, context_window, fit
+from .labeling.auto_selection import choose_selection
 from .labeling.selection import Selector
 from .labeling.spec import LabelingSpec
-from .embeddings import Embedder, EmbeddingSelector, MemoryVectorCache, MissingEmbeddings
+from .embeddings import Embedder, EmbeddingSelector, MissingEmbeddings, embedder_for, process_vectors
 from .llm import LLMClient, LLMError
 from .options import prompt_for
 from .settings import Settings
 from .spend import BudgetReached, SpendGuard
+
+log = logging.getLogger(__name__)
 
 @dataclass
 class Outcome:
@@ -60,13 +65,19 @@ class Labeler:
         self.examples = order_examples(examples)
         self.settings = settings
         self.client = client
-        self.prompt = prompt or prompt_for(settings, {})
-        self.model_version = model_version(spec, self.examples, self.prompt)
-        self.counter = TokenCounter(self.prompt.model)
-        self.budget = Budget(settings.context_window or context_window(self.prompt.model), settings.max_tokens,
+        prompt = prompt or prompt_for(settings, {})
+        self.counter = TokenCounter(prompt.model)
+        self.budget = Budget(settings.context_window or context_window(prompt.model), settings.max_tokens,
                              settings.prompt_limit)
+        # "auto" becomes a concrete selection for these demonstrations; the prompt settings, and so the
+        # model_version, carry the selection in effect and the similarity model it uses.
+        self.choice = choose_selection(spec, self.examples, prompt, self.counter, self.budget)
+        if self.choice.setting == "auto":
+            log.info("selection auto: %s", self.choice.reason)
+        self.prompt = dataclasses.replace(prompt, selection=self.choice.selection)
+        self.model_version = model_version(spec, self.examples, self.prompt)
         if self.prompt.uses_embeddings and embedder is None:
-            embedder = Embedder(client, MemoryVectorCache(), self.prompt.embedding_model)
+            embedder = embedder_for(self.prompt.embedding_model, client, process_vectors())
         self.embedder = embedder if self.prompt.uses_embeddings else None
         self.selector = self._selector()
         self.guard = guard
@@ -78,8 +89,8 @@ class Labeler:
         if self.embedder is None:
             return Selector(self.examples, self.prompt.selection)
         texts = [e.text for e in self.examples]
-        # Only a process with a client embeds; the web process reads vectors the workers cached.
-        vectors = self.embedder.vectors(texts) if self.client else self.embedder.cached(texts)
+        # Only a process with an embedding source embeds; the web process reads vectors the workers cached.
+        vectors = self.embedder.vectors(texts) if self.embedder.embeds else self.embedder.cached(texts)
         if any(v is None for v in vectors):
             return None
         return EmbeddingSelector(self.examples, self.prompt.selection.k, vectors, self.prompt.selection.strategy)
@@ -91,10 +102,10 @@ class Labeler:
 
     def query_vectors(self, texts: list[str]) -> list:
         """Embedding vectors of query texts (batched, cached), None each when selection needs none or, in a
-        process without a client, where none is cached."""
+        process that does not embed, where none is cached."""
         if self.embedder is None or not texts:
             return [None] * len(texts)
-        return self.embedder.vectors(texts) if self.client else self.embedder.cached(texts)
+        return self.embedder.vectors(texts) if self.embedder.embeds else self.embedder.cached(texts)
 
     def _demonstrations(self, text: str, vector) -> list[Example]:
         if self.selector is None or (self.embedder is not None and vector is None):

@@ -174,7 +174,7 @@ def spec() -> dict:
             "responses": {"200": _ok("figures", {"type": "object", "required": ["cache_entries", "queued", "workers"]}),
                           **_errors(*_COMMON)}}},
         "/status": {"get": {
-            "summary": "per project: demonstrations, runs, failures, write-back queue",
+            "summary": "per project: demonstrations, the selection in effect and why, runs, failures, write-back queue",
             "parameters": [_PROJECT_QUERY],
             "responses": {"200": _ok("status", {"type": "object", "required": ["projects", "queued", "workers"]}),
                           **_errors(400, 404, *_COMMON)}}},

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
+from .embeddings import similarity_model
 from .labeling.errors import BadTemplate
 from .labeling.prompt import MODES, PromptSettings, check_template
-from .labeling.selection import STRATEGIES, Selection
+from .labeling.selection import STRATEGIES, TFIDF, Selection
 from .settings import CALIBRATIONS, LOW_SCORE_ACTIONS, Settings
 
 # option name -> (type, what it means); the environment gives every default.
@@ -16,7 +17,7 @@ OPTIONS = {
     "instruction": (str, "task instruction placed first in the system message (PROMPT_INSTRUCTION)"),
     "template": (str, "demonstration template with {text} and ending in {label} (PROMPT_TEMPLATE)"),
     "selection": (str, f"demonstration selection, one of {list(STRATEGIES)} (DEMO_SELECTION)"),
-    "k": (int, "k of first-k, balanced-k and nearest-k (DEMO_K)"),
+    "k": (int, "k of first-k, balanced-k, nearest-k and mmr-k, and of auto when it picks nearest-k (DEMO_K)"),
     "calibration": (str, "none or contextual, logprobs mode only (CALIBRATION)"),
     "threshold": (float, "score below which no pre-annotation is written, or it is flagged (SCORE_THRESHOLD)"),
     "low_score": (str, "skip or flag: what happens below the threshold (LOW_SCORE_ACTION)"),
@@ -63,15 +64,17 @@ def prompt_for(settings: Settings, options: dict) -> PromptSettings:
     """The prompt settings of a project: the environment, overridden by the project's options."""
     try:
         selection = Selection(options.get("selection", settings.selection), options.get("k", settings.selection_k))
-        if selection.strategy == "mmr-k" and not settings.embedding_model:
-            raise ValueError("selection mmr-k needs embeddings: set EMBEDDING_MODEL")
+        embedding_model = similarity_model(settings.embedding_model)
+        if selection.strategy == "mmr-k" and embedding_model == TFIDF:
+            raise ValueError("selection mmr-k needs embedding vectors, and EMBEDDING_MODEL is tfidf: leave it "
+                             "empty (the local model) or name an embedding model")
         template = options.get("template", settings.template)
         check_template(template)
         return PromptSettings(model=options.get("model", settings.model),
                               mode=options.get("mode", settings.answer_mode), template=template,
                               instruction=options.get("instruction", settings.instruction), selection=selection,
                               batch=options.get("batch", settings.batch_size),
-                              embedding_model=settings.embedding_model,
+                              embedding_model=embedding_model,
                               calibration=options.get("calibration", settings.calibration))
     except (ValueError, BadTemplate) as exc:
         raise BadOptions(str(exc)) from exc

@@ -11,7 +11,7 @@ from pathlib import Path
 import redis
 
 from . import store
-from .embeddings import Embedder, VectorCache
+from .embeddings import VectorCache, embedder_for, similarity_model
 from .labeler import Labeler
 from .labeling.errors import BadExamples, LabelingError, UnsupportedConfig
 from .labeling.examples import Example, load_seed_file
@@ -105,8 +105,8 @@ class Contexts:
         self.client = client
         self._cache: OrderedDict[tuple, ProjectContext] = OrderedDict()
         # Workers (with a client) embed what is missing; the web process only reads cached vectors.
-        self.embedder = Embedder(client, VectorCache(connection), settings.embedding_model) \
-            if settings.embedding_model else None
+        self.embedder = embedder_for(similarity_model(settings.embedding_model), client,
+                                     VectorCache(connection, max_entries=settings.vector_cache_max_entries))
         self._lock = threading.Lock()
         self._seed_warnings: set[tuple] = set()
 

@@ -229,9 +229,12 @@ class Service:
                         self.connection.hgetall(f"{store.PREFIX}:failures:{project_id}").items()}
             withheld = sum(1 for f in failures.values() if f.get("error") == "low_score")
             record = store.load_project(self.connection, project_id)
+            context = self._context(project_id) if record and record.label_config else None
             projects.append({
                 "project_id": project_id,
-                "model_version": self._context(project_id).model_version if record and record.label_config else None,
+                "model_version": context.model_version if context else None,
+                # the demonstration selection in effect (DEMO_SELECTION=auto picks one) and why
+                "selection": context.labeler.choice.as_dict() if context else None,
                 "demonstrations": store.demo_counts(self.connection, project_id),
                 "runs": project_runs(self.connection, project_id, prices=self.settings.price_table),
                 "failed_tasks": len(failures) - withheld,

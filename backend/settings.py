@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields
 from typing import Mapping
 
 from .labeling.prompt import DEFAULT_TEMPLATE, MODES
-from .labeling.selection import STRATEGIES
+from .labeling.selection import STRATEGIES, TFIDF
 
 
 CALIBRATIONS = ("none", "contextual")
@@ -64,9 +64,10 @@ class Settings:
     low_score_action: str = _env("LOW_SCORE_ACTION", "skip", help="skip (no pre-annotation) or flag (written, with a low-confidence note on the region)")
     template: str = _env("PROMPT_TEMPLATE", DEFAULT_TEMPLATE, help="demonstration template; needs {text} and ends with {label}")
     instruction: str = _env("PROMPT_INSTRUCTION", help="extra task instruction placed first in the system message")
-    selection: str = _env("DEMO_SELECTION", "all", help="which demonstrations a prompt gets: all, first-k, balanced-k (k per label), nearest-k or mmr-k")
-    selection_k: int = _num("DEMO_K", 8, int, help="k of first-k, balanced-k and nearest-k")
-    embedding_model: str = _env("EMBEDDING_MODEL", help="embedding model for nearest-k and mmr-k selection (the server's /v1/embeddings); empty: nearest-k uses TF-IDF in-process")
+    selection: str = _env("DEMO_SELECTION", "auto", help="which demonstrations a prompt gets: auto (all while they fit comfortably in the token budget, else nearest-k), all, first-k, balanced-k (k per label), nearest-k or mmr-k")
+    selection_k: int = _num("DEMO_K", 8, int, help="k of first-k, balanced-k, nearest-k and mmr-k (and of auto when it picks nearest-k)")
+    embedding_model: str = _env("EMBEDDING_MODEL", help="what nearest-k and mmr-k compare texts with: empty or local: the bundled local embedding model (no network, no cost); tfidf: TF-IDF in-process; else an embedding model of the LLM server (/v1/embeddings)")
+    vector_cache_max_entries: int = _num("EMBEDDING_CACHE_MAX_ENTRIES", 200000, int, help="embedding vectors kept in Redis at most (oldest dropped first; each also expires after 30 days)")
     context_window: int = _num("LLM_CONTEXT_WINDOW", 0, int, help="the model's context window in tokens (0: from a table of known models, else 16384)")
     prompt_limit: int = _num("PROMPT_MAX_TOKENS", 0, int, help="cap on prompt tokens below the context window (0: context window minus LLM_MAX_TOKENS)")
     batch_size: int = _num("BATCH_SIZE", 1, int, help="tasks answered by one LLM request (json mode; items missing or invalid in the answer are asked again alone)")
@@ -146,8 +147,12 @@ class Settings:
             raise SettingsError(f"LOW_SCORE_ACTION must be one of {list(LOW_SCORE_ACTIONS)}, got {self.low_score_action!r}")
         if not 0.0 <= self.score_threshold <= 1.0 or self.confidence_samples < 0:
             raise SettingsError("SCORE_THRESHOLD must be between 0 and 1 and CONFIDENCE_SAMPLES at least 0")
-        if self.selection == "mmr-k" and not self.embedding_model:
-            raise SettingsError("DEMO_SELECTION=mmr-k needs embeddings: set EMBEDDING_MODEL")
+        if self.selection == "mmr-k" and self.embedding_model == TFIDF:
+            raise SettingsError("DEMO_SELECTION=mmr-k needs embedding vectors, and EMBEDDING_MODEL is tfidf: leave "
+                                "it empty (the local model) or name an embedding model")
+        if self.vector_cache_max_entries < 1:
+            raise SettingsError("EMBEDDING_CACHE_MAX_ENTRIES must be at least 1, "
+                                f"got {self.vector_cache_max_entries!r}")
         if self.context_window < 0 or self.prompt_limit < 0:
             raise SettingsError("LLM_CONTEXT_WINDOW and PROMPT_MAX_TOKENS must be 0 (automatic) or positive")
         if self.selection_k < 1:

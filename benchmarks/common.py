@@ -21,24 +21,37 @@ def read_jsonl(name: str) -> list[dict]:
 
 
 def split_seeds(rows: list[dict], per_label: int, queries: int, seed: int = 13) -> tuple[list[dict], list[dict]]:
-    """Draw `per_label` seeds per label reproducibly; the queries come from the rest."""
+    """Draw `per_label` seeds per label reproducibly; the queries come from the rest. With multi-label rows
+    (a list of labels) the seeds are drawn from rows with one label, the queries keep all of theirs."""
     rows = list(rows)
     random.Random(seed).shuffle(rows)
     seeds: dict[str, list[dict]] = {}
     rest = []
     for row in rows:
-        bucket = seeds.setdefault(row["label"], [])
+        labels = row_labels(row)
+        if len(labels) != 1:
+            rest.append(row)
+            continue
+        bucket = seeds.setdefault(labels[0], [])
         (bucket if len(bucket) < per_label else rest).append(row)
     return [r for label in sorted(seeds) for r in seeds[label]], rest[:queries]
 
 
-def choices_config(labels: list[str], name: str = "label") -> str:
+def row_labels(row: dict) -> tuple[str, ...]:
+    """A row's gold labels: "label" is one label or a list of them."""
+    label = row["label"]
+    return tuple(label) if isinstance(label, list) else (label,)
+
+
+def choices_config(labels: list[str], name: str = "label", multiple: bool = False) -> str:
     choices = "".join(f'<Choice value="{label}"/>' for label in labels)
-    return f'<View><Text name="text" value="$text"/><Choices name="{name}" toName="text">{choices}</Choices></View>'
+    kind = ' choice="multiple"' if multiple else ""
+    return (f'<View><Text name="text" value="$text"/><Choices name="{name}" toName="text"{kind}>{choices}'
+            '</Choices></View>')
 
 
 def as_examples(rows: list[dict]) -> list[Example]:
-    return [Example(r["text"], (r["label"],), "seed", f"seed:{i}") for i, r in enumerate(rows)]
+    return [Example(r["text"], row_labels(r), "seed", f"seed:{i}") for i, r in enumerate(rows)]
 
 
 def fake_settings(url: str, **overrides) -> Settings:

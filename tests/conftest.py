@@ -21,7 +21,8 @@ MULTI_CONFIG = """<View>
   </Choices>
 </View>"""
 
-_PREFIXES = ("OPENAI_", "LLM_", "PROMPT_", "SEEDS_", "LABEL_", "REDIS_", "BASIC_AUTH_", "WEBHOOK_", "FEWSHOT_")
+_PREFIXES = ("OPENAI_", "LLM_", "PROMPT_", "SEEDS_", "LABEL_", "REDIS_", "BASIC_AUTH_", "WEBHOOK_", "FEWSHOT_",
+             "DEMO_", "EMBEDDING_")
 
 
 @pytest.fixture(autouse=True)

@@ -4,8 +4,9 @@ embedder, cosine top-k and maximal marginal relevance, and the selector built on
 import numpy as np
 import pytest
 
-from backend.embeddings import (VECTOR_TTL, Embedder, EmbeddingSelector, MissingEmbeddings, VectorCache,
-                                text_key)
+from backend import local_embeddings
+from backend.embeddings import (VECTOR_TTL, Embedder, EmbeddingSelector, MemoryVectorCache, MissingEmbeddings,
+                                VectorCache, embedder_for, similarity_model, text_key)
 from backend.fake_llm import answers
 from backend.labeling.examples import Example
 from backend.labeling.similarity import cosine_top_k, mmr
@@ -102,6 +103,39 @@ def test_vector_cache_round_trips_float32_vectors_with_a_ttl(redis_conn):
     assert cache.get_many(MODEL, []) == []
 
 
+def test_the_vector_cache_keeps_at_most_its_bound_and_drops_the_oldest(redis_conn):
+    cache = VectorCache(redis_conn, max_entries=3)
+    for n in range(5):
+        cache.put_many(MODEL, [f"text {n}"], [[float(n), 1.0]])
+    assert cache.size() == 3
+    found = cache.get_many(MODEL, [f"text {n}" for n in range(5)])
+    assert [v is not None for v in found] == [False, False, True, True, True]
+    assert len(list(redis_conn.scan_iter(f"{text_key(MODEL, '')[:-64]}*"))) == 3  # the keys went too
+
+
+def test_the_in_process_cache_uses_the_same_keys_and_drops_the_least_recently_used():
+    cache = MemoryVectorCache(max_entries=2)
+    cache.put_many(MODEL, ["a", "b"], [[1.0], [2.0]])
+    cache.get_many(MODEL, ["a"])  # "a" is used again: "b" is now the oldest
+    cache.put_many(MODEL, ["c"], [[3.0]])
+    assert [v is not None for v in cache.get_many(MODEL, ["a", "b", "c"])] == [True, False, True]
+    assert cache.get_many("other", ["a"]) == [None] and cache.size() == 2
+
+
+def test_embedding_model_names_pick_the_local_model_tfidf_or_the_server(fake_llm):
+    client = client_for(fake_llm)
+    local = similarity_model("")
+    assert local == similarity_model("local") == local_embeddings.model_id()
+    assert similarity_model("tfidf") == "tfidf" and similarity_model("text-embedding-3-small") == "text-embedding-3-small"
+    assert embedder_for("tfidf", client, MemoryVectorCache()) is None
+    assert embedder_for(local, client, MemoryVectorCache()).source is local_embeddings.shared()
+    assert embedder_for(MODEL, client, MemoryVectorCache()).source is client
+    web = embedder_for(local, None, MemoryVectorCache())  # the web process never embeds, not even locally
+    assert not web.embeds
+    with pytest.raises(MissingEmbeddings):
+        web.vectors(["not cached"])
+
+
 # ---- Embedder ------------------------------------------------------------------------------------
 
 def test_embedder_embeds_each_text_once(fake_llm, redis_conn):
@@ -186,6 +220,16 @@ def test_mmr_by_hand():
 
 
 # ---- EmbeddingSelector ---------------------------------------------------------------------------
+
+def test_the_direction_every_demonstration_shares_does_not_decide_which_is_nearest():
+    # Every vector leans the same way (what averaged sentence vectors do); the generic last one is closest
+    # to the query by raw cosine, the first shares the query's own part.
+    pool = [Example(t, (t,), "seed", str(i)) for i, t in enumerate(["shares", "other", "third", "generic"])]
+    vectors = np.array([[5, 3, 0, 0], [5, 0, 3, 0], [5, 0, 0, 3], [5, 0, 0, 0]], dtype=np.float32)
+    query = np.array([5, 1.2, 0, 0], dtype=np.float32)
+    assert cosine_top_k(query, vectors, 1) == [3]
+    assert EmbeddingSelector(pool, 1, vectors).select("q", query)[0].text == "shares"
+
 
 @pytest.fixture
 def embedder(fake_llm, redis_conn):

@@ -176,11 +176,12 @@ def test_nearest_k_by_embeddings_embeds_each_demonstration_once(fake_llm):
                                                 selection_k=2).model_version
 
 
-def test_mmr_needs_embeddings():
+def test_mmr_needs_embedding_vectors_not_tfidf():
     from backend.settings import SettingsError
 
-    with pytest.raises(SettingsError, match="EMBEDDING_MODEL"):
-        Settings.from_env({"DEMO_SELECTION": "mmr-k"})
+    with pytest.raises(SettingsError, match="EMBEDDING_MODEL is tfidf"):
+        Settings.from_env({"DEMO_SELECTION": "mmr-k", "EMBEDDING_MODEL": "tfidf"})
+    assert Settings.from_env({"DEMO_SELECTION": "mmr-k"}).selection == "mmr-k"  # by the local model
 
 
 def test_a_long_text_is_truncated_to_the_budget_and_says_so(fake_llm):

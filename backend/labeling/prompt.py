@@ -10,7 +10,7 @@ from typing import Iterable
 
 from .errors import BadTemplate
 from .examples import Example
-from .selection import Selection
+from .selection import SIMILARITY_STRATEGIES, TFIDF, Selection
 from .spec import LabelingSpec
 
 DEFAULT_TEMPLATE = "{text} [SEP] The label of the above text is {label}"
@@ -30,12 +30,14 @@ class PromptSettings:
     instruction: str = ""
     selection: Selection = Selection()
     batch: int = 1  # tasks per request (json mode only)
-    embedding_model: str = ""  # nearest-k / mmr-k by this embedding model; empty: TF-IDF in-process
+    # What nearest-k / mmr-k compare texts with: an embedding model (the bundled local one, "local:...", or one
+    # of the LLM server's), or TF-IDF in-process ("tfidf" or empty).
+    embedding_model: str = ""
     calibration: str = "none"  # "contextual": divide out the prompt's bias (logprobs mode)
 
     @property
     def uses_embeddings(self) -> bool:
-        return bool(self.embedding_model) and self.selection.strategy in ("nearest-k", "mmr-k")
+        return self.embedding_model not in ("", TFIDF) and self.selection.strategy in SIMILARITY_STRATEGIES
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

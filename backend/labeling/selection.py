@@ -1,4 +1,5 @@
-"""Which demonstrations go into a task's prompt: all, the first k, k per label, or the k nearest (TF-IDF)."""
+"""Which demonstrations go into a task's prompt: all, the first k, k per label, or the k nearest (TF-IDF here;
+embedding vectors in backend.embeddings). "auto" is resolved per demonstration set (labeling.auto_selection)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ from dataclasses import dataclass
 
 from .examples import Example
 
-STRATEGIES = ("all", "first-k", "balanced-k", "nearest-k", "mmr-k")
+STRATEGIES = ("auto", "all", "first-k", "balanced-k", "nearest-k", "mmr-k")
 SIMILARITY_STRATEGIES = ("nearest-k", "mmr-k")  # per-query choices; mmr-k needs embeddings
+# Similarity backends that are not a model of the LLM server (EMBEDDING_MODEL values).
+LOCAL = "local"  # the bundled local embedding model (backend.local_embeddings), also what an empty value means
+TFIDF = "tfidf"  # TF-IDF cosine in-process (TfidfIndex)
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -28,7 +32,7 @@ class Selection:
             raise ValueError(f"k must be at least 1, got {self.k!r}")
 
     def describe(self) -> str:
-        return self.strategy if self.strategy == "all" else f"{self.strategy}:{self.k}"
+        return self.strategy if self.strategy in ("all", "auto") else f"{self.strategy}:{self.k}"
 
 
 class Selector:
@@ -37,9 +41,12 @@ class Selector:
     def __init__(self, pool: list[Example], selection: Selection):
         self.pool = pool
         self.selection = selection
+        if selection.strategy == "auto":
+            raise ValueError("selection auto is resolved per demonstration set first (labeling.auto_selection)")
         self._fixed = self._fixed_choice()
         if selection.strategy == "mmr-k":
-            raise ValueError("mmr-k needs embeddings: set EMBEDDING_MODEL")
+            raise ValueError("mmr-k needs embedding vectors, not TF-IDF: leave EMBEDDING_MODEL empty (the local "
+                             "model) or name an embedding model")
         self._index = TfidfIndex([e.text for e in pool]) if selection.strategy == "nearest-k" else None
 
     @property
