@@ -13,8 +13,8 @@ from .labeling.answers import (InvalidAnswer, label_distribution, parse_batch_an
                                parse_structured_answer, parse_text_answer, span_confidence)
 from .labeling.errors import MissingText
 from .labeling.examples import Example
-from .labeling.prompt import (PromptSettings, batch_schema, build_batch_messages, build_messages, json_schema,
-                              model_version, order_examples, render_query, stable_hash)
+from .labeling.prompt import (PromptSettings, batch_schema, build_batch_messages, build_messages, for_config,
+                              json_schema, model_version, order_examples, render_query, stable_hash)
 from .labeling.calibration import CONTENT_FREE, agreement, average, calibrate
 from .labeling.budget import TRUNCATION_MARKER, Budget, BudgetExceeded, Fitted, TokenCounter, context_window, fit
 from .labeling.selection import Selector
@@ -60,7 +60,7 @@ class Labeler:
         self.examples = order_examples(examples)
         self.settings = settings
         self.client = client
-        self.prompt = prompt or prompt_for(settings, {})
+        self.prompt = for_config(prompt or prompt_for(settings, {}), spec)
         self.model_version = model_version(spec, self.examples, self.prompt)
         self.counter = TokenCounter(self.prompt.model)
         self.budget = Budget(settings.context_window or context_window(self.prompt.model), settings.max_tokens,
