@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     label = commands.add_parser("label", help="label a JSONL file of tasks with few-shot prompts")
     label.add_argument("--config", required=True, type=Path, help="Label Studio labeling config (XML file)")
     label.add_argument("--seeds", action="append", default=[], type=Path,
-                       help="seed examples: JSONL {text,label} or a Label Studio JSON export (repeatable)")
+                       help="seed examples: JSONL {text,label} rows or a Label Studio JSON export (repeatable)")
     label.add_argument("--input", required=True, type=Path, help="JSONL rows: {\"text\": ...} or task JSON")
     label.add_argument("--output", required=True, type=Path, help="JSONL output; re-running resumes")
     label.add_argument("--concurrency", type=int, help="requests in flight (default LABEL_CONCURRENCY)")
@@ -111,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
 def _label(args) -> int:
     from .filelabel import label_file
     from .labeler import Labeler
-    from .labeling.examples import load_seeds
+    from .labeling.examples import read_seeds
     from .labeling.spec import parse_spec
     from .llm import LLMClient
 
@@ -119,7 +119,10 @@ def _label(args) -> int:
                                  concurrency=args.concurrency)
     configure_logging(settings)
     spec = parse_spec(_read(args.config))
-    examples = load_seeds(args.seeds + [Path(p) for p in settings.seed_paths], spec)
+    examples, skipped = read_seeds(args.seeds + [Path(p) for p in settings.seed_paths], spec)
+    if skipped:
+        print(f"seeds: skipped {sum(skipped.values())} without a usable answer: " +
+              ", ".join(f"{reason} ({n})" for reason, n in skipped.most_common(5)), file=sys.stderr)
     client = LLMClient(settings)
     labeler = Labeler(spec, examples, settings, client)
     shots = f"{len(labeler.examples)} demonstrations" if labeler.examples else "no demonstrations (zero-shot)"

@@ -190,11 +190,12 @@ def json_schema(spec: LabelingSpec) -> dict:
 
 
 def order_examples(examples: Iterable[Example]) -> list[Example]:
-    """Deterministic demonstration order: seeds first, then annotations by task id; exact repeats dropped."""
+    """Deterministic demonstration order: seeds first, then annotations by task id; exact repeats dropped,
+    and examples that teach nothing (no label, no value for any control): an empty answer is never shown."""
     seen, unique = set(), []
     for example in sorted(examples, key=_order_key):
         key = (example.text, example.labels, example.answer_json)
-        if key not in seen:
+        if key not in seen and example.has_answer:
             seen.add(key)
             unique.append(example)
     return unique
