@@ -35,7 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     label.add_argument("--seeds", action="append", default=[], type=Path,
                        help="seed examples: JSONL {text,label} rows or a Label Studio JSON export (repeatable)")
     label.add_argument("--input", required=True, type=Path, help="JSONL rows: {\"text\": ...} or task JSON")
-    label.add_argument("--output", required=True, type=Path, help="JSONL output; re-running resumes")
+    label.add_argument("--output", required=True, type=Path, help="output file; re-running resumes")
+    label.add_argument("--format", choices=("jsonl", "label-studio"), default="jsonl",
+                       help="jsonl: the input rows with label, score, model_version (default); label-studio: a "
+                       "JSON list of tasks with predictions that Label Studio imports as pre-annotations")
     label.add_argument("--concurrency", type=int, help="requests in flight (default LABEL_CONCURRENCY)")
     label.add_argument("--mode", choices=("json", "logprobs", "text"), help="answer mode (default LLM_ANSWER_MODE)")
     label.add_argument("--model", help="model name (default LLM_MODEL)")
@@ -131,7 +134,8 @@ def _label(args) -> int:
     if args.redis_url:
         summary = _label_with_workers(args, settings, spec, examples, labeler)
     else:
-        summary = label_file(labeler, args.input, args.output, settings.concurrency, progress=not args.no_progress)
+        summary = label_file(labeler, args.input, args.output, settings.concurrency, progress=not args.no_progress,
+                             fmt=args.format)
     for line in summary.lines():
         print(line)
     if args.summary_json:
@@ -153,7 +157,7 @@ def _label_with_workers(args, settings, spec, examples, labeler):
         if not remote.workers():
             print("warning: no worker listens on the queue yet; start `fewshot-prelabel worker`", file=sys.stderr)
         return label_file(labeler, args.input, args.output, settings.concurrency, progress=not args.no_progress,
-                          label_items=remote)
+                          label_items=remote, fmt=args.format)
     finally:
         remote.close()
 

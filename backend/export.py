@@ -166,7 +166,7 @@ def rows_from_labeled(rows: Iterable[dict], spec: LabelingSpec, *, include_predi
     A row with `input_label` (the input's own, gold label) is a human row; otherwise its `label` is the
     model's (source "model", with the row's score and model_version), exported only with include_predictions.
     """
-    from .filelabel import input_row, row_data, row_key
+    from .label_output import input_row, row_data, row_key
 
     selection = Selection()
     for row in rows:
