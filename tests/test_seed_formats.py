@@ -24,7 +24,9 @@ MIXED_CONFIG = """<View>
   <Labels name="entities" toName="text"><Label value="person"/><Label value="location"/></Labels>
   <Choices name="sentiment" toName="text"><Choice value="positive"/><Choice value="negative"/></Choices>
   <TextArea name="summary" toName="text"/>
-  <Taxonomy name="topic" toName="text"><Choice value="Travel"><Choice value="Flights"/></Choice><Choice value="Work"/></Taxonomy>
+  <Taxonomy name="topic" toName="text">
+    <Choice value="Travel"><Choice value="Flights"/></Choice><Choice value="Work"/>
+  </Taxonomy>
   <Rating name="stars" toName="text" maxRating="5"/>
   <Number name="people" toName="text" min="0"/>
 </View>"""
