@@ -104,9 +104,10 @@ def example_from_task(task: dict, spec: LabelingSpec, gold: bool = False) -> Exa
     return Example(text=spec.text_of(task.get("data")), labels=labels, source="annotation", ref=ref)
 
 
-def _structured_example(task: dict, annotation: dict, spec: LabelingSpec, ref: str, gold: bool) -> Example:
-    text = spec.text_of(task.get("data"))
-    result = [item for item in annotation.get("result") or [] if isinstance(item, dict)]
+def structured_answer(result: list, spec: LabelingSpec, text: str) -> dict:
+    """{control name: value} of an annotation's (or a prediction's) result; BadExamples when it holds what the
+    config cannot (a label it lacks, a span outside the text)."""
+    result = [item for item in result or [] if isinstance(item, dict)]
     answer = {}
     for control in spec.controls:
         value = control.from_result(result, text)
@@ -114,6 +115,12 @@ def _structured_example(task: dict, annotation: dict, spec: LabelingSpec, ref: s
             value = []  # a submitted annotation without spans says the text has none
         if value is not None:
             answer[control.name] = value
+    return answer
+
+
+def _structured_example(task: dict, annotation: dict, spec: LabelingSpec, ref: str, gold: bool) -> Example:
+    text = spec.text_of(task.get("data"))
+    answer = structured_answer(annotation.get("result"), spec, text)
     example = Example(text=text, labels=(), source="annotation", ref=ref, answer_json=canonical(answer))
     if not example.has_answer and not (gold and answer):
         raise BadExamples(f"task {ref}: {NO_VALUE}")
