@@ -15,6 +15,7 @@ from backend.labeling.errors import BadExamples
 from backend.labeling.examples import read_seed_file
 from backend.labeling.prompt import SPAN_TEMPLATE, render_query
 from backend.labeling.spec import parse_spec
+from tests.conftest import SEEDS as SEEDS_DIR
 
 DATA = Path(__file__).parent / "data"
 NER_CONFIG = (DATA / "ner_config.xml").read_text()
@@ -173,3 +174,24 @@ def test_seeds_without_a_value_are_skipped_and_counted_never_sent(env, tmp_path,
     (request,) = env.requests()
     answers = [m["content"] for m in request["body"]["messages"] if m["role"] == "assistant"]
     assert answers == ['{"entities": [{"text": "Bob", "label": "person", "occurrence": null}]}']
+
+
+README_MULTI = """<View><Text name="text" value="$text"/>
+  <Labels name="entities" toName="text"><Label value="location"/></Labels>
+  <Choices name="sentiment" toName="text"><Choice value="positive"/><Choice value="negative"/></Choices>
+  <TextArea name="summary" toName="text"/>
+  <Taxonomy name="topic" toName="text"><Choice value="Travel"><Choice value="Cities"/></Choice></Taxonomy>
+  <Rating name="stars" toName="text"/></View>"""
+
+
+def test_the_readmes_seed_examples_read_as_written(tmp_path):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme.split("### Seed and gold files", 1)[1].split("\n\n", 3)[2]
+    examples = [line.rsplit("| `", 1)[1].rstrip("` |") for line in table.splitlines() if line.count("`{") >= 1]
+    configs = [SEEDS_DIR / "support" / "config.xml", SEEDS_DIR / "entities" / "config.xml",
+               SEEDS_DIR / "entities" / "config.xml", SEEDS_DIR / "entities" / "config.xml", None]
+    assert len(examples) == len(configs) == 5
+    for example, config in zip(examples, configs):
+        spec = parse_spec(config.read_text() if config else README_MULTI)
+        (read,), skipped = read_seed_file(write_rows(tmp_path / "s.jsonl", [json.loads(example)]), spec)
+        assert read.has_answer and not skipped
