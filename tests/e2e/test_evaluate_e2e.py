@@ -29,7 +29,7 @@ def test_evaluate_a_label_studio_project(studio, env, monkeypatch, tmp_path, cap
 
 def test_evaluate_a_span_project(studio, env, monkeypatch, tmp_path, capsys):
     """A NER project: spans annotated in Label Studio are the gold, a task submitted without spans says "none"."""
-    from tests.e2e.test_label_studio_format_e2e import NER_CONFIG, span
+    from tests.e2e.test_label_studio_format_e2e import NER_CONFIG, wnut_annotation
 
     monkeypatch.setenv("LABEL_STUDIO_URL", studio.url)
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", studio.token)
@@ -38,12 +38,7 @@ def test_evaluate_a_span_project(studio, env, monkeypatch, tmp_path, capsys):
     api = studio.api
     project = api.create_project("Evaluate spans", NER_CONFIG)
     for task_id, row in zip(api.import_tasks(project["id"], [{"text": r["text"]} for r in kept]), kept):
-        seen: dict[str, int] = {}
-        result = []
-        for entity in row["label"]:
-            result.append(span(row["text"], entity["text"], entity["type"], seen.get(entity["text"], 0)))
-            seen[entity["text"]] = seen.get(entity["text"], 0) + 1
-        api.create_annotation(task_id, result)
+        api.create_annotation(task_id, wnut_annotation(row))
     out = tmp_path / "report"
     code = main(["evaluate", "--project", str(project["id"]), "--folds", "3", "--output-dir", str(out),
                  "--no-progress"])

@@ -88,6 +88,16 @@ def span(text: str, quote: str, label: str, nth: int = 0) -> dict:
             "value": {"start": start, "end": start + len(quote), "text": quote, "labels": [label]}}
 
 
+def wnut_annotation(row: dict) -> list[dict]:
+    """A WNUT-17 row's entities as an annotator marks them in Label Studio (a repeated name: the next one)."""
+    seen: dict[str, int] = {}
+    result = []
+    for entity in row["label"]:
+        result.append(span(row["text"], entity["text"], entity["type"], seen.get(entity["text"], 0)))
+        seen[entity["text"]] = seen.get(entity["text"], 0) + 1
+    return result
+
+
 def test_a_projects_span_export_teaches_as_seeds(studio, env, tmp_path):
     """Annotators mark entities in Label Studio; its JSON export, given as seeds, puts them in the prompt."""
     rows = [json.loads(line) for line in (EVAL_DATA / "wnut17_test.jsonl").read_text().splitlines()]
@@ -97,12 +107,7 @@ def test_a_projects_span_export_teaches_as_seeds(studio, env, tmp_path):
     project = api.create_project("NER seeds from an export", NER_CONFIG)
     ids = api.import_tasks(project["id"], [{"text": r["text"]} for r in annotated])
     for task_id, row in zip(ids, annotated):
-        seen: dict[str, int] = {}
-        result = []
-        for entity in row["label"]:
-            result.append(span(row["text"], entity["text"], entity["type"], seen.get(entity["text"], 0)))
-            seen[entity["text"]] = seen.get(entity["text"], 0) + 1
-        api.create_annotation(task_id, result)
+        api.create_annotation(task_id, wnut_annotation(row))
     export = api._call("GET", f"/api/projects/{project['id']}/export", params={"exportType": "JSON"})
     seeds = tmp_path / "export.json"
     seeds.write_text(json.dumps(export))
