@@ -82,7 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     ev = commands.add_parser("evaluate", help="cross-validate the labeler on human-labeled tasks; JSON, Markdown "
                              "and HTML reports with a no-LLM baseline")
     source = ev.add_mutually_exclusive_group(required=True)
-    source.add_argument("--input", type=Path, help="JSONL with gold labels: {\"text\", \"label\"} rows")
+    source.add_argument("--input", type=Path, help="gold labels: JSONL {\"text\", \"label\"} rows (a label, a list, "
+                        "spans or {\"<control>\": value}, as seed files) or a Label Studio JSON export")
     source.add_argument("--project", type=int, help="a Label Studio project: its annotations are the gold labels")
     ev.add_argument("--config", type=Path, help="labeling config (required with --input; default: the project's)")
     ev.add_argument("--seeds", action="append", default=[], type=Path, help="extra demonstrations (repeatable)")

@@ -133,13 +133,17 @@ def test_a_file_that_is_not_a_task_list_is_not_overwritten(env, tmp_path, capsys
 
 
 WORDS = st.text(alphabet="abcXYZéü🇩🇪 ", min_size=1, max_size=8)
+LABEL_SETS = st.lists(st.text(alphabet="abcdefghijklmnopqrstuvwxyzABC-_ ", min_size=1, max_size=12).map(str.strip)
+                      .filter(bool), min_size=1, max_size=6, unique=True)
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(WORDS, min_size=1, max_size=8), st.data())
-def test_spans_survive_the_row_form_both_ways(words, data):
-    """Annotated spans -> row form -> read back: the same spans, wherever they are (inside words, repeated)."""
-    spec = parse_spec(NER_CONFIG.read_text())
+@given(st.lists(WORDS, min_size=1, max_size=8), LABEL_SETS, st.data())
+def test_spans_survive_the_row_form_both_ways(words, labels, data):
+    """Annotated spans -> row form -> read back: the same spans, wherever they are (inside words, repeated),
+    whatever the label set."""
+    spec = parse_spec('<View><Text name="text" value="$text"/><Labels name="entities" toName="text">'
+                      + "".join(f'<Label value="{label}"/>' for label in labels) + "</Labels></View>")
     (control,) = spec.controls
     text = " ".join(words)
     if not text.strip():

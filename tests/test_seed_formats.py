@@ -195,3 +195,17 @@ def test_the_readmes_seed_examples_read_as_written(tmp_path):
         spec = parse_spec(config.read_text() if config else README_MULTI)
         (read,), skipped = read_seed_file(write_rows(tmp_path / "s.jsonl", [json.loads(example)]), spec)
         assert read.has_answer and not skipped
+
+
+def test_every_controls_row_form_reads_back_as_the_same_values(tmp_path):
+    from backend.labeling.rows import read_values, row_label
+
+    text = "Bob loved the flight to Paris with Bob's 3 friends"
+    label = {"entities": [{"text": "Bob", "label": "person"}, {"start": 24, "end": 29, "labels": ["location"]}],
+             "sentiment": "positive", "summary": ["a happy trip", "Paris"], "topic": [["Travel", "Flights"], ["Work"]],
+             "stars": 4, "people": 3.5}
+    values = read_values(label, MIXED, text)
+    written = row_label(MIXED, None, values, text)
+    assert read_values(written, MIXED, text) == values
+    assert [s["start"] for s in written["entities"]] == [0, 24, 35]
+    assert written["sentiment"] == "positive" and written["stars"] == 4 and written["people"] == 3.5
