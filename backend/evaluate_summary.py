@@ -12,7 +12,8 @@ def print_structured(result: dict, meta: dict, paths: dict) -> None:
 def structured_lines(result: dict, meta: dict, paths: dict) -> list[str]:
     base = result.get("baseline") or {}
     lines = [f"{meta['tasks']} tasks, {meta['folds']}-fold cross-validation; failed {meta['failed']}",
-             f"all controls exact {num(result['exact_match']['all'])} (baseline {num(base.get('exact_match'))})"]
+             f"tasks with every control right {num(result['exact_match']['all'])} "
+             f"(baseline {num(base.get('exact_match'))})"]
     for name, summary in result["controls"].items():
         lines.extend(control_lines(name, summary))
     cost = "unknown" if meta["cost_usd"] is None else f"${meta['cost_usd']:.4f}"
@@ -25,7 +26,7 @@ def structured_lines(result: dict, meta: dict, paths: dict) -> list[str]:
 def control_lines(name: str, summary: dict) -> list[str]:
     """One control: its headline figures against the baseline; spans add a line per label."""
     tag, base = summary["tag"], summary.get("baseline") or {}
-    head = f"{name} ({tag}, {summary['n']} tasks): exact {num(summary['exact_match'])}"
+    head = f"{name} ({tag}, {summary['n']} tasks): exactly right {num(summary['exact_match'])}"
     if tag == "Labels":
         exact, overlap = summary["exact"], summary["overlap"]
         lines = [f"{head}  span P {num(exact['precision'])} R {num(exact['recall'])} F1 {num(exact['f1'])}  "
