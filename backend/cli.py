@@ -33,9 +33,12 @@ def _parser() -> argparse.ArgumentParser:
     label = commands.add_parser("label", help="label a JSONL file of tasks with few-shot prompts")
     label.add_argument("--config", required=True, type=Path, help="Label Studio labeling config (XML file)")
     label.add_argument("--seeds", action="append", default=[], type=Path,
-                       help="seed examples: JSONL {text,label} or a Label Studio JSON export (repeatable)")
+                       help="seed examples: JSONL {text,label} rows or a Label Studio JSON export (repeatable)")
     label.add_argument("--input", required=True, type=Path, help="JSONL rows: {\"text\": ...} or task JSON")
-    label.add_argument("--output", required=True, type=Path, help="JSONL output; re-running resumes")
+    label.add_argument("--output", required=True, type=Path, help="output file; re-running resumes")
+    label.add_argument("--format", choices=("jsonl", "label-studio"), default="jsonl",
+                       help="jsonl: the input rows with label, score, model_version (default); label-studio: a "
+                       "JSON list of tasks with predictions that Label Studio imports as pre-annotations")
     label.add_argument("--concurrency", type=int, help="requests in flight (default LABEL_CONCURRENCY)")
     label.add_argument("--mode", choices=("json", "logprobs", "text"), help="answer mode (default LLM_ANSWER_MODE)")
     label.add_argument("--model", help="model name (default LLM_MODEL)")
@@ -79,7 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     ev = commands.add_parser("evaluate", help="cross-validate the labeler on human-labeled tasks; JSON, Markdown "
                              "and HTML reports with a no-LLM baseline")
     source = ev.add_mutually_exclusive_group(required=True)
-    source.add_argument("--input", type=Path, help="JSONL with gold labels: {\"text\", \"label\"} rows")
+    source.add_argument("--input", type=Path, help="gold labels: JSONL {\"text\", \"label\"} rows (a label, a list, "
+                        "spans or {\"<control>\": value}, as seed files) or a Label Studio JSON export")
     source.add_argument("--project", type=int, help="a Label Studio project: its annotations are the gold labels")
     ev.add_argument("--config", type=Path, help="labeling config (required with --input; default: the project's)")
     ev.add_argument("--seeds", action="append", default=[], type=Path, help="extra demonstrations (repeatable)")
@@ -111,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
 def _label(args) -> int:
     from .filelabel import label_file
     from .labeler import Labeler
-    from .labeling.examples import load_seeds
+    from .labeling.examples import read_seeds
     from .labeling.spec import parse_spec
     from .llm import LLMClient
 
@@ -119,7 +123,10 @@ def _label(args) -> int:
                                  concurrency=args.concurrency)
     configure_logging(settings)
     spec = parse_spec(_read(args.config))
-    examples = load_seeds(args.seeds + [Path(p) for p in settings.seed_paths], spec)
+    examples, skipped = read_seeds(args.seeds + [Path(p) for p in settings.seed_paths], spec)
+    if skipped:
+        print(f"seeds: skipped {sum(skipped.values())} without a usable answer: " +
+              ", ".join(f"{reason} ({n})" for reason, n in skipped.most_common(5)), file=sys.stderr)
     client = LLMClient(settings)
     labeler = Labeler(spec, examples, settings, client)
     shots = f"{len(labeler.examples)} demonstrations" if labeler.examples else "no demonstrations (zero-shot)"
@@ -129,7 +136,8 @@ def _label(args) -> int:
     if args.redis_url:
         summary = _label_with_workers(args, settings, spec, examples, labeler)
     else:
-        summary = label_file(labeler, args.input, args.output, settings.concurrency, progress=not args.no_progress)
+        summary = label_file(labeler, args.input, args.output, settings.concurrency, progress=not args.no_progress,
+                             fmt=args.format)
     for line in summary.lines():
         print(line)
     if args.summary_json:
@@ -151,7 +159,7 @@ def _label_with_workers(args, settings, spec, examples, labeler):
         if not remote.workers():
             print("warning: no worker listens on the queue yet; start `fewshot-prelabel worker`", file=sys.stderr)
         return label_file(labeler, args.input, args.output, settings.concurrency, progress=not args.no_progress,
-                          label_items=remote)
+                          label_items=remote, fmt=args.format)
     finally:
         remote.close()
 

@@ -5,16 +5,21 @@ from __future__ import annotations
 import hashlib
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
 from .costs import estimate_cost
+from .evaluation.baselines import StructuredBaseline
 from .evaluation.metrics import EvalItem, evaluate
+from .evaluation.predictions import notable, task_row, write_predictions
+from .evaluation.structured import StructuredItem, evaluate_structured
+from .evaluate_summary import num as _num, print_structured
 from .filelabel import RunSummary
 from .evaluation.report import write_reports
-from .labeler import Labeler, label_many
-from .labeling.examples import Example, examples_from_tasks, load_seed_file, load_seeds
+from .labeler import Labeler, Outcome, label_many
+from .labeling.examples import Example, examples_from_tasks, load_seeds, read_seed_file
 from .labeling.selection import TfidfIndex
 from .labeling.spec import LabelingSpec, parse_spec
 from .llm import LLMClient
@@ -32,18 +37,36 @@ def subset(gold: list[Example], limit: int, seed: int) -> list[Example]:
     if not limit or limit >= len(gold):
         return gold
     ranked = sorted(gold, key=lambda e: hashlib.sha256(f"sample:{seed}:{e.text}".encode("utf-8")).digest())
-    return ranked[:limit]
+    chosen = {id(e) for e in ranked[:limit]}
+    return [e for e in gold if id(e) in chosen]  # in the order they were read
 
 
 def nearest_label(index: TfidfIndex, train: list[Example], text: str) -> tuple[str, ...] | None:
     """The no-LLM baseline: the label of the most similar training example (TF-IDF cosine)."""
+    nearest = nearest_example(index, train, text)
+    return None if nearest is None else nearest.labels
+
+
+def nearest_example(index: TfidfIndex, train: list[Example], text: str) -> Example | None:
+    """The most similar training example (TF-IDF cosine), None without any."""
     if not train:
         return None
-    return train[index.nearest(text, 1)[0]].labels
+    return train[index.nearest(text, 1)[0]]
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One cross-validated task: its gold example, the model's outcome, the no-LLM baseline's answer (labels for
+    a single Choices config, {control: value} otherwise) and the fold it was in."""
+
+    example: Example
+    outcome: Outcome
+    baseline: tuple | dict | None
+    fold: int
 
 
 def cross_validate(spec: LabelingSpec, gold: list[Example], seeds: list[Example], settings: Settings,
-                   client: LLMClient, folds: int, seed: int, progress: bool = True) -> tuple[list[EvalItem], RunSummary]:
+                   client: LLMClient, folds: int, seed: int, progress: bool = True) -> tuple[list[Trial], RunSummary]:
     """Label every gold example with demonstrations from the other folds only (never its own label)."""
     items, usage = [], RunSummary()
     with tqdm(total=len(gold), unit="task", desc="evaluating", disable=not progress) as bar:
@@ -56,27 +79,35 @@ def cross_validate(spec: LabelingSpec, gold: list[Example], seeds: list[Example]
                 continue
             labeler = Labeler(spec, train, settings, client)
             index = TfidfIndex([e.text for e in labeler.examples])
+            structured = StructuredBaseline(spec.controls, labeler.examples) if spec.structured else None
             outcomes = dict(label_many(labeler, ((i, {spec.data_key: g.text}) for i, g in enumerate(test)),
                                        settings.concurrency))
             for i, example in enumerate(test):
                 outcome = outcomes[i]
-                items.append(EvalItem(example.labels, outcome.labels, outcome.score,
-                                      nearest_label(index, labeler.examples, example.text)))
+                if structured is None:
+                    baseline = nearest_label(index, labeler.examples, example.text)
+                else:
+                    baseline = structured.answer(nearest_example(index, labeler.examples, example.text), example.text)
+                items.append(Trial(example, outcome, baseline, fold))
                 usage.add(outcome)
             bar.update(len(test))
     return items, usage
 
 
 def gold_examples(args, settings: Settings, spec: LabelingSpec) -> list[Example]:
-    """Human-labeled examples from a file with gold labels, or from a Label Studio project's annotations."""
+    """Human-labeled examples from a file with gold labels ({"text", "label"} rows as seed files have them,
+    or a Label Studio export), or from a Label Studio project's annotations."""
     if args.input:
-        return load_seed_file(args.input, spec)
-    from .studio import Studio
+        examples, skipped = read_seed_file(args.input, spec, gold=True)
+        what = "rows"
+    else:
+        from .studio import Studio
 
-    with Studio(settings.studio_url, settings.studio_api_key.reveal()) as studio:
-        examples, skipped = examples_from_tasks(studio.annotated_tasks(args.project), spec)
+        with Studio(settings.studio_url, settings.studio_api_key.reveal()) as studio:
+            examples, skipped = examples_from_tasks(studio.annotated_tasks(args.project), spec, gold=True)
+        what = "annotated tasks"
     if skipped:
-        print(f"skipped {sum(skipped.values())} annotated tasks: " +
+        print(f"skipped {sum(skipped.values())} {what}: " +
               ", ".join(f"{reason} ({n})" for reason, n in skipped.most_common(5)), file=sys.stderr)
     return examples
 
@@ -95,10 +126,6 @@ def run_evaluate(args, settings: Settings) -> int:
         print("error: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY to evaluate a project", file=sys.stderr)
         return 2
     spec = parse_spec(project_config(args, settings))
-    if spec.structured:
-        print("error: evaluate scores configs with one Choices control; for spans see benchmarks/bench_ner.py",
-              file=sys.stderr)
-        return 2
     gold = subset(gold_examples(args, settings, spec), args.limit, args.seed)
     seeds = load_seeds(args.seeds + [Path(p) for p in settings.seed_paths], spec)
     if len(gold) < 2:
@@ -107,10 +134,12 @@ def run_evaluate(args, settings: Settings) -> int:
     folds = min(args.folds, len(gold))
     client = LLMClient(settings)
     started = time.monotonic()
-    items, usage = cross_validate(spec, gold, seeds, settings, client, folds, args.seed,
-                                  progress=not args.no_progress)
+    trials, usage = cross_validate(spec, gold, seeds, settings, client, folds, args.seed,
+                                   progress=not args.no_progress)
     seconds = time.monotonic() - started
-    result = evaluate(items, list(spec.label_values), spec.multiple, target_accuracy=args.target_accuracy)
+    position = {id(example): i for i, example in enumerate(gold)}
+    trials.sort(key=lambda t: position[id(t.example)])  # predictions.jsonl in the order the tasks were read
+    result = score_trials(spec, trials, args.target_accuracy)
     labeler = Labeler(spec, seeds, settings, None)
     meta = {"source": str(args.input) if args.input else f"Label Studio project {args.project}",
             "tasks": len(gold), "folds": folds, "seeds": len(seeds), "model": labeler.prompt.model,
@@ -120,10 +149,39 @@ def run_evaluate(args, settings: Settings) -> int:
             "completion_tokens": usage.completion_tokens, "failed": usage.failed,
             "cost_usd": estimate_cost(labeler.prompt.model, usage.prompt_tokens, usage.completion_tokens,
                                       settings.price_table),
-            "seconds": round(seconds, 1), "baseline": "label of the nearest training example (TF-IDF), no LLM"}
-    paths = write_reports(result, Path(args.output_dir), f"Evaluation: {meta['source']}", meta)
-    _print_summary(result, meta, paths)
+            "seconds": round(seconds, 1), "baseline": BASELINES[spec.structured]}
+    rows = [prediction_row(spec, trial) for trial in trials]
+    paths = write_reports(result, Path(args.output_dir), f"Evaluation: {meta['source']}", meta, notable(rows))
+    paths["predictions"] = write_predictions(rows, Path(args.output_dir) / "predictions.jsonl")
+    if spec.structured:
+        print_structured(result, meta, paths)
+    else:
+        _print_summary(result, meta, paths)
     return 0
+
+
+BASELINES = {False: "label of the nearest training example (TF-IDF), no LLM",
+             True: "spans: every entity text seen in training, where it stands in the text (a gazetteer); other "
+                   "controls: the nearest training example's value (TF-IDF); no LLM"}
+
+
+def score_trials(spec: LabelingSpec, trials: list[Trial], target_accuracy: float) -> dict:
+    """The evaluation of the trials: label metrics for one Choices control, per-control figures otherwise."""
+    if spec.structured:
+        items = [StructuredItem(t.example.answer, t.outcome.values if t.outcome.ok else None, t.outcome.score,
+                                t.baseline) for t in trials]
+        return evaluate_structured(spec.controls, items, target_accuracy=target_accuracy)
+    items = [EvalItem(t.example.labels, t.outcome.labels, t.outcome.score, t.baseline) for t in trials]
+    return evaluate(items, list(spec.label_values), spec.multiple, target_accuracy=target_accuracy)
+
+
+def prediction_row(spec: LabelingSpec, trial: Trial) -> dict:
+    """The task's predictions.jsonl row."""
+    outcome = trial.outcome
+    return task_row(spec, trial.example, labels=outcome.labels, values=outcome.values, score=outcome.score,
+                    error=f"{outcome.error}: {outcome.detail}" if outcome.error else None,
+                    prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens,
+                    demonstrations=list(outcome.demonstrations), fold=trial.fold)
 
 
 def _print_summary(result: dict, meta: dict, paths: dict) -> None:
@@ -146,6 +204,3 @@ def _pct(value) -> str:
         value = value.get("all")
     return "n/a" if value is None else f"{value:.3f}"
 
-
-def _num(value) -> str:
-    return "n/a" if value is None else f"{value:.3f}"

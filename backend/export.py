@@ -2,13 +2,16 @@
 
 Each row is one (instruction, query, answer) triple built by the same functions the labeler uses, so a
 model fine-tuned on it sees exactly the prompt it will be asked with: the system message is
-`prompt.instruction`, the user message `prompt.render_query`, the assistant message `prompt.answer_text`.
+`prompt.instruction`, the user message `prompt.render_query` (with the template the labeler uses for the
+config), the assistant message `prompt.demonstration_answer`: the label(s) in the answer mode's form, or for
+structured configs (spans, several controls) the JSON object with one field per control.
 
 Which tasks make rows:
 
 - human: a task's annotations that were not cancelled. Every one must give valid labels for the control
-  and they must all agree (the same label set); then the task makes ONE row. A task with disagreeing
-  annotators, an annotation without a choice, or labels outside the config makes none (counted by reason).
+  (for structured configs: a value for some control, every value one the config can hold) and they must all
+  agree (the same labels, the same answer); then the task makes ONE row. A task with disagreeing annotators,
+  an annotation without a choice, or labels outside the config makes none (counted by reason).
 - model (only with include_predictions): tasks that no human annotated at all get their newest prediction
   (or the newest of `model_version`) when its score reaches `min_score`. A prediction without a score is
   kept only when `min_score` is 0. Tasks a human did touch (skipped, disagreed, ...) never fall back to a
@@ -30,8 +33,9 @@ from pathlib import Path
 from typing import Iterable
 
 from .labeling.errors import BadExamples, LabelingError, MissingText
-from .labeling.examples import annotation_labels, normalize_labels
-from .labeling.prompt import PromptSettings, answer_text, instruction, render_query
+from .labeling.examples import Example, annotation_labels, canonical, normalize_labels, structured_answer
+from .labeling.prompt import PromptSettings, demonstration_answer, for_config, instruction, render_query
+from .labeling.rows import read_values, row_label
 from .labeling.spec import LabelingSpec, parse_spec
 
 FORMATS = ("openai-chat", "alpaca", "jsonl")
@@ -46,6 +50,9 @@ REASONS = {
     "no_choice": "an annotation has no choice for the control",
     "label_not_in_config": "an annotation has a label that is not in the config",
     "invalid_labels": "an annotation has several labels for a single-choice control",
+    "no_value": "an annotation has a value for none of the config's controls",
+    "invalid_value": "an annotation holds a value the config cannot (a label it lacks, a span outside the text, a "
+                     "number out of range)",
     "no_text": "the task has no text under the config's data key",
     "no_prediction": "no human annotation and no prediction (of the requested model_version)",
     "prediction_below_min_score": "the prediction's score is below --min-score",
@@ -53,6 +60,8 @@ REASONS = {
     "prediction_no_choice": "the prediction has no choice for the control",
     "prediction_label_not_in_config": "the prediction has a label that is not in the config",
     "prediction_invalid_labels": "the prediction has several labels for a single-choice control",
+    "prediction_no_value": "the prediction has a value for none of the config's controls",
+    "prediction_invalid_value": "the prediction holds a value the config cannot",
     "label_failed": "the label command could not label the row (it has an error and no label)",
     "other_model_version": "the row was labeled by another model_version than --model-version",
     "model_not_requested": "the row's label is the model's: pass --include-predictions to export it",
@@ -65,7 +74,8 @@ class ExportError(LabelingError):
 
 @dataclass(frozen=True)
 class SftRow:
-    """One training example: a task's text and its labels (config order), with where they came from."""
+    """One training example: a task's text and its labels (config order) or, for structured configs, its
+    answer ({control: value} as canonical JSON), with where they came from."""
 
     task: int | str
     text: str
@@ -74,6 +84,11 @@ class SftRow:
     model_version: str | None = None
     score: float | None = None
     annotator_count: int | None = None  # agreeing annotations; 0 for model rows; None when unknown (files)
+    answer_json: str = ""
+
+    def example(self) -> Example:
+        """The row as the labeler's Example (what prompt.demonstration_answer renders)."""
+        return Example(self.text, self.labels, "annotation", str(self.task), self.answer_json)
 
 
 @dataclass
@@ -122,18 +137,23 @@ def human_row(task: dict, spec: LabelingSpec) -> tuple[SftRow | None, str | None
     live = [a for a in annotations if not a.get("was_cancelled")]
     if not live:
         return None, "cancelled"
-    label_sets = set()
+    text, text_reason = _text(task.get("data"), spec)
+    answers = set()
     for annotation in live:
-        labels, reason = _labels(annotation_labels(annotation, spec), spec, task)
+        if spec.structured:
+            if text_reason:
+                return None, text_reason
+            answer, reason = _answer(annotation.get("result"), spec, text)
+        else:
+            answer, reason = _labels(annotation_labels(annotation, spec), spec, task)
         if reason:
             return None, reason
-        label_sets.add(labels)
-    if len(label_sets) > 1:
+        answers.add(answer)
+    if len(answers) > 1:
         return None, "disagreement"
-    text, reason = _text(task.get("data"), spec)
-    if reason:
-        return None, reason
-    return SftRow(task.get("id"), text, label_sets.pop(), HUMAN, annotator_count=len(live)), None
+    if text_reason:
+        return None, text_reason
+    return _row(spec, task.get("id"), text, answers.pop(), HUMAN, annotator_count=len(live)), None
 
 
 def model_row(task: dict, spec: LabelingSpec, predictions: list[dict], min_score: float,
@@ -147,14 +167,17 @@ def model_row(task: dict, spec: LabelingSpec, predictions: list[dict], min_score
     reason = _score_problem(prediction.get("score"), min_score)
     if reason:
         return None, reason
-    labels, reason = _labels(annotation_labels(prediction, spec), spec, task)
-    if reason:
-        return None, "prediction_" + reason
     text, reason = _text(task.get("data"), spec)
     if reason:
         return None, reason
-    return SftRow(task.get("id"), text, labels, MODEL, prediction.get("model_version"), prediction.get("score"),
-                  annotator_count=0), None
+    if spec.structured:
+        answer, reason = _answer(prediction.get("result"), spec, text)
+    else:
+        answer, reason = _labels(annotation_labels(prediction, spec), spec, task)
+    if reason:
+        return None, "prediction_" + reason
+    return _row(spec, task.get("id"), text, answer, MODEL, prediction.get("model_version"), prediction.get("score"),
+                annotator_count=0), None
 
 
 # ---- choosing rows: the label command's output -----------------------------------------------------------
@@ -166,16 +189,16 @@ def rows_from_labeled(rows: Iterable[dict], spec: LabelingSpec, *, include_predi
     A row with `input_label` (the input's own, gold label) is a human row; otherwise its `label` is the
     model's (source "model", with the row's score and model_version), exported only with include_predictions.
     """
-    from .filelabel import input_row, row_data, row_key
+    from .label_output import input_row, row_data, row_key
 
     selection = Selection()
     for row in rows:
         task = row["id"] if "id" in row else row_key(input_row(row))
         text, text_reason = _text(row_data(row), spec)
         if "input_label" in row:
-            labels, reason = _labels(row["input_label"], spec, row)
+            labels, reason = _row_answer(row["input_label"], spec, row, text, text_reason)
             reason = reason or text_reason
-            selection.add(None if reason else SftRow(task, text, labels, HUMAN), reason)
+            selection.add(None if reason else _row(spec, task, text, labels, HUMAN), reason)
             continue
         if row.get("label") is None or row.get("error"):
             selection.add(None, "label_failed")
@@ -187,10 +210,10 @@ def rows_from_labeled(rows: Iterable[dict], spec: LabelingSpec, *, include_predi
             selection.add(None, "other_model_version")
             continue
         reason = _score_problem(row.get("score"), min_score)
-        labels, label_reason = _labels(row["label"], spec, row)
+        labels, label_reason = _row_answer(row["label"], spec, row, text, text_reason)
         reason = reason or (label_reason and "prediction_" + label_reason) or text_reason
-        selection.add(None if reason else SftRow(task, text, labels, MODEL, row.get("model_version"),
-                                                 row.get("score"), annotator_count=0), reason)
+        selection.add(None if reason else _row(spec, task, text, labels, MODEL, row.get("model_version"),
+                                               row.get("score"), annotator_count=0), reason)
     return selection
 
 
@@ -206,6 +229,40 @@ def _labels(raw, spec: LabelingSpec, where: dict) -> tuple[tuple[str, ...], str 
         return normalize_labels(raw, spec, f"task {where.get('id', '')}"), None
     except BadExamples:
         return (), "invalid_labels"
+
+
+def _answer(result, spec: LabelingSpec, text: str) -> tuple[str, str | None]:
+    """A structured annotation's (or prediction's) answer as canonical JSON, or why it makes no row."""
+    try:
+        answer = structured_answer(result, spec, text)
+    except BadExamples:
+        return "", "invalid_value"
+    if not Example(text, (), answer_json=canonical(answer)).has_answer:
+        return "", "no_value"
+    return canonical(answer), None
+
+
+def _row_answer(raw, spec: LabelingSpec, row: dict, text: str, text_reason: str | None) -> tuple:
+    """A labeled file's label (the row form of labeling/rows.py) as labels, or a structured answer's JSON."""
+    if not spec.structured:
+        return _labels(raw, spec, row)
+    if text_reason:
+        return "", text_reason
+    try:
+        values = read_values(raw, spec, text, row.get("tokens"), f"row {row.get('id', '')}".strip())
+    except BadExamples:
+        return "", "invalid_value"
+    if not Example(text, (), answer_json=canonical(values)).has_answer:
+        return "", "no_value"
+    return canonical(values), None
+
+
+def _row(spec: LabelingSpec, task, text: str, answer, source: str, model_version: str | None = None,
+         score: float | None = None, annotator_count: int | None = None) -> SftRow:
+    """An SftRow from labels (a single Choices config) or a structured answer's canonical JSON."""
+    if spec.structured:
+        return SftRow(task, text, (), source, model_version, score, annotator_count, answer_json=answer)
+    return SftRow(task, text, answer, source, model_version, score, annotator_count)
 
 
 def _text(data, spec: LabelingSpec) -> tuple[str, str | None]:
@@ -229,9 +286,10 @@ def _id_order(task_id) -> tuple:
 
 def render_row(row: SftRow, spec: LabelingSpec, prompt: PromptSettings, fmt: str) -> dict:
     """One output line in the given format (the prompt functions are the labeler's own)."""
+    prompt = for_config(prompt, spec)
     system = instruction(spec, prompt)
     user = render_query(prompt.template, row.text)
-    assistant = answer_text(spec, row.labels, prompt.mode)
+    assistant = demonstration_answer(spec, row.example(), prompt.mode)
     if fmt == "openai-chat":  # metadata goes to the sidecar: fine-tuning lines hold "messages" only
         return {"messages": [{"role": "system", "content": system}, {"role": "user", "content": user},
                              {"role": "assistant", "content": assistant}]}
@@ -239,7 +297,7 @@ def render_row(row: SftRow, spec: LabelingSpec, prompt: PromptSettings, fmt: str
         return {"instruction": system, "input": user, "output": assistant, "source": row.source,
                 "task": row.task, "model_version": row.model_version, "score": row.score}
     if fmt == "jsonl":
-        label = list(row.labels) if spec.multiple else row.labels[0]
+        label = row_label(spec, row.labels, row.example().answer, row.text)
         return {"task": row.task, "text": row.text, "label": label, "source": row.source,
                 "model_version": row.model_version, "score": row.score, "annotator_count": row.annotator_count}
     raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -420,18 +478,11 @@ def _check_args(args) -> None:
             raise ExportError(f"--output {args.output} would overwrite --input {args.input}")
 
 
-def _single_choices(spec: LabelingSpec) -> LabelingSpec:
-    if spec.structured:
-        raise ExportError("export writes configs with one Choices control; this config has "
-                          f"{', '.join(c.tag for c in spec.controls)} controls (not supported yet)")
-    return spec
-
-
 def _from_project(settings, args) -> tuple[LabelingSpec, Selection]:
     from .studio import studio_from
 
     with studio_from(settings.studio_url, settings.studio_api_key) as studio:
-        spec = _single_choices(parse_spec(studio.project(args.project).get("label_config") or ""))
+        spec = parse_spec(studio.project(args.project).get("label_config") or "")
         tasks = {task["id"]: task for task in studio.annotated_tasks(args.project)}
         predictions = None
         if args.include_predictions:
@@ -450,7 +501,7 @@ def _from_file(args) -> tuple[LabelingSpec, Selection]:
         config = args.config.read_text(encoding="utf-8")
     except OSError as exc:
         raise ExportError(f"cannot read {str(args.config)!r}: {exc.strerror}") from exc
-    spec = _single_choices(parse_spec(config))
+    spec = parse_spec(config)
     try:
         rows = read_rows(args.input)
     except OSError as exc:

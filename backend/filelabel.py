@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -13,13 +12,12 @@ from typing import Callable, Iterable, Iterator
 from tqdm import tqdm
 
 from .costs import estimate_cost
+from .label_output import Output, output_format, row_data
 from .labeler import Labeler, Outcome, label_many
 from .labeling import jsonl
-from .labeling.prompt import stable_hash
 
 
 LabelItems = Callable[[Iterable[tuple[str, dict]]], Iterator[tuple[str, Outcome]]]
-OUTPUT_FIELDS = ("label", "score", "model_version", "error", "input_label", "truncated_chars")
 
 
 @dataclass
@@ -75,54 +73,16 @@ def read_rows(path: Path) -> list[dict]:
         return [row for _, row in jsonl.objects(handle, path.name)]
 
 
-def row_key(row: dict) -> str:
-    """Identity of an input row for resuming: its id when it has one, else a hash of its content."""
-    return f"id:{row['id']}" if "id" in row else stable_hash(row)[:24]
-
-
-def row_data(row: dict) -> dict:
-    """A row may be Label Studio task JSON ({"data": {...}}) or flat ({"text": ...})."""
-    return row["data"] if isinstance(row.get("data"), dict) else row
-
-
-def output_row(row: dict, outcome: Outcome, multiple: bool) -> dict:
-    out = dict(row)
-    if "label" in row:  # the input's own label (gold, say) is kept beside the model's
-        out["input_label"] = out.pop("label")
-    labels = outcome.labels
-    if outcome.values is not None:  # structured configs: one field per control
-        out["label"] = outcome.values
-    else:
-        out["label"] = (list(labels) if multiple else labels[0]) if labels else None
-    out["score"] = None if outcome.score is None else round(outcome.score, 6)
-    out["model_version"] = outcome.model_version
-    if outcome.truncated_chars:
-        out["truncated_chars"] = outcome.truncated_chars  # the text was cut to fit the token budget
-    if outcome.error:
-        out["error"] = f"{outcome.error}: {outcome.detail}"
-    else:
-        out.pop("error", None)
-    return out
-
-
-def _done_rows(output: Path) -> dict[str, dict]:
-    """Rows an earlier run labeled, from the output and from the side file a crashed run left."""
+def _done_rows(output: Path, fmt: Output) -> dict[str, dict]:
+    """Records an earlier run finished, from the output and from the side file a crashed run left."""
     done = {}
     for path in (output, _partial(output)):
         if not path.exists():
             continue
-        for row in read_rows(path):
-            if row.get("label") is not None and not row.get("error"):
-                done[row_key(input_row(row))] = row
+        for record in fmt.read(path):
+            if fmt.done(record):
+                done[fmt.record_key(record)] = record
     return done
-
-
-def input_row(output: dict) -> dict:
-    """The input row an output row was made from."""
-    row = {k: v for k, v in output.items() if k not in OUTPUT_FIELDS}
-    if "input_label" in output:
-        row["label"] = output["input_label"]
-    return row
 
 
 def _partial(output: Path) -> Path:
@@ -130,18 +90,20 @@ def _partial(output: Path) -> Path:
 
 
 def label_file(labeler: Labeler, input_path: Path, output_path: Path, concurrency: int,
-               progress: bool = True, label_items: LabelItems | None = None) -> RunSummary:
+               progress: bool = True, label_items: LabelItems | None = None, fmt: str = "jsonl") -> RunSummary:
     """Label every row not yet labeled in the output; the output ends in input order.
 
     `label_items` turns (key, task data) pairs into (key, Outcome) pairs; the default labels them in this
-    process with bounded concurrency, `backend.remote_label` hands them to the rq workers.
+    process with bounded concurrency, `backend.remote_label` hands them to the rq workers. `fmt` is an
+    output format of backend.label_output (jsonl rows, or Label Studio tasks).
     """
     label_items = label_items or (lambda items: label_many(labeler, items, concurrency))
+    output = output_format(fmt)
     started = time.monotonic()
     rows = read_rows(input_path)
-    done = _done_rows(output_path)
+    done = _done_rows(output_path, output)
     summary = RunSummary(rows=len(rows))
-    todo = [(row_key(row), row) for row in rows if row_key(row) not in done]
+    todo = [(output.input_key(row), row) for row in rows if output.input_key(row) not in done]
     summary.resumed = len(rows) - len(todo)
     by_key = dict(todo)
     partial = _partial(output_path)
@@ -149,27 +111,16 @@ def label_file(labeler: Labeler, input_path: Path, output_path: Path, concurrenc
     with open(partial, "a", encoding="utf-8") as sink, \
             tqdm(total=len(todo), disable=not progress, unit="row", desc="labeling") as bar:
         for key, outcome in label_items((k, row_data(r)) for k, r in todo):
-            result = output_row(by_key[key], outcome, labeler.spec.multiple)
+            result = output.record(by_key[key], outcome, labeler.spec)
             sink.write(json.dumps(result, ensure_ascii=False) + "\n")
             sink.flush()
             done[key] = result
             summary.add(outcome)
             bar.update(1)
             bar.set_postfix(failed=summary.failed, refresh=False)
-    _write_in_order(output_path, rows, done, partial)
+    output.write(output_path, (done[k] for k in map(output.input_key, rows) if k in done))
+    partial.unlink(missing_ok=True)
     summary.seconds = time.monotonic() - started
     summary.cost_usd = estimate_cost(labeler.prompt.model, summary.prompt_tokens, summary.completion_tokens,
                                      labeler.settings.price_table)
     return summary
-
-
-def _write_in_order(output: Path, rows: list[dict], done: dict[str, dict], partial: Path) -> None:
-    temp = output.with_name(output.name + ".tmp")
-    with open(temp, "w", encoding="utf-8") as handle:
-        for row in rows:
-            result = done.get(row_key(row))
-            if result is not None:
-                handle.write(json.dumps(result, ensure_ascii=False) + "\n")
-    os.replace(temp, output)
-    partial.unlink(missing_ok=True)
-

@@ -15,8 +15,8 @@ from .labeling.answers import (InvalidAnswer, label_distribution, parse_batch_an
                                parse_structured_answer, parse_text_answer, span_confidence)
 from .labeling.errors import MissingText
 from .labeling.examples import Example
-from .labeling.prompt import (PromptSettings, batch_schema, build_batch_messages, build_messages, json_schema,
-                              model_version, order_examples, render_query, stable_hash)
+from .labeling.prompt import (PromptSettings, batch_schema, build_batch_messages, build_messages, for_config,
+                              json_schema, model_version, order_examples, render_query, stable_hash)
 from .labeling.calibration import CONTENT_FREE, agreement, average, calibrate
 from .labeling.budget import TRUNCATION_MARKER, Budget, BudgetExceeded, Fitted, TokenCounter, context_window, fit
 from .labeling.auto_selection import choose_selection
@@ -48,6 +48,7 @@ class Outcome:
     notes: dict | None = None  # structured configs: what checking dropped, per control
     truncated_chars: int = 0  # characters cut from the task text to fit the token budget
     dropped: int = 0  # demonstrations left out to fit the token budget
+    demonstrations: tuple[str, ...] = ()  # refs (task ids, file:line) of the demonstrations in its prompt
     distribution: dict[str, float] | None = field(default=None, repr=False)
 
     @property
@@ -65,7 +66,7 @@ class Labeler:
         self.examples = order_examples(examples)
         self.settings = settings
         self.client = client
-        prompt = prompt or prompt_for(settings, {})
+        prompt = for_config(prompt or prompt_for(settings, {}), spec)
         self.counter = TokenCounter(prompt.model)
         self.budget = Budget(settings.context_window or context_window(prompt.model), settings.max_tokens,
                              settings.prompt_limit)
@@ -149,6 +150,7 @@ class Labeler:
             return Outcome(error="too_long", detail=str(exc), model_version=self.model_version)
         outcome = self.ask(request, text)
         outcome.truncated_chars, outcome.dropped = fitted.truncated_chars, fitted.dropped
+        outcome.demonstrations = tuple(e.ref for e in fitted.demonstrations)
         return outcome
 
     def ask(self, request: dict, text: str = "") -> Outcome:
@@ -187,6 +189,10 @@ class Labeler:
 
     def batch_request(self, texts: list[str], vectors: list | None = None) -> dict:
         """One request for several texts: their demonstrations merged (each once), then the numbered items."""
+        return self.prepare_batch(texts, vectors)[0]
+
+    def prepare_batch(self, texts: list[str], vectors: list | None = None) -> tuple[dict, Fitted]:
+        """batch_request, and what fitting it to the token budget kept and left out."""
         vectors = vectors or [None] * len(texts)
         share = int(self.budget.prompt_tokens * self.budget.max_text_share / len(texts))
         texts = [self._cut(text, share) for text in texts]
@@ -199,7 +205,7 @@ class Labeler:
                        "name": "batch", "strict": True, "schema": batch_schema(self.spec, len(texts))}}}
         if self.settings.request_logprobs:
             request["logprobs"] = True
-        return request
+        return request, fitted
 
     def _cut(self, text: str, max_tokens: int) -> str:
         if self.counter.text(text) <= max_tokens:
@@ -214,7 +220,10 @@ class Labeler:
             return [self.label_text(texts[0], vectors[0])]
         outcomes = [Outcome(model_version=self.model_version) for _ in texts]
         try:
-            reply = self._chat(self.batch_request(texts, vectors))
+            request, fitted = self.prepare_batch(texts, vectors)
+            for outcome in outcomes:
+                outcome.demonstrations = tuple(e.ref for e in fitted.demonstrations)
+            reply = self._chat(request)
             items = parse_batch_answer(reply.content, self.spec, len(texts))
         except (LLMError, InvalidAnswer, BudgetExceeded, BudgetReached):
             reply, items = None, {}
@@ -351,6 +360,7 @@ def _merge(outcome: Outcome, alone: Outcome) -> None:
     """An item asked again alone: its answer, plus what both requests cost."""
     outcome.labels, outcome.score, outcome.error, outcome.detail = alone.labels, alone.score, alone.error, alone.detail
     outcome.answer, outcome.distribution = alone.answer, alone.distribution
+    outcome.demonstrations = alone.demonstrations
     outcome.requests += alone.requests
     outcome.prompt_tokens += alone.prompt_tokens
     outcome.completion_tokens += alone.completion_tokens

@@ -291,10 +291,10 @@ def test_labels_check_finds_every_entity_drops_and_counts_the_rest():
         "garbage",
     ], text)
     assert value == [
-        {"text": "the cat", "label": "PER", "occurrence": 1},
-        {"text": "the cat", "label": "PER", "occurrence": 2},
-        {"text": "new  York", "label": "LOC"},
-        {"text": "Bob", "label": "PER"},
+        {"text": "the cat", "label": "PER", "start": 0, "end": 7, "occurrence": 1},
+        {"text": "the cat", "label": "PER", "start": 12, "end": 19, "occurrence": 2},
+        {"text": "new  York", "label": "LOC", "start": 25, "end": 34},
+        {"text": "Bob", "label": "PER", "start": 39, "end": 42},
     ]
     assert notes == {"dropped_label": 2, "dropped_not_found": 1, "dropped_malformed": 1}
 
@@ -303,11 +303,29 @@ def test_labels_check_with_an_occurrence_takes_only_that_one():
     c = control(NER_CONFIG, "ner")
     text = "the cat saw the cat"
     value, notes = c.check([{"text": "cat", "label": "ORG", "occurrence": 2}], text)
-    assert value == [{"text": "cat", "label": "ORG", "occurrence": 2}] and notes == {}
+    assert value == [{"text": "cat", "label": "ORG", "start": 16, "end": 19, "occurrence": 2}] and notes == {}
     (region,) = c.regions(value, text)
     assert (region["value"]["start"], region["value"]["end"]) == (16, 19)
     value, notes = c.check([{"text": "cat", "label": "ORG", "occurrence": 3}, {"text": "saw", "label": "ORG"}], text)
-    assert value == [{"text": "saw", "label": "ORG"}] and notes == {"dropped_not_found": 1}  # no third cat
+    assert value == [{"text": "saw", "label": "ORG", "start": 8, "end": 11}] and notes == {"dropped_not_found": 1}
+
+
+def test_an_annotated_span_inside_a_word_keeps_its_offsets():
+    # "Apple" marked inside "AppleCare": searching for the quote alone would find the standalone "Apple".
+    c = control(NER_CONFIG, "ner")
+    text = "Apple sells AppleCare"
+    result = [{"from_name": "ner", "to_name": "text", "type": "labels",
+               "value": {"start": 12, "end": 17, "text": "Apple", "labels": ["ORG"]}}]
+    value = c.from_result(result, text)
+    (region,) = c.regions(value, text)
+    assert (region["value"]["start"], region["value"]["end"]) == (12, 17)
+    assert c.to_answer(value) == [{"text": "Apple", "label": "ORG", "occurrence": None}]  # the prompt's form
+
+
+def test_stated_offsets_that_do_not_hold_the_quote_are_ignored():
+    c = control(NER_CONFIG, "ner")
+    value, _ = c.check([{"text": "Paris", "label": "LOC", "start": 0, "end": 5}], "I ❤️ Paris")
+    assert [(e["start"], e["end"]) for e in value] == [(5, 10)]
 
 
 def test_labels_nothing_usable_is_invalid_but_no_entities_is_an_answer():
@@ -364,7 +382,8 @@ def test_labels_from_result_marks_repeated_text_with_its_occurrence():
         {"from_name": "other", "to_name": "text", "type": "choices", "value": {"choices": ["x"]}},
     ]
     value = c.from_result(result, text)
-    assert value == [{"text": "cat", "label": "PER", "occurrence": 2}, {"text": "Paris", "label": "LOC"}]
+    assert value == [{"text": "cat", "label": "PER", "start": 16, "end": 19, "occurrence": 2},
+                     {"text": "Paris", "label": "LOC", "start": 29, "end": 34}]
     assert_valid_answer(c, value)
     assert c.check(value, text) == (value, {})  # a demonstration's answer is an answer
     regions = c.regions(value, text)
@@ -378,7 +397,7 @@ def test_labels_from_an_annotation_that_does_not_fit_is_a_bad_example():
         c.from_result([{"from_name": "ner", "value": {"start": 0, "end": 3, "labels": ["DATE"]}}], "the cat")
     with pytest.raises(BadExamples, match="not inside the text"):
         c.from_result([{"from_name": "ner", "value": {"start": 4, "end": 30, "labels": ["PER"]}}], "the cat")
-    with pytest.raises(BadExamples, match="the annotation says"):
+    with pytest.raises(BadExamples, match="its stored text is"):
         c.from_result([{"from_name": "ner", "value": {"start": 0, "end": 3, "text": "dog", "labels": ["PER"]}}],
                       "the cat")
 
@@ -556,8 +575,9 @@ def test_one_answer_for_every_control_of_a_config_validates_as_one_prediction():
     assert len(result) == 5  # two Bobs, Paris, the choice, the text
     assert lsf_errors(MIXED_CONFIG, result) == []
     read_back = {c.name: c.from_result(result, text) for c in controls(MIXED_CONFIG)}
-    assert read_back == {"ner": [{"text": "Bob", "label": "PER", "occurrence": 1}, {"text": "Paris", "label": "LOC"},
-                                 {"text": "Bob", "label": "PER", "occurrence": 2}],
+    assert read_back == {"ner": [{"text": "Bob", "label": "PER", "start": 0, "end": 3, "occurrence": 1},
+                                 {"text": "Paris", "label": "LOC", "start": 10, "end": 15},
+                                 {"text": "Bob", "label": "PER", "start": 17, "end": 20, "occurrence": 2}],
                          "sentiment": ["pos"], "summary": ["Bob in Paris"]}
 
 

@@ -31,6 +31,15 @@ def test_evaluate_on_the_shared_data_writes_the_reports(env, tmp_path, capsys, n
     assert "accuracy" in (out / "report.md").read_text() and (out / "report.html").read_text().count("<svg") >= 2
     printed = capsys.readouterr().out
     assert "macro-F1" in printed and "baseline" in printed and "estimated cost" in printed
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 150 and len({r["task"] for r in rows}) == 150
+    assert sum(r["correct"] for r in rows) == round(result["accuracy"]["all"] * 150)
+    assert sum(r["tokens"]["prompt"] for r in rows) == meta["prompt_tokens"]
+    assert all(r["task"] not in r["demonstrations"] and len(r["demonstrations"]) == 8 for r in rows)
+    wrong = sorted((r for r in rows if not r["correct"]), key=lambda r: -r["score"])
+    html = (out / "report.html").read_text()
+    assert "most confident wrong answers" in html
+    assert wrong[0]["task"].replace("_", "\\_") in (out / "report.md").read_text()
 
 
 def test_no_task_ever_sees_its_own_label_in_its_prompt(env, tmp_path):

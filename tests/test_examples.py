@@ -86,3 +86,14 @@ def test_label_studio_export_as_seed_file(tmp_path):
     path.write_text(json.dumps([task("great", annotation("positive"), id=1), task("unlabeled", id=2)]))
     examples = load_seed_file(path, SPEC)
     assert [(e.text, e.labels, e.source) for e in examples] == [("great", ("positive",), "seed")]
+
+
+def test_entity_seeds_load_with_their_spans():
+    spec = parse_spec((SEEDS / "entities" / "config.xml").read_text())
+    examples = load_seeds([SEEDS / "entities"], spec)
+    assert len(examples) == 7
+    for example in examples:
+        entities = example.answer["entities"]
+        assert entities and all(example.text[e["start"]:e["end"]] == e["text"] for e in entities)
+    priya = next(e for e in examples if e.text.startswith("Priya"))
+    assert [e["start"] for e in priya.answer["entities"] if e["text"] == "Priya"] == [0, 18]

@@ -72,3 +72,20 @@ def test_selection_is_part_of_the_version():
 
     assert version_hash(SPEC, EXAMPLES, PromptSettings(model="m")) != \
         version_hash(SPEC, EXAMPLES, PromptSettings(model="m", selection=Selection("nearest-k", 8)))
+
+
+def test_span_configs_get_an_extraction_template_unless_one_was_chosen():
+    from backend.labeling.prompt import SPAN_TEMPLATE, STRUCTURED_TEMPLATE, for_config
+
+    ner = parse_spec('<View><Text name="text" value="$text"/><Labels name="ner" toName="text">'
+                     '<Label value="PER"/></Labels></View>')
+    mixed = parse_spec('<View><Text name="text" value="$text"/><Labels name="ner" toName="text"><Label value="PER"/>'
+                       '</Labels><TextArea name="note" toName="text"/></View>')
+    classic = PromptSettings(model="m")
+    assert for_config(classic, ner).template == SPAN_TEMPLATE
+    assert render_query(SPAN_TEMPLATE, "Bob is here") == "Text: Bob is here\nEntities:"
+    assert for_config(classic, mixed).template == STRUCTURED_TEMPLATE
+    assert for_config(classic, SPEC) is classic  # one Choices control: the original algorithm
+    chosen = PromptSettings(model="m", template="Sentence: {text}\nNamed entities: {label}")
+    assert for_config(chosen, ner) is chosen
+    assert model_version(ner, [], for_config(classic, ner)) != model_version(ner, [], classic)

@@ -250,19 +250,20 @@ class Control:
             stored = value.get("text")
             if isinstance(stored, str) and stored.split() != text[start:end].split():
                 raise BadExamples(f"{where}: span {start}..{end} is {text[start:end]!r} in the task text, "
-                                  f"the annotation says {stored!r}")
+                                  f"its stored text is {stored!r}")
             labels = _as_list(value.get("labels"))
             self._known(labels, where)
             spans.extend((start, end, label) for label in labels)
         return self._canonical(spans, text) if spans else None
 
     def _canonical(self, spans: Iterable[tuple[int, int, str]], text: str) -> list[dict]:
-        """Entities in text order, each the exact text at its span, with "occurrence" when that text repeats."""
+        """Entities in text order: the exact text at the span, its label, its offsets ("start", "end": what
+        Label Studio stores), and "occurrence" when that text repeats (what a demonstration shows instead)."""
         order = {value: index for index, value in enumerate(self.label_values)}
         entities = []
         for start, end, label in sorted(set(spans), key=lambda s: (s[0], s[1], order.get(s[2], 0))):
             quote = text[start:end]
-            entity = {"text": quote, "label": label}
+            entity = {"text": quote, "label": label, "start": start, "end": end}
             found = find_spans(text, quote)
             if len(found) > 1 and (start, end) in found:
                 entity["occurrence"] = found.index((start, end)) + 1
@@ -336,7 +337,7 @@ class Control:
             if label is None:
                 counts["dropped_label"] += 1
                 continue
-            found = find_spans(text, quote, occurrence)
+            found = _stated_span(item, quote, text) or find_spans(text, quote, occurrence)
             if not found:
                 counts["dropped_not_found"] += 1
                 continue
@@ -463,7 +464,7 @@ class Control:
                 made = [control.label(value if self.multiple else value[0], to_name=self.to_name)]
             elif self.tag == "Labels":
                 made = []
-                for start, end, label in self._spans(value, text):
+                for start, end, label in self.spans(value, text):
                     region = control.label([label], to_name=self.to_name, start=start, end=end)
                     made.append((region, {"text": text[start:end]}))
             elif self.tag == "TextArea":
@@ -485,9 +486,10 @@ class Control:
             items.append(item)
         return items
 
-    def _spans(self, entities: list[dict], text: str) -> list[tuple[int, int, str]]:
+    def spans(self, entities: list[dict], text: str) -> list[tuple[int, int, str]]:
+        """(start, end, label) of a Labels value, in text order: its stated offsets, else where its quotes are."""
         spans = {(start, end, e["label"]) for e in entities
-                 for start, end in find_spans(text, e["text"], e.get("occurrence"))}
+                 for start, end in _stated_span(e, e["text"], text) or find_spans(text, e["text"], e.get("occurrence"))}
         order = {value: index for index, value in enumerate(self.label_values)}
         return sorted(spans, key=lambda s: (s[0], s[1], order[s[2]]))
 
@@ -704,6 +706,19 @@ def _entity(item: Any) -> tuple[str, str, int | None] | None:
     if occurrence is not None and (isinstance(occurrence, bool) or not isinstance(occurrence, int) or occurrence < 1):
         return None
     return quote, label, occurrence
+
+
+def _stated_span(item: Any, quote: str, text: str) -> list[tuple[int, int]]:
+    """[(start, end)] when an entity states offsets that hold exactly its quote in the text, else [].
+
+    Canonical values (from annotations) carry the offsets Label Studio stored; they win over searching
+    for the quote, which cannot tell a span inside a word from the same letters standing alone."""
+    if not isinstance(item, dict):
+        return []
+    start, end = item.get("start"), item.get("end")
+    if _is_int(start) and _is_int(end) and 0 <= start < end <= len(text) and text[start:end] == quote:
+        return [(start, end)]
+    return []
 
 
 def _resolve_path(tree: tuple, steps: list[str], labels: dict) -> list[str] | None:

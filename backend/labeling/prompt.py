@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable
 
 from .errors import BadTemplate
@@ -14,6 +14,10 @@ from .selection import SIMILARITY_STRATEGIES, TFIDF, Selection
 from .spec import LabelingSpec
 
 DEFAULT_TEMPLATE = "{text} [SEP] The label of the above text is {label}"
+# The classic template asks for "the label"; an answer that lists entities, or fills several fields, reads
+# better after a prompt that names it (the form NER prompting work uses: "Sentence: ... Entities: ...").
+SPAN_TEMPLATE = "Text: {text}\nEntities: {label}"
+STRUCTURED_TEMPLATE = "Text: {text}\nAnswer: {label}"
 MODES = ("json", "logprobs", "text")
 MULTI_SEPARATOR = "; "
 # Bump when the message layout changes, so model versions and cache keys move with it.
@@ -45,6 +49,16 @@ class PromptSettings:
         if not 1 <= self.batch <= 64:
             raise ValueError(f"batch size must be between 1 and 64, got {self.batch!r}")
         check_template(self.template)
+
+
+def for_config(settings: PromptSettings, spec: LabelingSpec) -> PromptSettings:
+    """The prompt settings a config is labeled with: the classic default template becomes SPAN_TEMPLATE for
+    configs whose only controls are span labels, STRUCTURED_TEMPLATE for the other structured configs; a
+    template the admin chose (PROMPT_TEMPLATE, the project's "template") is kept as it is."""
+    if settings.template != DEFAULT_TEMPLATE or not spec.structured:
+        return settings
+    spans_only = all(control.tag == "Labels" for control in spec.controls)
+    return replace(settings, template=SPAN_TEMPLATE if spans_only else STRUCTURED_TEMPLATE)
 
 
 def check_template(template: str) -> None:
@@ -178,11 +192,12 @@ def json_schema(spec: LabelingSpec) -> dict:
 
 
 def order_examples(examples: Iterable[Example]) -> list[Example]:
-    """Deterministic demonstration order: seeds first, then annotations by task id; exact repeats dropped."""
+    """Deterministic demonstration order: seeds first, then annotations by task id; exact repeats dropped,
+    and examples that teach nothing (no label, no value for any control): an empty answer is never shown."""
     seen, unique = set(), []
     for example in sorted(examples, key=_order_key):
         key = (example.text, example.labels, example.answer_json)
-        if key not in seen:
+        if key not in seen and example.has_answer:
             seen.add(key)
             unique.append(example)
     return unique

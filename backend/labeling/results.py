@@ -27,6 +27,13 @@ def structured_regions(spec: LabelingSpec, answer: dict, text: str) -> list[dict
     return regions
 
 
+def answer_regions(spec: LabelingSpec, labels: tuple[str, ...] | None, values: dict | None, text: str) -> list[dict]:
+    """The `result` of a prediction for a labeled text: its choices, or every control's regions."""
+    if spec.structured:
+        return structured_regions(spec, values or {}, text)
+    return result_regions(spec, tuple(labels or ()))
+
+
 def prediction_errors(spec: LabelingSpec, result: list[dict]) -> list[str]:
     """What LabelInterface.validate_prediction finds wrong with a result (empty when it is valid)."""
     return interface_of(spec).validate_prediction({"result": result}, return_errors=True) or []

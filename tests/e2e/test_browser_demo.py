@@ -87,3 +87,39 @@ def test_a_task_opens_with_the_predicted_intent_selected(demo, browser, tmp_path
         page.screenshot(path=str(screenshot))
         ARTIFACTS.mkdir(exist_ok=True)
         shutil.copyfile(screenshot, ARTIFACTS / screenshot.name)
+
+
+# Label Studio's Text tag draws each span region as a highlight element around the region's characters.
+SPAN_HIGHLIGHTS = ".htx-highlight"
+
+
+def test_a_task_opens_with_the_predicted_spans_highlighted(studio, env, browser, tmp_path):
+    """A NER file from `label --format label-studio`, imported as it is: the task opens with its spans marked."""
+    from tests.e2e.test_label_studio_format_e2e import NER_CONFIG, DATA, import_and_read_back, label_to_studio_file
+
+    text = "Alice flew from Paris to Berlin with Lufthansa."
+    tasks = label_to_studio_file(tmp_path, NER_CONFIG, DATA / "ner_export.json", [{"text": text}])
+    (task,) = import_and_read_back(studio, "Spans in the browser", NER_CONFIG, tasks)
+    (prediction,) = task["predictions"]
+    expected = sorted(r["value"]["text"] for r in prediction["result"])
+    assert expected == ["Alice", "Berlin", "Lufthansa", "Paris"]
+    studio.api._call("PATCH", f"/api/projects/{task['project']}/", json={"model_version": prediction["model_version"]})
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    page.set_default_timeout(30_000)
+    screenshot = tmp_path / "span-task.png"
+    try:
+        page.goto(f"{studio.url}/user/login/")
+        page.fill("input[name=email]", studio.username)
+        page.fill("input[name=password]", studio.password)
+        page.click("button[type=submit]")
+        page.wait_for_url(lambda url: "/user/login" not in url)
+        page.goto(f"{studio.url}/projects/{task['project']}/data?task={task['id']}")
+        highlights = page.locator(SPAN_HIGHLIGHTS)
+        expect(highlights.first).to_be_visible(timeout=30_000)  # the labeling interface drew the regions
+        expect(highlights).to_have_count(len(expected))
+        shown = sorted(h.inner_text().strip() for h in highlights.all())
+        assert shown == expected, f"highlighted in the browser {shown}, stored prediction {expected}"
+    finally:
+        page.screenshot(path=str(screenshot))
+        ARTIFACTS.mkdir(exist_ok=True)
+        shutil.copyfile(screenshot, ARTIFACTS / screenshot.name)
