@@ -89,6 +89,8 @@ class Labeler:
         self._content_free_cache: dict[str, dict | None] = {}
         self._content_free_locks: dict[str, threading.Lock] = {}
         self._echo_refused = ""  # why the server cannot score by echo, once it said so
+        self._echo_ok = False  # the server answered one echo request with prompt log-probabilities
+        self._echo_first = threading.Lock()
 
     def _selector(self):
         if self.embedder is None:
@@ -286,7 +288,20 @@ class Labeler:
     # ---- echo scoring --------------------------------------------------------------------------------------
 
     def ask_echo(self, request: dict, messages: list[dict]) -> Outcome:
-        """Score every label by echo and take the argmax; a server that cannot is named once, then refused."""
+        """Score every label by echo and take the argmax; a server that cannot is named once, then refused.
+
+        Until one request has shown that the server echoes log-probabilities, requests go one at a time, so
+        a server without them gets one request, not one per thread.
+        """
+        if not self._echo_ok:
+            with self._echo_first:
+                if not self._echo_ok and not self._echo_refused:
+                    outcome = self._ask_echo(request, messages)
+                    self._echo_ok = outcome.error is None
+                    return outcome
+        return self._ask_echo(request, messages)
+
+    def _ask_echo(self, request: dict, messages: list[dict]) -> Outcome:
         outcome = Outcome(model_version=self.model_version)
         if self._echo_refused:
             outcome.error, outcome.detail = "echo_unsupported", self._echo_refused
@@ -294,7 +309,7 @@ class Labeler:
         try:
             distribution = self._echo_scores(request, outcome)
         except LLMError as exc:
-            if exc.kind == "bad_request":
+            if exc.kind == "bad_request" and not self._echo_ok:  # once echo worked, a 400 is this task's
                 return self._refuse_echo(outcome, f"refused it ({exc})")
             outcome.error, outcome.detail = "llm_error", str(exc)
             return outcome
@@ -302,7 +317,10 @@ class Labeler:
             outcome.error, outcome.detail = "budget", str(exc)
             return outcome
         except EchoUnusable as exc:
-            return self._refuse_echo(outcome, f"answered without them ({exc})")
+            if not self._echo_ok:
+                return self._refuse_echo(outcome, f"answered without them ({exc})")
+            outcome.error, outcome.detail = "malformed", f"echo reply: {exc}"
+            return outcome
         _calibrated(outcome, distribution)
         if self.prompt.calibration == "contextual":
             score = partial(self._echo_probe, outcome)

@@ -118,7 +118,7 @@ def test_every_answer_mode_scores_the_declared_probability(reference, mode):
     outcome = label(reference, ("Positive", "Negative", "Neutral"), truth, mode=mode)
     assert outcome.labels == ("Negative",) and outcome.score == pytest.approx(0.65)
     body = reference.requests()[-1]["body"]
-    assert body["logprobs"] is True and body["top_logprobs"] == 10  # json and text ask for alternatives too
+    assert body["logprobs"] is True and body["top_logprobs"] == 20  # json and text ask for alternatives too
 
 
 def test_without_logprobs_the_parsed_label_stands_and_the_score_is_null(reference):
@@ -180,6 +180,16 @@ def test_echo_is_refused_with_a_clear_message_once(reference, caplog):
     assert all(o.error == "echo_unsupported" for o in outcomes)
     assert reference.stats()["requests"] == 2  # each labeler asked once, then knew
     assert caplog.text.count("LLM_SCORING=echo needs") == 2
+
+
+def test_once_echo_worked_a_refused_task_fails_alone(reference):
+    reference.declare({TASK: {"labels": {"A": 0.6, "B": 0.4}}})
+    settings = llm_settings(reference, scoring="echo")
+    labeler = Labeler(parse_spec(config("A", "B")), DEMOS, settings, LLMClient(settings))
+    assert labeler.label_text(TASK).labels == ("A",)
+    failed = labeler.label_text("a task the server answers with a 400")
+    assert failed.error == "llm_error" and "no truth is declared" in failed.detail
+    assert labeler.label_text(TASK).labels == ("A",)
 
 
 def test_echo_against_a_server_that_ignores_it_is_refused(fake_llm):

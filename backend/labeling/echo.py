@@ -5,7 +5,7 @@ The prompt is the algorithm's own form: the instruction, then each demonstration
 "{x} [SEP] The label of the above text is {y}", then the query, separated by blank lines. Each label is scored
 as it would continue the query, " {label}" and the blank line that ends an answer in the demonstrations, so a
 label that is a prefix of another ("Sci" / "Sci/Tech") is scored up to its end. A label's probability is the
-sum over its forms (as written, lowercase, capitalized; value and display name), renormalized over the labels.
+sum over its forms (its value as written, lowercase, capitalized), renormalized over the labels.
 """
 
 from __future__ import annotations
@@ -33,12 +33,10 @@ class EchoChoice:
 
 
 def echo_forms(label: Label) -> tuple[str, ...]:
-    """The spellings echo scores for a label: value and display name, as written, lowercase, capitalized."""
-    forms: dict[str, None] = {}
-    for base in (label.value, label.name):
-        for form in (base, base.lower(), base[:1].upper() + base[1:]):
-            forms.setdefault(form, None)
-    return tuple(forms)
+    """The spellings echo scores for a label: its value as written, lowercase and capitalized (the prompt shows
+    the values; each spelling is one more prompt to score)."""
+    value = label.value
+    return tuple(dict.fromkeys((value, value.lower(), value[:1].upper() + value[1:])))
 
 
 def continuations(spec: LabelingSpec) -> list[tuple[str, str]]:

@@ -37,7 +37,7 @@ class PromptSettings:
     embedding_model: str = ""  # nearest-k / mmr-k by this embedding model; empty: TF-IDF in-process
     calibration: str = "none"  # "contextual": divide out the prompt's bias (logprobs mode, echo)
     scoring: str = "answer"  # "echo": every label scored exactly through /v1/completions (single choice)
-    top_logprobs: int = 10  # alternatives per answer token asked for (answer scoring)
+    top_logprobs: int = 20  # alternatives per answer token asked for (answer scoring)
     request_logprobs: bool = True  # ask for logprobs in json/text mode too (a score)
 
     @property
