@@ -241,4 +241,4 @@ def _echo_choice(choice) -> EchoChoice:
     logprobs = choice.logprobs
     if logprobs is None:
         return EchoChoice(choice.text or "", (), ())
-    return EchoChoice(choice.text or "", tuple(logprobs.token_logprobs or ()), tuple(logprobs.text_offset or ()))
+    return EchoChoice(choice.text or "", tuple(logprobs.tokens or ()), tuple(logprobs.token_logprobs or ()))

@@ -289,9 +289,10 @@ def echo_logprobs(prompt: str, answer_start: int, truth: Truth, top_k: int) -> d
     node, seen = build_trie(truth.answers("completion")), b""
     for index, token in enumerate(ids):
         raw = encoder.decode_single_token_bytes(token)
-        text = raw.decode("utf-8", "replace")
         offset = len(seen.decode("utf-8", "ignore"))  # characters before this token (OpenAI's text_offset)
         seen += raw
+        # The characters this token completes, as vLLM detokenizes prompt tokens ("" for part of a character).
+        text = seen.decode("utf-8", "ignore")[offset:]
         if index == 0:
             logprob, top = None, None
         elif offset < answer_start:

@@ -25,11 +25,11 @@ class EchoUnusable(Exception):
 
 @dataclass(frozen=True)
 class EchoChoice:
-    """One scored prompt as the server echoed it: its text, tokens' log-probabilities and character offsets."""
+    """One scored prompt as the server echoed it: its text, and its tokens' texts and log-probabilities."""
 
     text: str
+    tokens: tuple[str, ...]
     token_logprobs: tuple[float | None, ...]
-    text_offset: tuple[int, ...]
 
 
 def echo_forms(label: Label) -> tuple[str, ...]:
@@ -40,13 +40,14 @@ def echo_forms(label: Label) -> tuple[str, ...]:
 
 
 def continuations(spec: LabelingSpec) -> list[tuple[str, str]]:
-    """(label value, continuation) for every form; a spelling two labels share names neither and is left out."""
+    """(label value, continuation) for every form. A label's value as written is its own; another spelling two
+    labels share ("us" for the labels "us" and "US") names neither and is left out."""
     owners: dict[str, set[str]] = {}
     for label in spec.labels:
         for form in echo_forms(label):
             owners.setdefault(form, set()).add(label.value)
     return [(label.value, f" {form}{SEPARATOR}") for label in spec.labels for form in echo_forms(label)
-            if owners[form] == {label.value}]
+            if form == label.value or (owners[form] == {label.value} and form not in spec.label_values)]
 
 
 def echo_prompt(messages: list[dict]) -> str:
@@ -83,17 +84,26 @@ def echo_distribution(request: dict, choices: list[EchoChoice], spec: LabelingSp
 
 
 def continuation_logprob(prompt: str, start: int, choice: EchoChoice) -> float:
-    """log P(prompt[start:] | prompt[:start]): the sum over the echoed tokens from `start` to the prompt's end."""
-    if not choice.text.startswith(prompt) or not choice.text_offset or choice.text_offset[0] != 0:
-        raise EchoUnusable("the reply does not echo the prompt")
-    total, seen = 0.0, False
-    for position, (offset, logprob) in enumerate(zip(choice.text_offset, choice.token_logprobs)):
-        end = choice.text_offset[position + 1] if position + 1 < len(choice.text_offset) else len(choice.text)
-        if end <= start or offset >= len(prompt):
-            continue  # before the continuation, or generated after the prompt
-        if logprob is None:
+    """log P(prompt[start:] | prompt[:start]): the sum over the echoed tokens that spell the end of the prompt.
+
+    The tokens are counted back from the end of the prompt, not located by text_offset: a server's offsets can
+    drift (a beginning-of-sequence token, characters split over tokens) while its token texts spell the text.
+    A token that straddles `start` counts whole.
+    """
+    tokens, logprobs = choice.tokens, choice.token_logprobs
+    if not choice.text.startswith(prompt) or not tokens or len(tokens) != len(logprobs):
+        raise EchoUnusable("the reply does not echo the prompt with its tokens")
+    end, generated = len(tokens), choice.text[len(prompt):]
+    tail = ""
+    while end > 0 and (len(tail) < len(generated) or (not generated and tokens[end - 1] == "")):
+        end -= 1  # the generated tokens (the end of the answer may be an empty token)
+        tail = tokens[end] + tail
+    total, spelled, position = 0.0, "", end
+    while position > 0 and len(spelled) < len(prompt) - start:
+        position -= 1
+        if logprobs[position] is None:
             raise EchoUnusable("the echoed tokens carry no log-probabilities")
-        total, seen = total + logprob, True
-    if not seen:
-        raise EchoUnusable("no echoed token covers the label")
+        total, spelled = total + logprobs[position], tokens[position] + spelled
+    if len(spelled) < len(prompt) - start or not prompt.endswith(spelled):
+        raise EchoUnusable("the echoed tokens do not spell the prompt")
     return total
