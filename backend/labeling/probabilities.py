@@ -142,17 +142,21 @@ class Reading:
             return None
         return {label: self.masses.get(label, 0.0) / total for label in labels}
 
-    def determined(self) -> bool:
-        """No way of splitting the unattributed mass could give another label the most mass."""
+    def margin(self) -> float:
+        """How far the leader's mass exceeds what any other label could reach with all the unattributed mass
+        that fits it (a tie or less: <= 0)."""
         if not self.masses:
-            return False
-        best = max(self.masses.values())
+            return 0.0
         leader = max(self.masses, key=self.masses.get)
-        upper: dict[str, float] = {}
+        upper = {label: mass for label, mass in self.masses.items() if label != leader}
         for labels, mass in self.ambiguous.items():
-            for label in labels:
+            for label in labels - {leader}:
                 upper[label] = upper.get(label, 0.0) + mass
-        return all(self.masses.get(label, 0.0) + extra < best or label == leader for label, extra in upper.items())
+        return self.masses[leader] - max(upper.values(), default=0.0)
+
+    def determined(self) -> bool:
+        """No way of splitting the unattributed mass could give another label as much mass as the leader."""
+        return self.margin() > 0
 
 
 def token_bytes(token: str) -> bytes:
