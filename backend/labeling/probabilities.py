@@ -143,16 +143,14 @@ class Reading:
         return {label: self.masses.get(label, 0.0) / total for label in labels}
 
     def margin(self) -> float:
-        """How far the leader's mass exceeds what any other label could reach with all the unattributed mass
-        that fits it (a tie or less: <= 0)."""
-        if not self.masses:
-            return 0.0
-        leader = max(self.masses, key=self.masses.get)
-        upper = {label: mass for label, mass in self.masses.items() if label != leader}
+        """How far the leader's mass exceeds the most any other label could reach with all the unattributed
+        mass that fits it (a tie, or a possible overtaking: <= 0). Whichever label leads, no tie-break."""
+        upper = dict(self.masses)
         for labels, mass in self.ambiguous.items():
-            for label in labels - {leader}:
+            for label in labels:
                 upper[label] = upper.get(label, 0.0) + mass
-        return self.masses[leader] - max(upper.values(), default=0.0)
+        return max((mass - max((reach for other, reach in upper.items() if other != label), default=0.0)
+                    for label, mass in self.masses.items()), default=0.0)
 
     def determined(self) -> bool:
         """No way of splitting the unattributed mass could give another label as much mass as the leader."""
@@ -177,18 +175,38 @@ def _alternative(token: str) -> bytes | None:
     return token_bytes(token)
 
 
-def read_slot(tokens: list[TokenLogprob], content: str, start: int, forms: Forms, lead: bool) -> Reading | None:
-    """The label masses at the label that begins at character `start` of `content`.
+@dataclass(frozen=True)
+class _Layout:
+    """An answer as bytes: where each token starts, where the label begins, which token holds that start."""
 
-    `lead`: alternatives before that position that begin a label count too (a plain answer that could have
-    named its label at once instead of after a leading phrase). None when the tokens do not spell `content`.
-    """
+    data: bytes
+    raw: tuple[bytes, ...]  # each token's bytes (b"" for an end-of-turn token the server listed)
+    offsets: tuple[int, ...]  # where each token starts, then the end
+    begin: int  # where the label begins
+    anchor: int  # the token holding that byte
+    ended: bool  # the last token is the end of the answer, shown
+
+    @property
+    def head(self) -> bytes:
+        """What the anchor token holds before the label (a space, a quote)."""
+        return self.data[self.offsets[self.anchor]:self.begin]
+
+    def generated(self, j: int) -> bytes | None:
+        return None if self.ended and j == len(self.raw) - 1 else self.raw[j]
+
+    def label_text(self, end: int) -> str:
+        return _text(self.data[self.begin:end])
+
+
+def _layout(tokens: list[TokenLogprob], content: str, start: int, forms: Forms) -> _Layout | None:
+    if not tokens:
+        return None
     data = content.encode("utf-8")
     # An end-of-turn token the server listed as generated: not part of the text, but it shows the label ended.
-    last = tokens[-1].token if tokens else "x"
+    last = tokens[-1].token
     ended = _alternative(last) is None and (last == "" or not content.endswith(last))
-    raw = [b"" if ended and j == len(tokens) - 1 else token_bytes(t.token) for j, t in enumerate(tokens)]
-    if b"".join(raw) != data or not tokens:
+    raw = tuple(b"" if ended and j == len(tokens) - 1 else token_bytes(t.token) for j, t in enumerate(tokens))
+    if b"".join(raw) != data:
         return None
     begin = len(content[:start].encode("utf-8"))
     while begin < len(data) and chr(data[begin]) in forms.openers:  # the label itself starts after them
@@ -196,34 +214,27 @@ def read_slot(tokens: list[TokenLogprob], content: str, start: int, forms: Forms
     offsets = [0]
     for piece in raw:
         offsets.append(offsets[-1] + len(piece))
-    anchor = next((j for j in range(len(tokens)) if offsets[j + 1] > begin or (ended and j == len(tokens) - 1)),
-                  None)
-    if anchor is None:
+    anchor = next((j for j in range(len(raw)) if offsets[j + 1] > begin or (ended and j == len(raw) - 1)), None)
+    return None if anchor is None else _Layout(data, raw, tuple(offsets), begin, anchor, ended)
+
+
+def read_slot(tokens: list[TokenLogprob], content: str, start: int, forms: Forms, lead: bool) -> Reading | None:
+    """The label masses at the label that begins at character `start` of `content`.
+
+    `lead`: alternatives before that position that begin a label count too (a plain answer that could have
+    named its label at once instead of after a leading phrase). None when the tokens do not spell `content`.
+    """
+    layout = _layout(tokens, content, start, forms)
+    if layout is None:
         return None
-    head = data[offsets[anchor]:begin]
     reading, logp = Reading(), 0.0
     for j, token in enumerate(tokens):
-        generated = None if ended and j == len(tokens) - 1 else raw[j]
-        if j >= anchor or lead:
-            shown = 0.0
-            for alternative, alt_logp in token.top:
-                alt = _alternative(alternative)
-                shown += math.exp(alt_logp)
-                if alt == generated:
-                    continue
-                reading.shown = True
-                text = _branch_text(alt, j, anchor, head, data[begin:offsets[j]], forms)
-                reading.add(consistent_labels(text, forms), math.exp(logp + alt_logp))
-            if j > anchor and token.top and not any(_alternative(a) is None for a, _ in token.top):
-                # The answer could have ended here (the end is not shown): what the list leaves out is the
-                # end, or more of a label; it stays unattributed.
-                before = _text(data[begin:offsets[j]])
-                if consistent_labels(before + END, forms):
-                    reading.add(consistent_labels(before, forms), math.exp(logp) * max(0.0, 1.0 - shown))
+        if j >= layout.anchor or lead:
+            _read_alternatives(reading, token, j, layout, math.exp(logp), forms)
         logp += token.logprob
-        if j < anchor:
+        if j < layout.anchor:
             continue
-        path = _text(data[begin:offsets[j + 1]]) + (END if generated is None else "")
+        path = layout.label_text(layout.offsets[j + 1]) + (END if layout.generated(j) is None else "")
         labels, done = settled(path, forms)
         if done:
             reading.add(labels, math.exp(logp))
@@ -233,17 +244,35 @@ def read_slot(tokens: list[TokenLogprob], content: str, start: int, forms: Forms
     return reading
 
 
-def _branch_text(alt: bytes | None, j: int, anchor: int, head: bytes, before: bytes, forms: Forms) -> str:
+def _read_alternatives(reading: Reading, token: TokenLogprob, j: int, layout: _Layout, before: float,
+                       forms: Forms) -> None:
+    """Add what position j's alternatives say; `before` is the probability of the generated tokens up to it."""
+    shown = 0.0
+    for alternative, logprob in token.top:
+        alt = _alternative(alternative)
+        shown += math.exp(logprob)
+        if alt == layout.generated(j):
+            continue
+        reading.shown = True
+        text = _branch_text(alt, j, layout, forms)
+        reading.add(consistent_labels(text, forms), before * math.exp(logprob))
+    if j > layout.anchor and token.top and not any(_alternative(a) is None for a, _ in token.top):
+        # The answer could have ended here (the end is not shown): what the list leaves out is the end, or
+        # more of a label; it stays unattributed.
+        so_far = layout.label_text(layout.offsets[j])
+        if consistent_labels(so_far + END, forms):
+            reading.add(consistent_labels(so_far, forms), before * max(0.0, 1.0 - shown))
+
+
+def _branch_text(alt: bytes | None, j: int, layout: _Layout, forms: Forms) -> str:
     """The label text an alternative at position j would make, from where the label begins."""
     if alt is None:
-        alt_text = END
-    elif j == anchor and head and alt.startswith(head):
-        alt_text = _text(alt[len(head):])
-    else:
-        alt_text = _text(alt)
-    if j <= anchor:
-        return alt_text.lstrip(forms.openers) if alt_text != END else END
-    return _text(before) + alt_text
+        return END if j <= layout.anchor else layout.label_text(layout.offsets[j]) + END
+    head = layout.head
+    text = _text(alt[len(head):] if j == layout.anchor and head and alt.startswith(head) else alt)
+    if j <= layout.anchor:
+        return text.lstrip(forms.openers)
+    return layout.label_text(layout.offsets[j]) + text
 
 
 # ---- where the labels are in an answer ----------------------------------------------------------------------
