@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
                        "JSON list of tasks with predictions that Label Studio imports as pre-annotations")
     label.add_argument("--concurrency", type=int, help="requests in flight (default LABEL_CONCURRENCY)")
     label.add_argument("--mode", choices=("json", "logprobs", "text"), help="answer mode (default LLM_ANSWER_MODE)")
+    label.add_argument("--scoring", choices=("answer", "echo"), help="how scores are computed (default LLM_SCORING)")
     label.add_argument("--model", help="model name (default LLM_MODEL)")
     label.add_argument("--template", help="demonstration template (default PROMPT_TEMPLATE)")
     label.add_argument("--redis-url", help="label through the rq workers listening on this Redis "
@@ -94,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="the threshold recommended is the lowest score reaching this accuracy (default 0.9)")
     ev.add_argument("--output-dir", type=Path, default=Path("evaluation"), help="where the reports go")
     ev.add_argument("--mode", choices=("json", "logprobs", "text"), help="answer mode (default LLM_ANSWER_MODE)")
+    ev.add_argument("--scoring", choices=("answer", "echo"), help="how scores are computed (default LLM_SCORING)")
     ev.add_argument("--selection", help="demonstration selection (default DEMO_SELECTION)")
     ev.add_argument("--k", type=int, help="k of the selection (default DEMO_K)")
     ev.add_argument("--calibration", choices=("none", "contextual"), help="default CALIBRATION")
@@ -120,7 +122,7 @@ def _label(args) -> int:
     from .llm import LLMClient
 
     settings = Settings.from_env(model=args.model, answer_mode=args.mode, template=args.template,
-                                 concurrency=args.concurrency)
+                                 concurrency=args.concurrency, scoring=args.scoring)
     configure_logging(settings)
     spec = parse_spec(_read(args.config))
     examples, skipped = read_seeds(args.seeds + [Path(p) for p in settings.seed_paths], spec)
@@ -131,7 +133,8 @@ def _label(args) -> int:
     labeler = Labeler(spec, examples, settings, client)
     shots = f"{len(labeler.examples)} demonstrations" if labeler.examples else "no demonstrations (zero-shot)"
     print(f"labeling {args.input} with {shots}, model {settings.model}, "
-          f"mode {labeler.prompt.mode}, model_version {labeler.model_version}", file=sys.stderr)
+          f"{'echo scoring' if labeler.echo else f'mode {labeler.prompt.mode}'}, model_version {labeler.model_version}",
+          file=sys.stderr)
     print(f"demonstrations per prompt: {labeler.choice.summary()}", file=sys.stderr)
     if args.redis_url:
         summary = _label_with_workers(args, settings, spec, examples, labeler)
@@ -153,7 +156,8 @@ def _label_with_workers(args, settings, spec, examples, labeler):
     connection = store.connect(args.redis_url)
     if not store.ping(connection):
         raise LabelingError(f"Redis is unreachable at {args.redis_url.split('@')[-1]}")
-    options = {k: v for k, v in (("mode", args.mode), ("model", args.model), ("template", args.template)) if v}
+    options = {k: v for k, v in (("mode", args.mode), ("model", args.model), ("template", args.template),
+                                 ("scoring", args.scoring)) if v}
     remote = WorkerLabeling(settings, connection, spec.config, labeler.examples, options)
     try:
         if not remote.workers():
@@ -208,7 +212,7 @@ def _evaluate(args) -> int:
     if args.input and not args.config:
         raise LabelingError("--input needs --config (the labeling config the gold labels belong to)")
     settings = Settings.from_env(answer_mode=args.mode, selection=args.selection, selection_k=args.k,
-                                 calibration=args.calibration, concurrency=args.concurrency)
+                                 calibration=args.calibration, concurrency=args.concurrency, scoring=args.scoring)
     configure_logging(settings)
     return run_evaluate(args, settings)
 

@@ -120,7 +120,7 @@ def _label_group(state: WorkerState, context: ProjectContext, base: dict, texts:
     messages, keys = [], {}
     for task_id, text in texts.items():
         try:
-            keys[task_id] = request_key(context.labeler.request(text, vectors[task_id]))
+            keys[task_id] = request_key(context.labeler.request(text, vectors[task_id]), context.labeler.scoring)
         except BudgetExceeded as exc:
             messages.append({**base, "task": task_id, "error": "too_long", "detail": str(exc)})
     misses = []

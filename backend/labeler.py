@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import islice
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
-from .labeling.answers import (InvalidAnswer, label_distribution, parse_batch_answer, parse_json_answer,
-                               parse_structured_answer, parse_text_answer, span_confidence)
+from .labeling.answers import (InvalidAnswer, parse_batch_answer, parse_json_answer, parse_structured_answer,
+                               parse_text_answer)
+from .labeling.echo import EchoUnusable, echo_distribution, echo_request
 from .labeling.errors import MissingText
 from .labeling.examples import Example
-from .labeling.prompt import (PromptSettings, batch_schema, build_batch_messages, build_messages, for_config,
-                              json_schema, model_version, order_examples, render_query, stable_hash)
+from .labeling.probabilities import Scored, score_answer
+from .labeling.prompt import (PromptSettings, batch_schema, build_batch_messages, build_messages, describe_scoring,
+                              for_config, json_schema, model_version, order_examples, render_query, scoring_of,
+                              stable_hash)
 from .labeling.calibration import CONTENT_FREE, agreement, average, calibrate
 from .labeling.budget import TRUNCATION_MARKER, Budget, BudgetExceeded, Fitted, TokenCounter, context_window, fit
 from .labeling.auto_selection import choose_selection
@@ -29,6 +31,7 @@ from .settings import Settings
 from .spend import BudgetReached, SpendGuard
 
 log = logging.getLogger(__name__)
+
 
 @dataclass
 class Outcome:
@@ -50,6 +53,7 @@ class Outcome:
     dropped: int = 0  # demonstrations left out to fit the token budget
     demonstrations: tuple[str, ...] = ()  # refs (task ids, file:line) of the demonstrations in its prompt
     distribution: dict[str, float] | None = field(default=None, repr=False)
+    unattributed: float = 0.0  # probability mass the answer's alternatives could not attribute to one label
 
     @property
     def ok(self) -> bool:
@@ -67,6 +71,13 @@ class Labeler:
         self.settings = settings
         self.client = client
         prompt = for_config(prompt or prompt_for(settings, {}), spec)
+        if scoring_of(spec, prompt) == "echo":
+            # Echo reads no answer: the demonstrations show plain labels, one task per request.
+            prompt = replace(prompt, mode="logprobs", batch=1)
+        elif prompt.scoring == "echo":
+            log.info("echo scoring covers single-choice configs; this config's scores come from its answers")
+        self.echo = scoring_of(spec, prompt) == "echo"
+        self.scoring = describe_scoring(spec, prompt)  # part of every cache key: how the cached score was made
         self.counter = TokenCounter(prompt.model)
         self.budget = Budget(settings.context_window or context_window(prompt.model), settings.max_tokens,
                              settings.prompt_limit)
@@ -75,7 +86,7 @@ class Labeler:
         self.choice = choose_selection(spec, self.examples, prompt, self.counter, self.budget)
         if self.choice.setting == "auto":
             log.info("selection auto: %s", self.choice.reason)
-        self.prompt = dataclasses.replace(prompt, selection=self.choice.selection)
+        self.prompt = replace(prompt, selection=self.choice.selection)
         self.model_version = model_version(spec, self.examples, self.prompt)
         if self.prompt.uses_embeddings and embedder is None:
             embedder = embedder_for(self.prompt.embedding_model, client, process_vectors())
@@ -85,6 +96,9 @@ class Labeler:
         self._lock = threading.Lock()
         self._content_free_cache: dict[str, dict | None] = {}
         self._content_free_locks: dict[str, threading.Lock] = {}
+        self._echo_refused = ""  # why the server cannot score by echo, once it said so
+        self._echo_ok = False  # the server answered one echo request with prompt log-probabilities
+        self._echo_first = threading.Lock()
 
     def _selector(self):
         if self.embedder is None:
@@ -118,16 +132,22 @@ class Labeler:
         build = partial(_build_single, self.spec, self.prompt)
         fitted = fit(self._demonstrations(text, vector), text, build, self.counter, self.budget,
                      self.prompt.selection.strategy)
+        if self.echo:
+            return echo_request(fitted.messages, self.spec, self.prompt.model), fitted
         request = {"model": self.prompt.model, "messages": fitted.messages, "max_tokens": self.settings.max_tokens}
         mode = self.mode
         if mode == "json":
             request["response_format"] = {"type": "json_schema", "json_schema": {
                 "name": "labels", "strict": not self.spec.structured, "schema": json_schema(self.spec)}}
-        if mode == "logprobs" or self.settings.request_logprobs:
-            request["logprobs"] = True
-            if mode == "logprobs" and self.settings.top_logprobs:
-                request["top_logprobs"] = self.settings.top_logprobs
+        self._ask_logprobs(request)
         return request, fitted
+
+    def _ask_logprobs(self, request: dict) -> None:
+        # The alternatives at the label's position are what the score is read from, in every answer mode.
+        if self.mode == "logprobs" or self.prompt.request_logprobs:
+            request["logprobs"] = True
+            if self.prompt.top_logprobs:
+                request["top_logprobs"] = self.prompt.top_logprobs
 
     def request(self, text: str, vector=None) -> dict:
         """The chat request for one text: messages plus the answer mode's parameters."""
@@ -148,7 +168,7 @@ class Labeler:
             request, fitted = self.prepare(text, vector)
         except BudgetExceeded as exc:
             return Outcome(error="too_long", detail=str(exc), model_version=self.model_version)
-        outcome = self.ask(request, text)
+        outcome = self.ask_echo(request, fitted.messages) if self.echo else self.ask(request, text)
         outcome.truncated_chars, outcome.dropped = fitted.truncated_chars, fitted.dropped
         outcome.demonstrations = tuple(e.ref for e in fitted.demonstrations)
         return outcome
@@ -203,8 +223,7 @@ class Labeler:
                    "max_tokens": self.settings.max_tokens * len(texts),
                    "response_format": {"type": "json_schema", "json_schema": {
                        "name": "batch", "strict": True, "schema": batch_schema(self.spec, len(texts))}}}
-        if self.settings.request_logprobs:
-            request["logprobs"] = True
+        self._ask_logprobs(request)
         return request, fitted
 
     def _cut(self, text: str, max_tokens: int) -> str:
@@ -232,9 +251,7 @@ class Labeler:
         for number, outcome in enumerate(outcomes, start=1):
             labels = items.get(number)
             if isinstance(labels, tuple):
-                outcome.labels = labels
-                start = reply.content.find(f'"{number}"')
-                outcome.score = span_confidence(reply.tokens or [], reply.content, list(labels), max(start, 0))
+                _take(outcome, score_answer(reply.tokens, reply.content, self.spec, True, labels, item=str(number)))
             else:
                 _merge(outcome, self.label_text(texts[number - 1], vectors[number - 1]))
         return outcomes
@@ -276,43 +293,117 @@ class Labeler:
             outcome.values, outcome.notes = parse_structured_answer(content, self.spec, text)
             outcome.labels = ()
             return
-        mode = self.prompt.mode
-        labels = parse_json_answer(content, self.spec) if mode == "json" else parse_text_answer(content, self.spec)
-        outcome.labels = labels
-        if mode == "logprobs" and not self.spec.multiple:
-            outcome.distribution = label_distribution(tokens or [], self.spec)
-            if outcome.distribution and self.prompt.calibration == "contextual" and request is not None:
-                outcome.distribution = calibrate(outcome.distribution, self._content_free(request, outcome))
-            if outcome.distribution:
-                best = max(outcome.distribution, key=outcome.distribution.get)
-                outcome.labels, outcome.score = (best,), outcome.distribution[best]
-                return
-        outcome.score = span_confidence(tokens or [], content, list(labels))
+        json_mode = self.prompt.mode == "json"
+        labels = parse_json_answer(content, self.spec) if json_mode else parse_text_answer(content, self.spec)
+        _take(outcome, score_answer(tokens, content, self.spec, json_mode, labels))
+        if outcome.distribution and self.prompt.calibration == "contextual" and self.prompt.mode == "logprobs" \
+                and request is not None:
+            prior = self._content_free(request["messages"][:-1], self._chat_probe(request, outcome))
+            _calibrated(outcome, calibrate(outcome.distribution, prior))
 
-    def _content_free(self, request: dict, outcome: Outcome) -> dict[str, float] | None:
+    # ---- echo scoring --------------------------------------------------------------------------------------
+
+    def ask_echo(self, request: dict, messages: list[dict]) -> Outcome:
+        """Score every label by echo and take the argmax; a server that cannot is named once, then refused.
+
+        Until one request has shown that the server echoes log-probabilities, requests go one at a time, so
+        a server without them gets one request, not one per thread.
+        """
+        if not self._echo_ok:
+            with self._echo_first:
+                if not self._echo_ok and not self._echo_refused:
+                    outcome = self._ask_echo(request, messages)
+                    self._echo_ok = outcome.error is None
+                    return outcome
+        return self._ask_echo(request, messages)
+
+    def _ask_echo(self, request: dict, messages: list[dict]) -> Outcome:
+        outcome = Outcome(model_version=self.model_version)
+        if self._echo_refused:
+            outcome.error, outcome.detail = "echo_unsupported", self._echo_refused
+            return outcome
+        try:
+            distribution = self._echo_scores(request, outcome)
+        except LLMError as exc:
+            if exc.kind == "bad_request" and not self._echo_ok:  # once echo worked, a 400 is this task's
+                return self._refuse_echo(outcome, f"refused it ({exc})")
+            outcome.error, outcome.detail = "llm_error", str(exc)
+            return outcome
+        except BudgetReached as exc:
+            outcome.error, outcome.detail = "budget", str(exc)
+            return outcome
+        except EchoUnusable as exc:
+            if not self._echo_ok:
+                return self._refuse_echo(outcome, f"answered without them ({exc})")
+            outcome.error, outcome.detail = "malformed", f"echo reply: {exc}"
+            return outcome
+        _calibrated(outcome, distribution)
+        if self.prompt.calibration == "contextual":
+            score = partial(self._echo_probe, outcome)
+            _calibrated(outcome, calibrate(distribution, self._content_free(messages[:-1], score)))
+        return outcome
+
+    def _echo_scores(self, request: dict, outcome: Outcome) -> dict[str, float]:
+        if self.guard is not None:
+            self.guard.check()
+        reply = self.client.complete(request)
+        if self.guard is not None:
+            self.guard.record(reply.prompt_tokens, reply.completion_tokens)
+        _add_usage(outcome, reply)
+        return echo_distribution(request, reply.choices, self.spec)
+
+    def _echo_probe(self, outcome: Outcome, messages: list[dict]) -> dict[str, float] | None:
+        return self._echo_scores(echo_request(messages, self.spec, self.prompt.model), outcome)
+
+    def _refuse_echo(self, outcome: Outcome, why: str) -> Outcome:
+        message = (f"LLM_SCORING=echo needs the log-probabilities of the prompt's tokens from /v1/completions (echo "
+                   f"with logprobs), and the LLM server at {self.settings.openai_base_url or 'api.openai.com'} "
+                   f"{why}. vLLM gives them; OpenAI's current models and llama.cpp's llama-server do not. Set "
+                   "LLM_SCORING=answer (scores from the answer's top_logprobs).")
+        with self._lock:
+            first, self._echo_refused = not self._echo_refused, message
+        if first:
+            log.error(message)
+        outcome.error, outcome.detail = "echo_unsupported", message
+        return outcome
+
+    # ---- contextual calibration ----------------------------------------------------------------------------
+
+    def _content_free(self, prefix: list[dict], score: Callable[[list[dict]], dict | None]) -> dict[str, float] | None:
         """The label distribution the same prompt (same demonstrations) gives content-free inputs; computed
         once per prompt prefix, so a fixed selection pays for it once per model_version."""
-        prefix = request["messages"][:-1]
         key = stable_hash(prefix)
         with self._lock:
             key_lock = self._content_free_locks.setdefault(key, threading.Lock())
         with key_lock:  # one probe per prompt prefix, however many threads want it at once
             if key not in self._content_free_cache:
-                self._content_free_cache[key] = average(self._probe(request, prefix, outcome))
+                self._content_free_cache[key] = average(self._probe(prefix, score))
         return self._content_free_cache[key]
 
-    def _probe(self, request: dict, prefix: list[dict], outcome: Outcome) -> list:
+    def _probe(self, prefix: list[dict], score: Callable[[list[dict]], dict | None]) -> list:
         found = []
         for text in CONTENT_FREE:
-            probe = {**request, "messages": prefix + [{"role": "user",
-                                                       "content": render_query(self.prompt.template, text)}]}
+            messages = prefix + [{"role": "user", "content": render_query(self.prompt.template, text)}]
             try:
-                reply = self._chat(probe)
-            except (LLMError, BudgetReached):
+                found.append(score(messages))
+            except (LLMError, BudgetReached, EchoUnusable):
                 continue
-            _add_usage(outcome, reply)
-            found.append(label_distribution(reply.tokens or [], self.spec))
         return found
+
+    def _chat_probe(self, request: dict, outcome: Outcome) -> Callable[[list[dict]], dict | None]:
+        def score(messages: list[dict]) -> dict | None:
+            reply = self._chat({**request, "messages": messages})
+            _add_usage(outcome, reply)
+            return self._probe_distribution(reply)
+        return score
+
+    def _probe_distribution(self, reply) -> dict[str, float] | None:
+        """P(label) of a content-free answer: read where its label, or else its first word, begins."""
+        try:
+            labels = parse_text_answer(reply.content, self.spec)
+        except InvalidAnswer:
+            labels = ()
+        return score_answer(reply.tokens, reply.content, self.spec, False, labels).distribution
 
     def _agreement(self, request: dict, outcome: Outcome) -> float | None:
         """Confidence as agreement of a few answers sampled at temperature 0.7 (costs one call each)."""
@@ -356,11 +447,23 @@ def _share_usage(outcomes: list[Outcome], reply) -> None:
         outcome.completion_tokens += reply.completion_tokens // count + (index < reply.completion_tokens % count)
 
 
+def _take(outcome: Outcome, scored: Scored) -> None:
+    """An answer's labels and score: the argmax of its label distribution, or the parsed labels (score None)."""
+    outcome.labels, outcome.score = scored.labels, scored.score
+    outcome.distribution, outcome.unattributed = scored.distribution, scored.unattributed
+
+
+def _calibrated(outcome: Outcome, distribution: dict[str, float]) -> None:
+    best = max(distribution, key=distribution.get)
+    outcome.labels, outcome.score, outcome.distribution = (best,), distribution[best], distribution
+
+
 def _merge(outcome: Outcome, alone: Outcome) -> None:
     """An item asked again alone: its answer, plus what both requests cost."""
     outcome.labels, outcome.score, outcome.error, outcome.detail = alone.labels, alone.score, alone.error, alone.detail
     outcome.answer, outcome.distribution = alone.answer, alone.distribution
     outcome.demonstrations = alone.demonstrations
+    outcome.unattributed = alone.unattributed
     outcome.requests += alone.requests
     outcome.prompt_tokens += alone.prompt_tokens
     outcome.completion_tokens += alone.completion_tokens

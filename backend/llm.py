@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 
 import openai
+from openai.types import Completion
 from openai.types.chat import ChatCompletion
 
 from .labeling.answers import TokenLogprob
+from .labeling.echo import EchoChoice
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,17 @@ class Reply:
 
     content: str
     tokens: list[TokenLogprob] | None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    attempts: int = 1
+    model: str = ""
+
+
+@dataclass
+class CompletionReply:
+    """A /v1/completions answer: one choice per prompt, in prompt order, with what it cost."""
+
+    choices: list[EchoChoice]
     prompt_tokens: int = 0
     completion_tokens: int = 0
     attempts: int = 1
@@ -87,6 +100,11 @@ class LLMClient:
         body = {"model": self.settings.model, "temperature": 0, **request}
         return self._retrying(lambda attempt: self._send(body, attempt))
 
+    def complete(self, request: dict) -> CompletionReply:
+        """Send one /v1/completions request (echo scoring); LLMError when every retry failed."""
+        body = {"model": self.settings.model, "temperature": 0, **request}
+        return self._retrying(lambda attempt: self._send_completion(body, attempt))
+
     def embed(self, texts: list[str], model: str) -> tuple[list[list[float]], int]:
         """Embedding vectors of texts (in their order) and the prompt tokens spent; one HTTP request
         (plus retries), so the caller sizes the batch. LLMError when every retry failed."""
@@ -122,6 +140,13 @@ class LLMClient:
         response = self._call(body, lambda: self._client.post("/chat/completions", body=body, cast_to=ChatCompletion))
         return self._reply(response, attempt)
 
+    def _send_completion(self, body: dict, attempt: int) -> CompletionReply:
+        response = self._call(body, lambda: self._client.post("/completions", body=body, cast_to=Completion))
+        prompt, completion = self._note(response)
+        choices = sorted(response.choices or [], key=lambda c: c.index)
+        return CompletionReply([_echo_choice(c) for c in choices], prompt, completion, attempt,
+                               getattr(response, "model", ""))
+
     def _call(self, body: dict, request: Callable[[], _T]) -> _T:
         """One HTTP request: the rate-limit hook, one counted request, openai errors as LLMError."""
         if self._before_request:
@@ -136,7 +161,8 @@ class LLMClient:
         except openai.APIConnectionError as exc:
             raise LLMError("connection", f"cannot reach the LLM server: {type(exc.__cause__).__name__}") from None
 
-    def _reply(self, response, attempt: int) -> Reply:
+    def _note(self, response) -> tuple[int, int]:
+        """Warn once when the server is the fake stand-in; count and return (prompt, completion) tokens."""
         if getattr(response, "system_fingerprint", None) == FAKE_FINGERPRINT and not self._warned_fake:
             self._warned_fake = True
             log.warning("THE LLM AT %s IS THE FAKE STAND-IN SERVER: labels come from a test double, "
@@ -144,6 +170,10 @@ class LLMClient:
         usage = response.usage
         prompt, completion = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
         self.usage.add(prompt_tokens=prompt, completion_tokens=completion)
+        return prompt, completion
+
+    def _reply(self, response, attempt: int) -> Reply:
+        prompt, completion = self._note(response)
         choice = response.choices[0] if response.choices else None
         content = (choice.message.content or "") if choice else ""
         return Reply(content=content, tokens=_tokens(choice), prompt_tokens=prompt,
@@ -196,5 +226,19 @@ def _tokens(choice) -> list[TokenLogprob] | None:
     content = getattr(logprobs, "content", None) if logprobs else None
     if not content:
         return None
-    return [TokenLogprob(t.token, t.logprob, tuple((a.token, a.logprob) for a in (t.top_logprobs or [])))
+    return [TokenLogprob(_spelled(t), t.logprob, tuple((_spelled(a), a.logprob) for a in (t.top_logprobs or [])))
             for t in content]
+
+
+def _spelled(token) -> str:
+    """A token's text from its bytes when the server sent them: a token may hold part of a UTF-8 character,
+    which surrogateescape keeps (labeling.probabilities compares bytes)."""
+    raw = getattr(token, "bytes", None)
+    return bytes(raw).decode("utf-8", "surrogateescape") if raw else token.token
+
+
+def _echo_choice(choice) -> EchoChoice:
+    logprobs = choice.logprobs
+    if logprobs is None:
+        return EchoChoice(choice.text or "", (), ())
+    return EchoChoice(choice.text or "", tuple(logprobs.tokens or ()), tuple(logprobs.token_logprobs or ()))

@@ -6,7 +6,7 @@ import json
 
 from .embeddings import similarity_model
 from .labeling.errors import BadTemplate
-from .labeling.prompt import MODES, PromptSettings, check_template
+from .labeling.prompt import MODES, SCORINGS, PromptSettings, check_template
 from .labeling.selection import STRATEGIES, TFIDF, Selection
 from .settings import CALIBRATIONS, LOW_SCORE_ACTIONS, Settings
 
@@ -18,7 +18,8 @@ OPTIONS = {
     "template": (str, "demonstration template with {text} and ending in {label} (PROMPT_TEMPLATE)"),
     "selection": (str, f"demonstration selection, one of {list(STRATEGIES)} (DEMO_SELECTION)"),
     "k": (int, "k of first-k, balanced-k, nearest-k and mmr-k, and of auto when it picks nearest-k (DEMO_K)"),
-    "calibration": (str, "none or contextual, logprobs mode only (CALIBRATION)"),
+    "calibration": (str, "none or contextual, logprobs mode and echo scoring (CALIBRATION)"),
+    "scoring": (str, f"how scores are computed, one of {list(SCORINGS)} (LLM_SCORING)"),
     "threshold": (float, "score below which no pre-annotation is written, or it is flagged (SCORE_THRESHOLD)"),
     "low_score": (str, "skip or flag: what happens below the threshold (LOW_SCORE_ACTION)"),
     "batch": (int, "tasks answered by one request, json mode only (BATCH_SIZE)"),
@@ -75,6 +76,8 @@ def prompt_for(settings: Settings, options: dict) -> PromptSettings:
                               instruction=options.get("instruction", settings.instruction), selection=selection,
                               batch=options.get("batch", settings.batch_size),
                               embedding_model=embedding_model,
-                              calibration=options.get("calibration", settings.calibration))
+                              calibration=options.get("calibration", settings.calibration),
+                              scoring=options.get("scoring", settings.scoring), top_logprobs=settings.top_logprobs,
+                              request_logprobs=settings.request_logprobs)
     except (ValueError, BadTemplate) as exc:
         raise BadOptions(str(exc)) from exc

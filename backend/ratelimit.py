@@ -184,12 +184,15 @@ def limiter_name(base_url: str, model: str) -> str:
 
 
 def estimate_tokens(body: dict) -> int:
-    """A cheap, deliberately high estimate of the tokens a chat request may use (prompt + answer)."""
+    """A cheap, deliberately high estimate of the tokens a chat or completions request may use (prompt + answer)."""
     messages = body.get("messages") or []
     chars = sum(_content_chars(m.get("content") if isinstance(m, dict) else m) for m in messages)
+    prompts = body.get("prompt") or []
+    prompts = [prompts] if isinstance(prompts, str) else prompts  # echo scoring sends one prompt per label form
+    chars += sum(_content_chars(p) for p in prompts)
     answer = body.get("max_tokens") or body.get("max_completion_tokens") or DEFAULT_MAX_TOKENS
     # ~4 characters per token in English; /3 leaves room for other scripts and punctuation.
-    return math.ceil(chars / 3) + 4 * len(messages) + int(answer)
+    return math.ceil(chars / 3) + 4 * len(messages) + int(answer) * max(1, len(prompts))
 
 
 def _content_chars(content) -> int:

@@ -145,7 +145,7 @@ class Service:
         keys = {}
         for (task_id, text), vector in zip(texts.items(), vectors):
             try:
-                keys[task_id] = request_key(context.labeler.request(text, vector))
+                keys[task_id] = request_key(context.labeler.request(text, vector), context.labeler.scoring)
             except (MissingEmbeddings, BudgetExceeded):
                 continue
         return keys

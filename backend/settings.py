@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Mapping
 
-from .labeling.prompt import DEFAULT_TEMPLATE, MODES
+from .labeling.prompt import DEFAULT_TEMPLATE, MODES, SCORINGS
 from .labeling.selection import STRATEGIES, TFIDF
 
 
@@ -55,10 +55,11 @@ class Settings:
     max_retries: int = _num("LLM_MAX_RETRIES", 5, int, help="retries of a request after 429, 5xx, timeouts")
     answer_retries: int = _num("LLM_ANSWER_RETRIES", 1, int, help="extra requests after an answer that is malformed or outside the label set")
     max_tokens: int = _num("LLM_MAX_TOKENS", 256, int, help="cap on tokens in one answer")
-    top_logprobs: int = _num("LLM_TOP_LOGPROBS", 10, int, help="alternatives per token asked for in logprobs mode (0-20)")
+    top_logprobs: int = _num("LLM_TOP_LOGPROBS", 20, int, help="alternatives per answer token asked for with logprobs; the score reads them (1-20, the OpenAI limit; 0 only in json/text mode, where scores are then null)")
     request_logprobs: bool = _num("LLM_REQUEST_LOGPROBS", True, bool, help="ask for logprobs in json/text mode too, for a confidence score; turn off for servers that reject it")
+    scoring: str = _env("LLM_SCORING", "answer", help="answer (the score from the answer's top_logprobs) or echo (every label scored exactly through /v1/completions with echo and logprobs: vLLM; single-choice configs)")
     prices: str = _env("LLM_PRICES", help='price table override, JSON {"model": [input, output]} in USD per 1M tokens, for cost estimates')
-    calibration: str = _env("CALIBRATION", "none", help="none or contextual: in logprobs mode, divide out the prompt's own bias measured with content-free inputs (3 extra calls per demonstration set)")
+    calibration: str = _env("CALIBRATION", "none", help="none or contextual: in logprobs mode and with echo scoring, divide out the prompt's own bias measured with content-free inputs (3 extra calls per demonstration set)")
     confidence_samples: int = _num("CONFIDENCE_SAMPLES", 0, int, help="when the server gives no logprobs: sample this many extra answers and use their agreement as the score (0: no score)")
     score_threshold: float = _num("SCORE_THRESHOLD", 0.0, float, help="predictions scoring below this are not written, or are flagged (LOW_SCORE_ACTION); 0: off")
     low_score_action: str = _env("LOW_SCORE_ACTION", "skip", help="skip (no pre-annotation) or flag (written, with a low-confidence note on the region)")
@@ -157,8 +158,14 @@ class Settings:
             raise SettingsError("LLM_CONTEXT_WINDOW and PROMPT_MAX_TOKENS must be 0 (automatic) or positive")
         if self.selection_k < 1:
             raise SettingsError(f"DEMO_K must be at least 1, got {self.selection_k!r}")
+        if self.scoring not in SCORINGS:
+            raise SettingsError(f"LLM_SCORING must be one of {list(SCORINGS)}, got {self.scoring!r}")
+        if self.answer_mode == "logprobs" and self.scoring == "answer" and not 1 <= self.top_logprobs <= 20:
+            raise SettingsError("LLM_ANSWER_MODE=logprobs reads each label's probability from the alternatives: "
+                                "LLM_TOP_LOGPROBS must be between 1 and 20 (the OpenAI limit), got "
+                                f"{self.top_logprobs!r}")
         if not 0 <= self.top_logprobs <= 20:
-            raise SettingsError(f"LLM_TOP_LOGPROBS must be between 0 and 20, got {self.top_logprobs!r}")
+            raise SettingsError(f"LLM_TOP_LOGPROBS must be between 0 and 20 (the OpenAI limit), got {self.top_logprobs!r}")
 
     @property
     def version_every(self) -> int:

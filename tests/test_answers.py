@@ -1,11 +1,8 @@
-"""Answers: parsed tolerantly, validated strictly; logprobs become a distribution over the label set."""
-
-import math
+"""Answers: parsed tolerantly, validated strictly (their probabilities: test_probabilities.py)."""
 
 import pytest
 
-from backend.labeling.answers import (InvalidAnswer, TokenLogprob, label_distribution, match_label,
-                                      parse_json_answer, parse_text_answer, span_confidence)
+from backend.labeling.answers import InvalidAnswer, locate_json, match_label, parse_json_answer, parse_text_answer
 from backend.labeling.spec import parse_spec
 from tests.conftest import MULTI_CONFIG, SENTIMENT_CONFIG, SEEDS
 
@@ -62,33 +59,23 @@ def test_multiple_choice_answers_in_both_forms():
         parse_json_answer('{"labels": ["food", "cars"]}', MULTI)
 
 
-def lp(p):
-    return math.log(p)
+@pytest.mark.parametrize("raw, found", [
+    ('{"label": "x"}', ('{"label": "x"}', 0)),
+    ('Sure: {"label": "x"} ok', ('{"label": "x"} ok', 6)),
+    ('```json\n  {"label": "x"}\n```', ('{"label": "x"}', 10)),
+    ("no json here", None),
+])
+def test_the_json_of_an_answer_is_located_where_it_starts(raw, found):
+    assert locate_json(raw) == found
+    if found:
+        assert raw[found[1]:].startswith(found[0][:5])
 
 
-def test_distribution_from_single_token_labels():
-    tokens = [TokenLogprob("positive", lp(0.7), (("positive", lp(0.7)), ("negative", lp(0.2)), ("neutral", lp(0.1))))]
-    dist = label_distribution(tokens, SPEC)
-    assert dist["positive"] == pytest.approx(0.7 / 0.9)
-    assert dist["negative"] == pytest.approx(0.2 / 0.9)
-
-
-def test_distribution_follows_multi_token_labels_that_share_a_prefix():
-    # Labels "Billing" and "Bill..." style collisions: tokens "Tech" "nical" vs "Feed" "back".
-    tokens = [TokenLogprob("tech", lp(0.6), (("tech", lp(0.6)), ("Feed", lp(0.3)))),
-              TokenLogprob("nical", lp(0.9), (("nical", lp(0.9)), ("no", lp(0.1))))]
-    dist = label_distribution(tokens, SUPPORT)
-    assert max(dist, key=dist.get) == "technical"
-    assert dist["technical"] == pytest.approx(0.54 / (0.54 + 0.3))
-    assert dist["Feedback"] == pytest.approx(0.3 / (0.54 + 0.3))
-
-
-def test_no_distribution_without_mass_on_labels():
-    assert label_distribution([TokenLogprob("banana", lp(0.9), (("banana", lp(0.9)),))], SPEC) is None
-    assert label_distribution([], SPEC) is None
-
-
-def test_span_confidence_is_the_probability_of_the_label_tokens():
-    tokens = [TokenLogprob('{"label": "', 0.0), TokenLogprob("positive", lp(0.8)), TokenLogprob('"}', lp(0.99))]
-    assert span_confidence(tokens, '{"label": "positive"}', ["positive"]) == pytest.approx(0.8)
-    assert span_confidence(tokens, "something else", ["positive"]) is None
+def test_a_label_inside_a_longer_labels_mention_is_not_a_second_mention():
+    spec = parse_spec('<View><Text name="text" value="$text"/><Choices name="c" toName="text"><Choice value="Sci"/>'
+                      '<Choice value="Sci/Tech"/><Choice value="World"/><Choice value="World News"/></Choices></View>')
+    assert parse_text_answer("The label is sci/tech", spec) == ("Sci/Tech",)
+    assert parse_text_answer("The label is World News.", spec) == ("World News",)
+    assert parse_text_answer("The label is Sci.", spec) == ("Sci",)
+    with pytest.raises(InvalidAnswer):
+        parse_text_answer("Sci or World", spec)

@@ -225,6 +225,15 @@ def test_completions_endpoint_classic_template(client):
     assert completion.usage.completion_tokens == 1 and completion.usage.prompt_tokens > 50
 
 
+def test_completions_answer_each_prompt_of_a_list_and_ignore_echo(client):
+    blocks = "\n\n".join(f"{text} [SEP] The label of the above text is {label}" for text, label in DEMOS)
+    prompts = [f"{blocks}\n\n{query} [SEP] The label of the above text is"
+               for query in ("the browser crash needs a software fix", "the striker scored a goal in the match")]
+    completion = client.completions.create(model="any-model", prompt=prompts, echo=True, logprobs=1, max_tokens=1)
+    assert [c.index for c in completion.choices] == [0, 1]
+    assert [c.text for c in completion.choices] == [" technology", " sports"]  # no echo: the stand-in lacks it
+
+
 def test_embeddings_similarity_and_determinism(fake, client):
     texts = ["the cat sat on the mat", "a cat sat on a mat", "stock markets fell sharply today"]
     data = client.embeddings.create(model="emb", input=texts, encoding_format="float")

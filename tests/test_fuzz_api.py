@@ -32,8 +32,9 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, respons
 
 from backend import openapi
 from backend.fake_llm import spawn_fake_llm
-from backend.labeling.answers import (InvalidAnswer, TokenLogprob, label_distribution, parse_batch_answer,
-                                      parse_json_answer, parse_text_answer)
+from backend.labeling.answers import (InvalidAnswer, TokenLogprob, parse_batch_answer, parse_json_answer,
+                                      parse_text_answer)
+from backend.labeling.probabilities import score_answer
 from backend.labeling.errors import LabelingError
 from backend.labeling.results import prediction_errors, result_regions
 from backend.labeling.spec import parse_spec
@@ -515,10 +516,13 @@ def test_crafted_answers_yield_labels_from_the_set_or_nothing(config):
         assert prediction_errors(spec, result_regions(spec, labels)) == []
 
     for answer in CRAFTED_ANSWERS:
+        tokens = [TokenLogprob(answer, -0.1, ((answer, -0.1), ("positive", -2.0), ("Ne", -3.0)))]
         for parse in (parse_json_answer, parse_text_answer):
             started = time.perf_counter()
             try:
-                check(parse(answer, spec))
+                labels = parse(answer, spec)
+                check(labels)
+                check(score_answer(tokens, answer, spec, parse is parse_json_answer, labels).labels)
             except InvalidAnswer:
                 pass
             assert time.perf_counter() - started < 2, (parse.__name__, answer[:80])
@@ -562,7 +566,7 @@ def test_logprob_tokens_outside_the_set_carry_no_mass():
     spec = parse_spec(SENTIMENT_CONFIG)
     tokens = [TokenLogprob("hack", -0.01, (("hack", -0.01), ("pos", -3.0), ("neg", -4.0), ("ignore", -0.5))),
               TokenLogprob("ed", -0.01, (("ed", -0.01), ("itive", -0.2)))]
-    distribution = label_distribution(tokens, spec)
+    distribution = score_answer(tokens, "hacked", spec, False, ()).distribution
     assert distribution is None or set(distribution) <= set(SENTIMENT)
     with pytest.raises((InvalidAnswer, LabelingError)):
         result_regions(spec, ("hacked",))

@@ -100,3 +100,11 @@ def test_the_summary_reports_cache_hits_tokens_and_an_estimated_cost(env, tmp_pa
     expected = (stats["prompt_tokens"] * 1000 + stats["completion_tokens"] * 2000) / 1e6
     assert summary["cost_usd"] == pytest.approx(expected) and summary["cache_hits"] == 0
     assert "estimated cost $" in capsys.readouterr().out
+
+
+def test_echo_scoring_with_a_server_that_cannot_is_refused_after_one_request(env, tmp_path, capsys):
+    # The stand-in answers /v1/completions without echoing the prompt's log-probabilities.
+    code, out = run_label(tmp_path, support_tasks(), "--scoring", "echo", "--concurrency", "8")
+    assert code == 1 and all(r["label"] is None and r["error"].startswith("echo_unsupported") for r in out)
+    assert "LLM_SCORING=answer" in out[0]["error"] and env.stats()["requests"] == 1
+    assert "failures: echo_unsupported 20" in capsys.readouterr().out

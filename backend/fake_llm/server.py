@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
-from . import answers
+from . import answers, reference
 
 LOG_PREFIX = "[FAKE LLM STAND-IN]"
 FINGERPRINT = "fake-llm-stand-in"
@@ -33,6 +33,7 @@ WINDOWS_S = (1, 10, 60)
 MODEL_PATHS = ("/v1/chat/completions", "/v1/completions")
 POST_PATHS = MODEL_PATHS + ("/v1/embeddings",)
 MAX_TOP_LOGPROBS = 20
+MAX_PROMPTS = 256
 
 # name -> (type, default). Settable by CLI/env at start, /_fake/config at runtime,
 # and per request by query-string parameters or `X-Fake-<Name>` headers.
@@ -51,7 +52,10 @@ KNOBS: dict[str, tuple[type, object]] = {
     "seed": (int, 0),
     "batch_drop": (int, 0),  # items left out at the end of every batch answer
     "prior_last": (float, 0.0),  # score bonus for the last demonstration's label (a recency bias)
+    "reference": (int, 0),  # 1: answer from the truths declared for each task text (reference.py)
+    "echo": (int, 1),  # 0: refuse /v1/completions with echo and logprobs, as OpenAI's current models do
 }
+SWITCHES = ("reference", "echo")
 # Faults are drawn in this order; the first that fires wins.
 FAULTS = (("429", "rate_429"), ("500", "rate_500"), ("hang", "rate_hang"),
           ("malformed", "rate_malformed"), ("out_of_set", "rate_out_of_set"))
@@ -93,6 +97,8 @@ def parse_knob(name: str, value):
         number = kind(float(value)) if kind is int else float(value)
     except (TypeError, ValueError):
         raise KnobError(f"{name} must be a number, got {value!r}") from None
+    if name in SWITCHES and number not in (0, 1):
+        raise KnobError(f"{name} is 0 or 1, got {value!r}")
     if name.startswith("rate_") or name == "bias_strength":
         if not 0.0 <= number <= 1.0:
             raise KnobError(f"{name} is a probability in [0, 1], got {value!r}")
@@ -131,6 +137,8 @@ class Draw:
     latency_s: float
     batch_drop: int = 0
     prior_last: float = 0.0
+    reference: bool = False
+    echo: bool = True
 
 
 # ------------------------------------------------------------------------ state
@@ -147,6 +155,7 @@ class FakeState:
         self.config = dict(self.initial)
         self.rng = random.Random(self.config["seed"])
         self.models_seen: dict[str, None] = {}
+        self.truths: dict[str, reference.Truth] = {}
         self._clear()
 
     def _clear(self) -> None:
@@ -170,12 +179,22 @@ class FakeState:
                 self.rng.seed(parsed["seed"])
             return dict(self.config)
 
+    def declare(self, truths: dict) -> int:
+        """Add truths (task text -> truth JSON) for reference mode; TruthError names a bad one."""
+        if not isinstance(truths, dict) or not all(isinstance(text, str) and text for text in truths):
+            raise reference.TruthError("truths must be an object of task text -> truth")
+        parsed = {text: reference.Truth.from_json(raw) for text, raw in truths.items()}
+        with self.lock:
+            self.truths.update(parsed)
+            return len(self.truths)
+
     def reset(self, config: bool = False) -> None:
         with self.lock:
             self._clear()
             self.models_seen.clear()
             if config:
                 self.config = dict(self.initial)
+                self.truths.clear()
             # Reseeding makes "reset, then run" reproducible.
             self.rng.seed(self.config["seed"])
 
@@ -193,7 +212,7 @@ class FakeState:
         biased = knobs["bias"] == "last" and bias_roll < knobs["bias_strength"]
         jitter = (2.0 * jitter_roll - 1.0) * knobs["latency_jitter_ms"]  # symmetric +-jitter
         return Draw(fault, biased, max(0.0, knobs["latency_ms"] + jitter) / 1000.0, knobs["batch_drop"],
-                    knobs["prior_last"])
+                    knobs["prior_last"], bool(knobs["reference"]), bool(knobs["echo"]))
 
     def arrive(self, path: str) -> None:
         now = time.monotonic()
@@ -241,6 +260,7 @@ class FakeState:
                 "max_in_flight": self.max_in_flight,
                 "models": [DEFAULT_MODEL] + [m for m in self.models_seen if m != DEFAULT_MODEL],
                 "config": dict(self.config),
+                "truths": len(self.truths),
             }
 
     def requests(self) -> list[dict]:
@@ -267,10 +287,9 @@ def validate(path: str, body) -> str | None:
             return "'stream' is not supported by the stand-in"
     elif path == "/v1/completions":
         prompt = body.get("prompt")
-        if isinstance(prompt, list):
-            prompt = prompt[0] if len(prompt) == 1 else None
-        if not isinstance(prompt, str):
-            return "missing or invalid 'prompt': a string (or a list of one string) is required"
+        prompts = prompt if isinstance(prompt, list) else [prompt]
+        if not prompts or len(prompts) > MAX_PROMPTS or not all(isinstance(p, str) for p in prompts):
+            return f"missing or invalid 'prompt': a string or a list of 1 to {MAX_PROMPTS} strings is required"
     elif path == "/v1/embeddings":
         value = body.get("input")
         if not (isinstance(value, str) or (isinstance(value, list) and value)):
@@ -329,27 +348,116 @@ def chat_response(body: dict, draw: Draw, request_id: str) -> dict:
 
 
 def completion_response(body: dict, draw: Draw, request_id: str) -> dict:
-    prompt = body["prompt"][0] if isinstance(body["prompt"], list) else body["prompt"]
-    answer = answers.answer_completion(prompt, bias_last=draw.biased)
-    if draw.fault == "malformed":
-        answer = answers.Answer(" " + answers.GARBAGE_TEXT, [], "malformed")
-    elif draw.fault == "out_of_set":
-        dist = answers.with_extra_label(answer.slots[0][1] if answer.slots else {}, answers.OUT_OF_SET_LABEL)
-        answer = answers.Answer(" " + answers.OUT_OF_SET_LABEL, [(answers.OUT_OF_SET_LABEL, dist)], "out_of_set")
-    logprobs = None
-    if body.get("logprobs") is not None:
-        logprobs = answers.completion_logprobs(answer, _top_k(body["logprobs"]), len(prompt))
-    prompt_tokens, completion_tokens = answers.count_tokens(prompt), answers.count_tokens(answer.content)
+    """The stand-in's completion of each prompt (a list of prompts gets one choice each); `echo` is ignored,
+    as servers without prompt log-probabilities ignore it."""
+    prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+    choices, prompt_tokens, completion_tokens = [], 0, 0
+    for index, prompt in enumerate(prompts):
+        answer = answers.answer_completion(prompt, bias_last=draw.biased)
+        if draw.fault == "malformed":
+            answer = answers.Answer(" " + answers.GARBAGE_TEXT, [], "malformed")
+        elif draw.fault == "out_of_set":
+            dist = answers.with_extra_label(answer.slots[0][1] if answer.slots else {}, answers.OUT_OF_SET_LABEL)
+            answer = answers.Answer(" " + answers.OUT_OF_SET_LABEL, [(answers.OUT_OF_SET_LABEL, dist)], "out_of_set")
+        logprobs = None
+        if body.get("logprobs") is not None:
+            logprobs = answers.completion_logprobs(answer, _top_k(body["logprobs"]), len(prompt))
+        choices.append({"text": answer.content, "index": index, "logprobs": logprobs, "finish_reason": "stop"})
+        prompt_tokens += answers.count_tokens(prompt)
+        completion_tokens += answers.count_tokens(answer.content)
+    return completion_envelope(body, request_id, choices, prompt_tokens, completion_tokens)
+
+
+def completion_envelope(body: dict, request_id: str, choices: list[dict], prompt_tokens: int,
+                        completion_tokens: int) -> dict:
     return {
         "id": f"cmpl-{request_id}",
         "object": "text_completion",
         "created": int(time.time()),
         "model": body.get("model") or DEFAULT_MODEL,
         "system_fingerprint": FINGERPRINT,
-        "choices": [{"text": answer.content, "index": 0, "logprobs": logprobs, "finish_reason": "stop"}],
+        "choices": choices,
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                   "total_tokens": prompt_tokens + completion_tokens},
     }
+
+
+# ------------------------------------------------------------- reference mode
+
+
+class NoTruth(ValueError):
+    """A reference-mode request the declared truths do not cover, or one the mode cannot answer (a 400)."""
+
+
+def _truth_of(truths: dict, text: str) -> tuple[str, "reference.Truth"]:
+    found = reference.find_truth(truths, text)
+    if found is None:
+        raise NoTruth(f"reference mode: no truth is declared for any task text in {text[-160:]!r}; declare it "
+                      "with POST /_fake/truth {\"truths\": {\"<task text>\": {\"labels\": {...}}}}")
+    return found
+
+
+def reference_chat_response(body: dict, request_id: str, truths: dict) -> dict:
+    """A chat answer decoded greedily from the declared truth of the query's task text (of each batch item)."""
+    prompt = answers.parse_chat(body["messages"])
+    kind = reference.answer_kind(body.get("response_format"))
+    top_k = _top_k(body.get("top_logprobs"), 0)
+    if kind == "batch":
+        items = [(number, _truth_of(truths, text)[1]) for number, text in answers.batch_items(prompt.query)]
+        if not items:
+            raise NoTruth("reference mode: a batch schema but no [item N] blocks in the query")
+        content, entries = reference.batch_reply(items, top_k)
+        finish = "stop"
+    else:
+        _, truth = _truth_of(truths, prompt.query)
+        content, entries, finish = reference.reply(truth, kind, top_k, body.get("max_tokens"))
+    logprobs = {"content": entries, "refusal": None} if body.get("logprobs") else None
+    prompt_tokens = sum(len(reference.tokenize(answers.message_text(m.get("content")))) + 4 for m in body["messages"])
+    return {
+        "id": f"chatcmpl-{request_id}", "object": "chat.completion", "created": int(time.time()),
+        "model": body.get("model") or DEFAULT_MODEL, "system_fingerprint": FINGERPRINT,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": None},
+                     "logprobs": logprobs, "finish_reason": finish}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(entries),
+                  "total_tokens": prompt_tokens + len(entries)},
+    }
+
+
+def reference_completion_response(body: dict, draw: Draw, request_id: str, truths: dict) -> dict:
+    """Completions against the declared truth: with `echo`, every prompt token's log-probability (the answer
+    part exact); the generated text is the greedy answer when the prompt stops where the answer begins."""
+    echo, wants_logprobs = bool(body.get("echo")), body.get("logprobs") is not None
+    if echo and wants_logprobs and not draw.echo:
+        raise NoTruth("Setting 'echo' and 'logprobs' at the same time is not supported for this model.")
+    prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+    top_k, max_tokens = _top_k(body.get("logprobs"), 0), body.get("max_tokens", 16)
+    choices, prompt_tokens, completion_tokens = [], 0, 0
+    for index, prompt in enumerate(prompts):
+        text, truth = _truth_of(truths, prompt)
+        start = reference.answer_start(prompt, text, truth)
+        if start is None:
+            raise NoTruth(f"reference mode: no {truth.marker!r} after the task text in the prompt")
+        steps, ended = [], True
+        if start == len(prompt) and max_tokens:  # nothing of the answer given: generate it
+            steps, ended = reference.greedy(reference.build_trie(truth.answers("completion")), top_k, truth.end,
+                                        max_tokens)
+        generated, entries = reference.chat_entries(steps)
+        logprobs = None
+        if wants_logprobs:
+            logprobs = reference.echo_logprobs(prompt, start, truth, top_k) if echo else \
+                {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+            offset = len(prompt) if echo else 0
+            for entry in entries:
+                logprobs["tokens"].append(entry["token"])
+                logprobs["token_logprobs"].append(entry["logprob"])
+                logprobs["top_logprobs"].append({e["token"]: e["logprob"] for e in entry["top_logprobs"]})
+                logprobs["text_offset"].append(offset)
+                offset += len(entry["token"])
+        choices.append({"text": (prompt if echo else "") + generated, "index": index, "logprobs": logprobs,
+                        "finish_reason": "stop" if ended else "length"})
+        prompt_tokens += len(reference.tokenize(prompt))
+        completion_tokens += len(steps)
+    return completion_envelope(body, request_id, choices, prompt_tokens, completion_tokens)
 
 
 def embeddings_response(body: dict) -> dict:
@@ -444,6 +552,8 @@ class FakeHandler(BaseHTTPRequestHandler):
         body, problem = _decode(raw)
         if path == "/_fake/config":
             return self._post_config(body, problem)
+        if path == "/_fake/truth":
+            return self._post_truth(body, problem)
         if path == "/_fake/reset":
             config = bool(isinstance(body, dict) and body.get("config"))
             self.server.state.reset(config=config)
@@ -456,6 +566,14 @@ class FakeHandler(BaseHTTPRequestHandler):
         try:
             return self._send_json(200, {"config": self.server.state.configure(body)})
         except KnobError as error:
+            return self._send_json(400, error_body(str(error)))
+
+    def _post_truth(self, body, problem):
+        if problem or not isinstance(body, dict) or not isinstance(body.get("truths"), dict):
+            return self._send_json(400, error_body(problem or 'expected {"truths": {"<task text>": {...}}}'))
+        try:
+            return self._send_json(200, {"declared": self.server.state.declare(body["truths"])})
+        except reference.TruthError as error:
             return self._send_json(400, error_body(str(error)))
 
     # -- the OpenAI-compatible endpoints
@@ -477,8 +595,8 @@ class FakeHandler(BaseHTTPRequestHandler):
             entry["overrides"] = overrides
         knobs = state.effective(overrides)
         draw = state.draw(knobs, own_seed="seed" in overrides)
-        if path == "/v1/embeddings" and draw.fault in ("malformed", "out_of_set"):
-            draw.fault = None  # vectors have no label to break; only transport faults apply
+        if (path == "/v1/embeddings" or draw.reference) and draw.fault in ("malformed", "out_of_set"):
+            draw.fault = None  # vectors, and declared truths, have no label to break; transport faults apply
         entry["fault"], entry["biased"] = draw.fault, draw.biased
         state.stop_event.wait(draw.latency_s)
         if draw.fault in ("429", "500"):
@@ -487,6 +605,8 @@ class FakeHandler(BaseHTTPRequestHandler):
             state.stop_event.wait(knobs["hang_s"])  # then answer normally; clients should time out first
         try:
             payload = self._build(path, body, draw)
+        except NoTruth as error:
+            return self._reply(entry, 400, error_body(str(error)))
         except Exception as error:  # a stand-in bug must still answer, and say so
             log(f"internal error on {path}: {error!r}")
             return self._reply(entry, 500, error_body(f"stand-in internal error: {error!r}", "server_error"))
@@ -503,10 +623,13 @@ class FakeHandler(BaseHTTPRequestHandler):
 
     def _build(self, path: str, body: dict, draw: Draw) -> dict:
         request_id = f"fake-{self.server.next_id()}"
+        truths = self.server.state.truths
         if path == "/v1/chat/completions":
-            return chat_response(body, draw, request_id)
+            return reference_chat_response(body, request_id, truths) if draw.reference else \
+                chat_response(body, draw, request_id)
         if path == "/v1/completions":
-            return completion_response(body, draw, request_id)
+            return reference_completion_response(body, draw, request_id, truths) if draw.reference else \
+                completion_response(body, draw, request_id)
         return embeddings_response(body)
 
     def _reply(self, entry: dict, status: int, payload: dict, headers: dict | None = None) -> None:
@@ -573,6 +696,10 @@ class FakeLLM:
     def configure(self, **knobs) -> dict:
         return self.state.configure(knobs)
 
+    def declare(self, truths: dict) -> int:
+        """Declare truths (task text -> truth) for reference mode (knob reference=1)."""
+        return self.state.declare(truths)
+
     def reset(self, config: bool = False) -> None:
         self.state.reset(config=config)
 
@@ -624,6 +751,9 @@ class FakeLLMProcess:
 
     def configure(self, **knobs) -> dict:
         return _http_json("POST", self._control + "/config", knobs)["config"]
+
+    def declare(self, truths: dict) -> int:
+        return _http_json("POST", self._control + "/truth", {"truths": truths})["declared"]
 
     def reset(self, config: bool = False) -> None:
         _http_json("POST", self._control + "/reset", {"config": config})

@@ -1,10 +1,9 @@
-"""Model answers to labels: tolerant parsing, strict validation against the label set, confidence from logprobs."""
+"""Model answers to labels: tolerant parsing and strict validation against the label set (scores: probabilities.py)."""
 
 from __future__ import annotations
 
 import itertools
 import json
-import math
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -63,12 +62,15 @@ def match_label(raw: str, spec: LabelingSpec) -> str | None:
 
 
 def _unique_mention(raw: str, spec: LabelingSpec) -> str | None:
-    # A sentence around the label ("The label is Positive.") names exactly one label as a whole word.
-    found = set()
+    # A sentence around the label ("The label is Positive.") names exactly one label as a whole word; a label
+    # inside a longer one's mention ("Sci" in "sci/tech") is not a mention of its own.
+    spans = []
     for label in spec.labels:
         for form in {label.value, label.name}:
-            if re.search(rf"(?<!\w){re.escape(form)}(?!\w)", raw, flags=re.IGNORECASE):
-                found.add(label.value)
+            for match in re.finditer(rf"(?<!\w){re.escape(form)}(?!\w)", raw, flags=re.IGNORECASE):
+                spans.append((match.start(), match.end(), label.value))
+    found = {value for start, end, value in spans
+             if not any(s <= start and end <= e and (s, e) != (start, end) for s, e, _ in spans)}
     return found.pop() if len(found) == 1 else None
 
 
@@ -163,16 +165,36 @@ def _label_field(payload, spec: LabelingSpec):
 
 
 def _strip_fences(content: str) -> str:
+    return _fenced(content)[0]
+
+
+def _fenced(content: str) -> tuple[str, int]:
+    """The inside of the first code fence (or the whole answer) and where it starts in the answer."""
     match = re.search(r"```(?:[a-zA-Z]+)?\s*(.*?)```", content, flags=re.DOTALL)
-    return match.group(1) if match else content
+    return (match.group(1), match.start(1)) if match else (content, 0)
 
 
 def _find_json(content: str):
-    text = _strip_fences(content).strip()
+    found = locate_json(content)
+    if found is None:
+        raise InvalidAnswer("malformed", f"no JSON in the answer {content[:120]!r}")
+    text, _ = found
+    return json.JSONDecoder().raw_decode(text)[0]
+
+
+def locate_json(content: str) -> tuple[str, int] | None:
+    """The answer's JSON value: (text starting with it, its offset in the answer), or None when there is none.
+
+    Code fences and prose around the JSON are tolerated.
+    """
+    inner, offset = _fenced(content)
+    text = inner.strip()
+    offset += len(inner) - len(inner.lstrip())
     # ValueError covers JSONDecodeError and over-long integers; RecursionError, nesting past the parser's depth:
     # an answer is data from outside, and no answer may fail the job that asked for it.
     try:
-        return json.loads(text)
+        json.loads(text)
+        return text, offset
     except (ValueError, RecursionError):
         pass
     # A sentence around the object: decode from the first brace that starts a valid value (the first
@@ -180,71 +202,8 @@ def _find_json(content: str):
     decoder = json.JSONDecoder()
     for match in itertools.islice(re.finditer(r"[\[{]", text), MAX_JSON_STARTS):
         try:
-            return decoder.raw_decode(text, match.start())[0]
+            decoder.raw_decode(text, match.start())
         except (ValueError, RecursionError):
             continue
-    raise InvalidAnswer("malformed", f"no JSON in the answer {content[:120]!r}")
-
-
-def label_distribution(tokens: list[TokenLogprob], spec: LabelingSpec) -> dict[str, float] | None:
-    """P(label | prompt) over the label set from the answer's token logprobs, renormalized; None if no mass.
-
-    For each label, follow the generated tokens while they spell a prefix of it; at the first token
-    that leaves the label (or completes it) take the probability of the alternatives that continue it.
-    """
-    if not tokens:
-        return None
-    mass = {label: _label_mass(tokens, normalize_answer(label)) for label in spec.label_values}
-    total = sum(mass.values())
-    if total <= 0:
-        return None
-    return {label: value / total for label, value in mass.items()}
-
-
-def normalize_answer(text: str) -> str:
-    return unicodedata.normalize("NFKC", text).casefold().lstrip(" \t\n\"'")
-
-
-def _label_mass(tokens: list[TokenLogprob], target: str) -> float:
-    prefix, logp = "", 0.0
-    for token in tokens:
-        spelled = normalize_answer(prefix + token.token)
-        if _covers(spelled, target):
-            return math.exp(logp + token.logprob)
-        if not target.startswith(spelled):
-            alternatives = [lp for alt, lp in token.top if alt != token.token
-                            and _consistent(normalize_answer(prefix + alt), target)]
-            return math.exp(logp) * sum(math.exp(lp) for lp in alternatives)
-        prefix, logp = prefix + token.token, logp + token.logprob
-    return 0.0
-
-
-def _covers(spelled: str, target: str) -> bool:
-    return spelled.startswith(target) and not spelled[len(target):len(target) + 1].isalnum()
-
-
-def _consistent(spelled: str, target: str) -> bool:
-    return bool(spelled) and (target.startswith(spelled) or _covers(spelled, target))
-
-
-def span_confidence(tokens: list[TokenLogprob], content: str, values: list[str], start: int = 0) -> float | None:
-    """Probability the model gave the characters of the chosen label values (found from `start` on), or None."""
-    if not tokens or "".join(t.token for t in tokens) != content:
-        return None
-    spans = []
-    for value in values:
-        index = content.find(value, start)
-        if index < 0:
-            index = content.casefold().find(value.casefold(), start)
-        if index < 0:
-            return None
-        spans.append((index, index + len(value)))
-        start = index + len(value)
-    logp, offset = 0.0, 0
-    for token in tokens:
-        end = offset + len(token.token)
-        if any(offset < s_end and s_start < end for s_start, s_end in spans):
-            logp += token.logprob
-        offset = end
-    return math.exp(logp)
-
+        return text[match.start():], offset + match.start()
+    return None

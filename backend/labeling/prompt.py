@@ -19,9 +19,13 @@ DEFAULT_TEMPLATE = "{text} [SEP] The label of the above text is {label}"
 SPAN_TEMPLATE = "Text: {text}\nEntities: {label}"
 STRUCTURED_TEMPLATE = "Text: {text}\nAnswer: {label}"
 MODES = ("json", "logprobs", "text")
+SCORINGS = ("answer", "echo")  # score from the answer's top_logprobs, or every label by echo (labeling/echo.py)
 MULTI_SEPARATOR = "; "
 # Bump when the message layout changes, so model versions and cache keys move with it.
 PROMPT_FORMAT = 1
+# Bump when the way a score is computed changes (labeling/probabilities.py, echo.py): cached scores and model
+# versions made the old way move with it. 2: every label's mass at its position, all surface forms together.
+SCORING_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,10 @@ class PromptSettings:
     # What nearest-k / mmr-k compare texts with: an embedding model (the bundled local one, "local:...", or one
     # of the LLM server's), or TF-IDF in-process ("tfidf" or empty).
     embedding_model: str = ""
-    calibration: str = "none"  # "contextual": divide out the prompt's bias (logprobs mode)
+    calibration: str = "none"  # "contextual": divide out the prompt's bias (logprobs mode, echo)
+    scoring: str = "answer"  # "echo": every label scored exactly through /v1/completions (single choice)
+    top_logprobs: int = 20  # alternatives per answer token asked for (answer scoring)
+    request_logprobs: bool = True  # ask for logprobs in json/text mode too (a score)
 
     @property
     def uses_embeddings(self) -> bool:
@@ -48,6 +55,11 @@ class PromptSettings:
             raise ValueError(f"answer mode must be one of {list(MODES)}, got {self.mode!r}")
         if not 1 <= self.batch <= 64:
             raise ValueError(f"batch size must be between 1 and 64, got {self.batch!r}")
+        if self.scoring not in SCORINGS:
+            raise ValueError(f"scoring must be one of {list(SCORINGS)}, got {self.scoring!r}")
+        if self.mode == "logprobs" and self.scoring == "answer" and not 1 <= self.top_logprobs <= 20:
+            raise ValueError("logprobs mode reads the label's probability from the alternatives: it needs "
+                             f"LLM_TOP_LOGPROBS between 1 and 20 (the OpenAI limit), got {self.top_logprobs!r}")
         check_template(self.template)
 
 
@@ -59,6 +71,20 @@ def for_config(settings: PromptSettings, spec: LabelingSpec) -> PromptSettings:
         return settings
     spans_only = all(control.tag == "Labels" for control in spec.controls)
     return replace(settings, template=SPAN_TEMPLATE if spans_only else STRUCTURED_TEMPLATE)
+
+
+def scoring_of(spec: LabelingSpec, settings: PromptSettings) -> str:
+    """The scoring in effect: echo scores one label of a single-choice config; anything else is read from answers."""
+    return "echo" if settings.scoring == "echo" and not spec.structured and not spec.multiple else "answer"
+
+
+def describe_scoring(spec: LabelingSpec, settings: PromptSettings) -> dict:
+    """What shapes a score besides the request: the scoring method, the alternatives read, calibration."""
+    method = scoring_of(spec, settings)
+    asked = method == "answer" and (settings.mode == "logprobs" or settings.request_logprobs)
+    calibrated = settings.calibration if method == "echo" or settings.mode == "logprobs" else "none"
+    return {"format": SCORING_FORMAT, "method": method, "top_logprobs": settings.top_logprobs if asked else 0,
+            "calibration": "none" if spec.structured or spec.multiple else calibrated}
 
 
 def check_template(template: str) -> None:
@@ -226,6 +252,7 @@ def version_hash(spec: LabelingSpec, examples: Iterable[Example], settings: Prom
         "batch": settings.batch if settings.mode == "json" else 1,
         "embedding_model": settings.embedding_model if settings.uses_embeddings else "",
         "calibration": settings.calibration if settings.mode == "logprobs" else "none",
+        "scoring": describe_scoring(spec, settings),
         "control": spec.control_name,
         "labels": [[label.value, label.name, label.hint] for label in spec.labels],
         "multiple": spec.multiple,
@@ -238,6 +265,7 @@ def model_version(spec: LabelingSpec, examples: Iterable[Example], settings: Pro
     return "fsp-" + version_hash(spec, examples, settings)[:12]
 
 
-def request_key(request: dict) -> str:
-    """Content address of one LLM request (model, parameters, messages): the prediction cache key."""
-    return stable_hash({"format": PROMPT_FORMAT, "request": request})
+def request_key(request: dict, scoring: dict | None = None) -> str:
+    """Content address of one LLM request (model, parameters, messages) and of how its answer is scored
+    (`describe_scoring`, not part of the request): the prediction cache key."""
+    return stable_hash({"format": PROMPT_FORMAT, "request": request, "scoring": scoring})
