@@ -24,7 +24,7 @@ from .labeling.results import structured_regions
 from .labeling.prompt import request_key
 from .llm import LLMClient
 from .projects import Contexts, ProjectContext
-from .ratelimit import RateLimiter, limiter_name
+from .ratelimit import ModelRateLimits
 from .runs import record_progress, record_written
 from .settings import Settings
 from .studio import Studio, StudioError
@@ -49,9 +49,10 @@ def _state() -> WorkerState:
     connection = job.connection if job else store.connect(settings.redis_url)
     limiter = None
     if settings.rate_limit_rpm or settings.rate_limit_tpm:
-        # One limiter per LLM endpoint and model, shared through Redis by every worker on every machine.
-        limiter = RateLimiter(connection, limiter_name(settings.openai_base_url, settings.model),
-                              rpm=settings.rate_limit_rpm, tpm=settings.rate_limit_tpm)
+        # One limiter per LLM endpoint and model (the project's, which may not be LLM_MODEL), shared
+        # through Redis by every worker on every machine.
+        limiter = ModelRateLimits(connection, settings.openai_base_url, rpm=settings.rate_limit_rpm,
+                                  tpm=settings.rate_limit_tpm)
     client = LLMClient(settings, before_request=limiter)
     return WorkerState(settings, connection, Contexts(settings, connection, client))
 

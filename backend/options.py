@@ -28,8 +28,9 @@ class BadOptions(ValueError):
     """Project options that cannot be used; the message names the option and what it accepts."""
 
 
-def parse_options(raw) -> dict:
-    """Validate extra_params (a dict or a JSON string; empty means no overrides)."""
+def parse_options(raw, settings: Settings) -> dict:
+    """Validate extra_params (a dict or a JSON string; empty means no overrides) against the environment
+    they will be combined with (mmr-k is fine where EMBEDDING_MODEL is set, and only there)."""
     if raw in (None, "", {}):
         return {}
     if isinstance(raw, str):
@@ -55,7 +56,7 @@ def parse_options(raw) -> dict:
         raise BadOptions(f"option 'low_score' must be one of {list(LOW_SCORE_ACTIONS)}, got {options['low_score']!r}")
     if not 0.0 <= float(options.get("threshold", 0.0)) <= 1.0:
         raise BadOptions(f"option 'threshold' must be between 0 and 1, got {options['threshold']!r}")
-    prompt_for(Settings.from_env({}), options)  # raises BadOptions on bad values
+    prompt_for(settings, options)  # raises BadOptions on bad values
     return options
 
 

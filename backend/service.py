@@ -53,7 +53,7 @@ class Service:
         body = _object(body)
         project_id = _project(body.get("project"))
         try:
-            options = parse_options(body.get("extra_params"))
+            options = parse_options(body.get("extra_params"), self.settings)
             # The token /setup sends is kept only when the environment does not give both URL and key.
             own = bool(self.settings.studio_url and self.settings.studio_api_key)
             register(self.connection, project_id, _text(body, "schema"), options,

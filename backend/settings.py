@@ -130,8 +130,11 @@ class Settings:
             raise SettingsError("MAX_BODY_MB must be positive; BUDGET_TOKENS_PER_DAY and BUDGET_USD_PER_DAY 0 or more")
         if self.rate_limit_rpm < 0 or self.rate_limit_tpm < 0:
             raise SettingsError("RATE_LIMIT_RPM and RATE_LIMIT_TPM must be 0 (off) or positive")
-        if self.basic_auth_user and not self.basic_auth_pass:
-            raise SettingsError("BASIC_AUTH_USER is set but BASIC_AUTH_PASS is empty: set both or neither")
+        if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
+            # Either alone would leave every endpoint open while the admin believes it is protected.
+            given, missing = ("BASIC_AUTH_USER", "BASIC_AUTH_PASS") if self.basic_auth_user else \
+                ("BASIC_AUTH_PASS", "BASIC_AUTH_USER")
+            raise SettingsError(f"{given} is set but {missing} is empty: set both or neither")
         from .costs import BadPrices, parse_prices
 
         try:

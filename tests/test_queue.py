@@ -154,3 +154,24 @@ def test_nearest_k_by_embeddings_through_the_web_process_and_a_worker(fake, redi
         assert again == first and fake.stats()["requests"] == calls  # keys built from cached vectors
     finally:
         stop_all(workers)
+
+
+def test_the_rate_limit_is_kept_per_model_the_project_asks_for(client_env, redis_url, logs_dir, tmp_path):
+    """A project that picks its own model draws from that model's limit, not from LLM_MODEL's."""
+    import redis as redis_lib
+
+    env = stack_env(redis_url, client_env.url, RATE_LIMIT_RPM=1000)
+    workers = start_workers(1, logs_dir, env, prefix="per-model-worker")
+    try:
+        wait_for_workers(redis_url, 1)
+        source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+        source.write_text("".join(json.dumps(r) + "\n" for r in support_rows()[:3]))
+        code = main(["label", "--config", str(SUPPORT / "config.xml"), "--seeds", str(SUPPORT), "--input",
+                     str(source), "--output", str(out), "--no-progress", "--redis-url", redis_url,
+                     "--model", "fake-llm-large"])
+    finally:
+        stop_all(workers)
+    assert code == 0
+    assert {r["body"]["model"] for r in client_env.requests()} == {"fake-llm-large"}
+    names = {k.decode() for k in redis_lib.Redis.from_url(redis_url).scan_iter("fsp:ratelimit:*:log")}
+    assert names == {f"fsp:ratelimit:{client_env.url.rstrip('/')}|fake-llm-large:log"}, names
