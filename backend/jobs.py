@@ -21,7 +21,6 @@ from .demonstrations import read_project, read_task
 from .labeling.budget import BudgetExceeded
 from .labeling.errors import MissingText
 from .labeling.results import structured_regions
-from .labeling.prompt import request_key
 from .llm import LLMClient
 from .projects import Contexts, ProjectContext
 from .ratelimit import ModelRateLimits
@@ -121,7 +120,7 @@ def _label_group(state: WorkerState, context: ProjectContext, base: dict, texts:
     messages, keys = [], {}
     for task_id, text in texts.items():
         try:
-            keys[task_id] = request_key(context.labeler.request(text, vectors[task_id]))
+            keys[task_id] = context.labeler.cache_key(text, vectors[task_id])
         except BudgetExceeded as exc:
             messages.append({**base, "task": task_id, "error": "too_long", "detail": str(exc)})
     misses = []

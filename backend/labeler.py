@@ -13,8 +13,9 @@ from .labeling.answers import (InvalidAnswer, label_distribution, parse_batch_an
                                parse_structured_answer, parse_text_answer, span_confidence)
 from .labeling.errors import MissingText
 from .labeling.examples import Example
+from .labeling.fingerprint import fingerprint
 from .labeling.prompt import (PromptSettings, batch_schema, build_batch_messages, build_messages, json_schema,
-                              model_version, order_examples, render_query, stable_hash)
+                              order_examples, render_query, stable_hash)
 from .labeling.calibration import CONTENT_FREE, agreement, average, calibrate
 from .labeling.budget import TRUNCATION_MARKER, Budget, BudgetExceeded, Fitted, TokenCounter, context_window, fit
 from .labeling.selection import Selector
@@ -61,10 +62,12 @@ class Labeler:
         self.settings = settings
         self.client = client
         self.prompt = prompt or prompt_for(settings, {})
-        self.model_version = model_version(spec, self.examples, self.prompt)
+        # model_version and every cache key of this labeler come from one fingerprint of the same inputs.
+        self.fingerprint = fingerprint(spec, self.examples, self.prompt)
+        self.model_version = self.fingerprint.model_version
         self.counter = TokenCounter(self.prompt.model)
-        self.budget = Budget(settings.context_window or context_window(self.prompt.model), settings.max_tokens,
-                             settings.prompt_limit)
+        self.budget = Budget(self.prompt.context_window or context_window(self.prompt.model), self.prompt.max_tokens,
+                             self.prompt.prompt_limit)
         if self.prompt.uses_embeddings and embedder is None:
             embedder = Embedder(client, MemoryVectorCache(), self.prompt.embedding_model)
         self.embedder = embedder if self.prompt.uses_embeddings else None
@@ -106,20 +109,24 @@ class Labeler:
         build = partial(_build_single, self.spec, self.prompt)
         fitted = fit(self._demonstrations(text, vector), text, build, self.counter, self.budget,
                      self.prompt.selection.strategy)
-        request = {"model": self.prompt.model, "messages": fitted.messages, "max_tokens": self.settings.max_tokens}
+        request = {"model": self.prompt.model, "messages": fitted.messages, "max_tokens": self.prompt.max_tokens}
         mode = self.mode
         if mode == "json":
             request["response_format"] = {"type": "json_schema", "json_schema": {
                 "name": "labels", "strict": not self.spec.structured, "schema": json_schema(self.spec)}}
-        if mode == "logprobs" or self.settings.request_logprobs:
+        if mode == "logprobs" or self.prompt.request_logprobs:
             request["logprobs"] = True
-            if mode == "logprobs" and self.settings.top_logprobs:
-                request["top_logprobs"] = self.settings.top_logprobs
+            if mode == "logprobs" and self.prompt.top_logprobs:
+                request["top_logprobs"] = self.prompt.top_logprobs
         return request, fitted
 
     def request(self, text: str, vector=None) -> dict:
         """The chat request for one text: messages plus the answer mode's parameters."""
         return self.prepare(text, vector)[0]
+
+    def cache_key(self, text: str, vector=None) -> str:
+        """The prediction-cache key of one text: its request under this labeler's fingerprint."""
+        return self.fingerprint.cache_key(self.request(text, vector))
 
     def _chat(self, request: dict):
         """Every model call goes through here: the project's spend limit first, its cost recorded after."""
@@ -157,7 +164,7 @@ class Labeler:
             try:
                 self._read(reply.content, reply.tokens, outcome, request, text)
                 outcome.error, outcome.detail = None, ""
-                if outcome.score is None and self.settings.confidence_samples:
+                if outcome.score is None and self.prompt.confidence_samples:
                     outcome.score = self._agreement(request, outcome)
                 return outcome
             except InvalidAnswer as exc:
@@ -183,10 +190,10 @@ class Labeler:
         build = partial(_build_batch, self.spec, self.prompt, texts)
         fitted = fit(demonstrations, "", build, self.counter, self.budget, self.prompt.selection.strategy)
         request = {"model": self.prompt.model, "messages": fitted.messages,
-                   "max_tokens": self.settings.max_tokens * len(texts),
+                   "max_tokens": self.prompt.max_tokens * len(texts),
                    "response_format": {"type": "json_schema", "json_schema": {
                        "name": "batch", "strict": True, "schema": batch_schema(self.spec, len(texts))}}}
-        if self.settings.request_logprobs:
+        if self.prompt.request_logprobs:
             request["logprobs"] = True
         return request
 
@@ -297,7 +304,7 @@ class Labeler:
     def _agreement(self, request: dict, outcome: Outcome) -> float | None:
         """Confidence as agreement of a few answers sampled at temperature 0.7 (costs one call each)."""
         samples = []
-        for _ in range(self.settings.confidence_samples):
+        for _ in range(self.prompt.confidence_samples):
             try:
                 reply = self._chat({**request, "temperature": 0.7})
             except (LLMError, BudgetReached):

@@ -73,6 +73,9 @@ def prompt_for(settings: Settings, options: dict) -> PromptSettings:
                               instruction=options.get("instruction", settings.instruction), selection=selection,
                               batch=options.get("batch", settings.batch_size),
                               embedding_model=settings.embedding_model,
-                              calibration=options.get("calibration", settings.calibration))
+                              calibration=options.get("calibration", settings.calibration),
+                              confidence_samples=settings.confidence_samples, max_tokens=settings.max_tokens,
+                              top_logprobs=settings.top_logprobs, request_logprobs=settings.request_logprobs,
+                              context_window=settings.context_window, prompt_limit=settings.prompt_limit)
     except (ValueError, BadTemplate) as exc:
         raise BadOptions(str(exc)) from exc

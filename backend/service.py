@@ -16,7 +16,6 @@ from . import __version__, cache, dispatch, outbox, store
 from .embeddings import MissingEmbeddings
 from .labeling.budget import BudgetExceeded
 from .labeling.errors import MissingText, UnsupportedConfig
-from .labeling.prompt import request_key
 from .labeling.spec import parse_spec
 from .options import BadOptions, parse_options
 from .projects import Contexts, ProjectContext, UnknownProject, parse_project_id, register
@@ -145,7 +144,7 @@ class Service:
         keys = {}
         for (task_id, text), vector in zip(texts.items(), vectors):
             try:
-                keys[task_id] = request_key(context.labeler.request(text, vector))
+                keys[task_id] = context.labeler.cache_key(text, vector)
             except (MissingEmbeddings, BudgetExceeded):
                 continue
         return keys

@@ -6,8 +6,8 @@ import pytest
 
 from backend.labeling.errors import BadTemplate
 from backend.labeling.examples import Example
-from backend.labeling.prompt import (DEFAULT_TEMPLATE, PromptSettings, build_messages, json_schema, model_version,
-                                     order_examples, render_demonstration, render_query, version_hash)
+from backend.labeling.prompt import (DEFAULT_TEMPLATE, PromptSettings, build_messages, json_schema, order_examples,
+                                     render_demonstration, render_query)
 from backend.labeling.spec import parse_spec
 from tests.conftest import MULTI_CONFIG, SENTIMENT_CONFIG
 
@@ -53,22 +53,3 @@ def test_order_is_deterministic_seeds_first_then_tasks_by_id():
                 Example("a", ("positive",), "seed", "f:1"), Example("b", ("negative",), "annotation", "9")]
     assert [e.text for e in order_examples(shuffled)] == ["a", "b", "c"]
     assert order_examples(shuffled) == order_examples(list(reversed(shuffled)))
-
-
-def test_hash_moves_with_each_input_and_only_then():
-    base = PromptSettings(model="m")
-    h = version_hash(SPEC, EXAMPLES, base)
-    assert h == version_hash(SPEC, list(EXAMPLES), PromptSettings(model="m"))
-    assert h != version_hash(SPEC, EXAMPLES, PromptSettings(model="other"))
-    assert h != version_hash(SPEC, EXAMPLES, PromptSettings(model="m", mode="text"))
-    assert h != version_hash(SPEC, EXAMPLES, PromptSettings(model="m", template="{text} => {label}"))
-    assert h != version_hash(SPEC, EXAMPLES[:1], base)
-    assert h != version_hash(parse_spec(SENTIMENT_CONFIG.replace("negative", "neutral")), EXAMPLES, base)
-    assert model_version(SPEC, EXAMPLES, base).startswith("fsp-")
-
-
-def test_selection_is_part_of_the_version():
-    from backend.labeling.selection import Selection
-
-    assert version_hash(SPEC, EXAMPLES, PromptSettings(model="m")) != \
-        version_hash(SPEC, EXAMPLES, PromptSettings(model="m", selection=Selection("nearest-k", 8)))
