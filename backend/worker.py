@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
+import signal
+import threading
+import time
 
 from rq import Queue, SimpleWorker
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
+from rq.scheduler import RQScheduler
 
 from . import store
 from .logs import configure_logging
@@ -19,6 +26,43 @@ WORKER_TTL = 30
 HEARTBEAT_SLACK_S = 15
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+class FewshotScheduler(RQScheduler):
+    """rq's scheduler process (it enqueues delayed and retried jobs), stopped when its worker dies.
+
+    rq forks it and stops it only from the worker's clean shutdown: after a SIGKILL of the worker it went on
+    under PID 1, and a supervisor that restarts workers would pile such orphans up.
+    """
+
+    def start(self):
+        self._worker_pid = os.getpid()  # start() runs in the worker; work() in the forked scheduler
+        return super().start()
+
+    def work(self):
+        die_with_parent(self._worker_pid)
+        super().work()
+
+
+def die_with_parent(parent: int) -> None:
+    """SIGTERM this process when `parent` dies (rq's scheduler stops on SIGTERM and releases its locks)."""
+    try:
+        if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM) == 0:
+            if os.getppid() != parent:  # it died before the request took effect
+                os.kill(os.getpid(), signal.SIGTERM)
+            return
+    except (OSError, AttributeError):
+        pass  # not Linux: watch the parent instead
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="watch-worker", daemon=True).start()
+
+
 class FewshotWorker(SimpleWorker):
     """SimpleWorker whose job heartbeat lasts the job's timeout plus a short slack instead of a minute.
 
@@ -30,6 +74,25 @@ class FewshotWorker(SimpleWorker):
         if job.timeout is None or job.timeout < 0:
             return super().get_heartbeat_ttl(job, working_time)
         return int(job.timeout) + HEARTBEAT_SLACK_S
+
+    def _start_scheduler(self, burst: bool = False, logging_level: str | None = "INFO",
+                         date_format: str = DEFAULT_LOGGING_DATE_FORMAT, log_format: str = DEFAULT_LOGGING_FORMAT):
+        """rq's own, with a scheduler that dies with this worker."""
+        self.scheduler = FewshotScheduler(self.queues, connection=self.connection,
+                                          logging_level=logging_level if logging_level is not None else self.log.level,
+                                          date_format=date_format, log_format=log_format, serializer=self.serializer)
+        self.scheduler.acquire_locks()
+        if not self.scheduler.acquired_locks:
+            return  # another worker's scheduler serves these queues; maintenance tries again later
+        if burst:
+            try:
+                self.scheduler.register_birth()
+                self.scheduler.enqueue_scheduled_jobs()
+            finally:
+                self.scheduler.release_locks()
+                self.scheduler.register_death()
+        else:
+            self.scheduler.start()
 
 
 def run_worker(settings: Settings, burst: bool = False) -> int:
