@@ -5,14 +5,14 @@ Every answer depends only on the request and Redis, never on which process or ma
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
 import redis
 from rq import Queue, Worker
 
-from . import __version__, cache, dispatch, outbox, store
+from . import __version__, cache, dispatch, failures, outbox, store
+from .claims import Claims, claim_ttl
 from .embeddings import MissingEmbeddings
 from .labeling.budget import BudgetExceeded
 from .labeling.errors import MissingText, UnsupportedConfig
@@ -20,6 +20,7 @@ from .labeling.spec import parse_spec
 from .options import BadOptions, parse_options
 from .projects import Contexts, ProjectContext, UnknownProject, parse_project_id, register
 from .settings import Settings
+from .waiting import waiting_for
 from .webhooks import BadEvent, enqueue_sync, handle_event
 
 log = logging.getLogger(__name__)
@@ -129,10 +130,11 @@ class Service:
                                 self.settings.job_timeout)
                 submitted += len(misses)
         if submitted:
-            outcomes, abandoned = self._gather(context, request.request_id, submitted, deadline)
-            if abandoned:  # workers may be writing these back now: deliver each task once
-                self._claim(context, outcomes)
+            outcomes, _ = self._gather(context, request.request_id, submitted, deadline)
             entries.update(outcomes)
+        # Every task answered with a prediction is claimed, cache hits and outcomes in time too: a prelabel
+        # run or an abandoned request's write-back may be delivering the same task and version right now.
+        self._claim(context, entries, request.request_id)
         return [_lean(entries.get(t["id"]) or _empty(context, "not labeled before the deadline")) for t in tasks]
 
     def _request_keys(self, context: ProjectContext, texts: dict[int, str]) -> dict[int, str]:
@@ -157,16 +159,18 @@ class Service:
                         context.project_id, count - len(outcomes), count, self.settings.predict_deadline)
         return outcomes, abandoned
 
-    def _claim(self, context: ProjectContext, entries: dict[int, dict]) -> None:
-        """A task a worker of an abandoned request already wrote back is answered empty."""
+    def _claim(self, context: ProjectContext, entries: dict[int, dict], request_id: str) -> None:
+        """A task the write-back holds, or has written, is answered empty: Label Studio gets it from there."""
         by_version: dict[str, list[int]] = {}
         for task_id, entry in entries.items():
             if entry.get("result"):
                 by_version.setdefault(entry["model_version"], []).append(task_id)
+        holder = f"predict:{request_id}"
         for version, task_ids in by_version.items():
-            won = set(dispatch.claim(self.connection, context.project_id, version, task_ids))
-            for task_id in set(task_ids) - won:
-                entries[task_id] = _empty(context, "already delivered")
+            claims = Claims(self.connection, context.project_id, version, claim_ttl(self.settings.studio_timeout))
+            for task_id, held_by in claims.take(task_ids, holder).items():
+                if held_by != holder:
+                    entries[task_id] = _empty(context, "delivered by the write-back")
 
     # ---- /webhook, /versions --------------------------------------------------------------------
 
@@ -224,18 +228,20 @@ class Service:
         ids = [_project(project)] if project not in (None, "") else store.project_ids(self.connection)
         projects = []
         for project_id in ids:
-            failures = {int(k): json.loads(v) for k, v in
-                        self.connection.hgetall(f"{store.PREFIX}:failures:{project_id}").items()}
-            withheld = sum(1 for f in failures.values() if f.get("error") == "low_score")
+            listed = failures.read(self.connection, project_id)
+            withheld = sum(1 for f in listed.values() if f.get("error") == "low_score")
             record = store.load_project(self.connection, project_id)
+            runs = project_runs(self.connection, project_id, prices=self.settings.price_table)
+            for run in runs:
+                run["waiting_for"] = waiting_for(self.connection, self.queue, run, self.settings)
             projects.append({
                 "project_id": project_id,
                 "model_version": self._context(project_id).model_version if record and record.label_config else None,
                 "demonstrations": store.demo_counts(self.connection, project_id),
-                "runs": project_runs(self.connection, project_id, prices=self.settings.price_table),
-                "failed_tasks": len(failures) - withheld,
+                "runs": runs,
+                "failed_tasks": len(listed) - withheld,
                 "withheld_tasks": withheld,  # below the score threshold (LOW_SCORE_ACTION=skip)
-                "failures": dict(list(failures.items())[:20]),
+                "failures": dict(list(listed.items())[:20]),
                 "write_back_queue": outbox.size(self.connection, project_id),
                 "spend_today": self.contexts.guard(project_id, self.settings.model).status(),
             })

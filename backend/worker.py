@@ -8,6 +8,9 @@ import os
 import signal
 import threading
 import time
+import uuid
+
+import redis
 
 from rq import Queue, SimpleWorker
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
@@ -16,13 +19,15 @@ from rq.scheduler import RQScheduler
 from . import store
 from .logs import configure_logging
 from .settings import Settings
+from .waiting import ALIVE_TTL, WORKER_PREFIX, alive_key
 
 log = logging.getLogger(__name__)
 
 
 # An idle worker blocks in dequeue for worker_ttl - 15 s and runs maintenance (the re-queueing of jobs
-# abandoned by killed workers) only between dequeues: a short TTL keeps that check frequent.
-WORKER_TTL = 30
+# abandoned by killed workers) only between dequeues: a short TTL keeps that check frequent, and a block
+# shorter than the connection's socket timeout (store.connect: 10 s) does not end in a timeout error.
+WORKER_TTL = 20
 HEARTBEAT_SLACK_S = 15
 
 
@@ -67,8 +72,36 @@ class FewshotWorker(SimpleWorker):
     """SimpleWorker whose job heartbeat lasts the job's timeout plus a short slack instead of a minute.
 
     A job in this process cannot outlive its timeout (the death penalty stops it), so once that
-    heartbeat expires the job's worker is dead and maintenance may re-queue the job at once.
+    heartbeat expires the job's worker is dead and maintenance may re-queue the job at once. Its
+    maintenance also schedules a flush for any outbox left without one, and a thread keeps an alive key
+    that lets prelabel and /status tell a running job from one whose worker stopped.
     """
+
+    def __init__(self, *args, settings: Settings, **kwargs):
+        super().__init__(*args, name=f"{WORKER_PREFIX}{uuid.uuid4().hex}", **kwargs)
+        self.settings = settings
+
+    def run_maintenance_tasks(self):
+        super().run_maintenance_tasks()
+        from .jobs import sweep_outboxes  # jobs imports the labeling stack; workers load it anyway
+
+        try:
+            if swept := sweep_outboxes(self.connection, self.settings):
+                log.info("scheduled a write-back flush for projects %s (their outbox had none pending)", swept)
+        except redis.RedisError as exc:
+            log.warning("write-back sweep skipped: %s", exc)
+
+    def keep_alive(self) -> None:
+        """Refresh this worker's alive key from a thread, as long as the process lives."""
+        def beat() -> None:
+            while True:
+                try:
+                    self.connection.set(alive_key(self.name), os.getpid(), ex=ALIVE_TTL)
+                except redis.RedisError:
+                    pass  # Redis restarting: the key comes back with it
+                time.sleep(ALIVE_TTL / 3)
+
+        threading.Thread(target=beat, name="alive", daemon=True).start()
 
     def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
         if job.timeout is None or job.timeout < 0:
@@ -110,7 +143,8 @@ def run_worker(settings: Settings, burst: bool = False) -> int:
         return 1
     queue = Queue(settings.queue_name, connection=connection)
     worker = FewshotWorker([queue], connection=connection, maintenance_interval=settings.worker_maintenance,
-                           worker_ttl=WORKER_TTL)
+                           worker_ttl=WORKER_TTL, settings=settings)
+    worker.keep_alive()
     log.info("worker %s listening on queue %r", worker.name, settings.queue_name)
     worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level.upper())
     return 0
