@@ -14,7 +14,7 @@ from rq import Queue, Worker
 from . import __version__, cache, dispatch, failures, outbox, store
 from .claims import Claims, claim_ttl
 from .embeddings import MissingEmbeddings
-from .labeling.budget import BudgetExceeded
+from .labeling.budget import BudgetExceeded, TokenCounter
 from .labeling.errors import MissingText, UnsupportedConfig
 from .labeling.spec import parse_spec
 from .options import BadOptions, parse_options
@@ -46,6 +46,7 @@ class Service:
         self.connection = connection
         self.queue = Queue(settings.queue_name, connection=connection)
         self.contexts = Contexts(settings, connection)
+        _warm_up(settings)
 
     # ---- /setup ---------------------------------------------------------------------------------
 
@@ -265,6 +266,17 @@ class Service:
             raise HTTPError(404, str(exc)) from None
         except UnsupportedConfig as exc:
             raise HTTPError(400, str(exc)) from None
+
+
+def _warm_up(settings: Settings) -> None:
+    """Load the token counter and the config parser now, at start: Label Studio gives /setup 3 s, and the
+    first one in a fresh web process otherwise spends about a second loading them (more on a busy machine)."""
+    TokenCounter(settings.model).text("warm up")
+    parse_spec(WARM_UP_CONFIG)
+
+
+WARM_UP_CONFIG = ('<View><Text name="text" value="$text"/><Choices name="label" toName="text">'
+                  '<Choice value="a"/><Choice value="b"/></Choices></View>')
 
 
 def _object(body) -> dict:
