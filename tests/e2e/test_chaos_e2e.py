@@ -233,3 +233,15 @@ def test_a_predict_answered_in_time_takes_claims_so_a_running_prelabel_writes_no
         assert sum(counts.values()) == len(project["tasks"])
     finally:
         backend.stop()
+
+
+def test_prelabel_without_any_worker_stops_and_says_so(studio, make_stack, capsys):
+    stack = make_stack(workers=0, WORKER_WAIT=3)
+    project = make_project(studio.api, "No worker", 6, 2)
+    started = time.monotonic()
+    assert prelabel(stack["settings"], project["id"], True) == 1
+    assert time.monotonic() - started < 60
+    err = capsys.readouterr().err
+    assert "no worker listens on queue 'fewshot-test' yet" in err
+    assert "no worker has listened on queue 'fewshot-test' for 3 s (WORKER_WAIT)" in err
+    assert "not finished: 4 tasks wait for a worker; the run stays queued" in err
