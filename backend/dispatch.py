@@ -1,14 +1,15 @@
-"""Fan-out and gather of label requests: RQ jobs per chunk of tasks, a deadline, and exactly-once delivery.
+"""Fan-out and gather of label requests: RQ jobs per chunk of tasks, a deadline, and every outcome accounted.
 
 Protocol (both sides use only Redis, so any number of web and worker processes on any machines can join):
 - the web side stores the tasks of a request, enqueues one job per chunk and waits on a list where
   workers push each task's outcome as it finishes;
 - at the deadline the web side marks the request abandoned, then drains the list once more;
-- a worker that finds its request abandoned (or a background run, which has no waiter) writes the
-  predictions into Label Studio itself;
-- once a request is abandoned both sides may hold a task's outcome; whoever delivers it takes a claim
-  with SET NX first, so a prediction reaches Label Studio once, whichever path delivered it;
-- a worker's write-back also checks Label Studio for a prediction of that version (claims expire).
+- a worker that finds its request abandoned (or a background run, which has no waiter) queues the
+  predictions for write-back into Label Studio (outbox.py, writeback.py);
+- whoever delivers a task takes a claim first (claims.py), so a prediction reaches Label Studio once;
+- a job that fails for good (its retries spent, or its worker killed once too often) pushes a failure for
+  each of its tasks that has no outcome yet (jobs.label_failed, RQ's failure callback): a waiter never
+  waits for an outcome that cannot come.
 """
 
 from __future__ import annotations
@@ -19,21 +20,16 @@ import uuid
 from dataclasses import dataclass, field
 
 import redis
-from rq import Queue, Retry
+from rq import Callback, Queue, Retry
 
 from .store import PREFIX
 
-CLAIM_TTL = 600  # covers the race between the two paths; Label Studio itself is checked beyond it
 REQUEST_TTL = 24 * 3600
 JOB_RETRY = Retry(max=3, interval=[2, 10, 30])
 
 
 def _key(request_id: str, part: str = "") -> str:
     return f"{PREFIX}:req:{request_id}" + (f":{part}" if part else "")
-
-
-def claim_key(project_id: int, model_version: str, task_id: int) -> str:
-    return f"{PREFIX}:claim:{project_id}:{model_version}:{task_id}"
 
 
 @dataclass
@@ -44,6 +40,7 @@ class LabelRequest:
     tasks: dict[int, dict]  # task id -> task data
     waiter: bool = True  # False for background runs: workers always write back
     run_id: str = ""
+    model_version: str = ""  # stamped on the failures of a job that fails for good
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
@@ -52,7 +49,7 @@ def submit(connection: redis.Redis, queue: Queue, request: LabelRequest, chunk_s
     """Store the request's tasks and enqueue one job per chunk; returns the job ids."""
     rid = request.request_id
     meta = {"project_id": request.project_id, "abandoned": 0 if request.waiter else 1, "run_id": request.run_id,
-            "created": time.time()}
+            "model_version": request.model_version, "created": time.time()}
     ids = sorted(request.tasks)
     with connection.pipeline(transaction=True) as pipe:
         pipe.hset(_key(rid), mapping=meta)
@@ -60,12 +57,12 @@ def submit(connection: redis.Redis, queue: Queue, request: LabelRequest, chunk_s
         pipe.expire(_key(rid), REQUEST_TTL)
         pipe.expire(_key(rid, "tasks"), REQUEST_TTL)
         pipe.execute()
-    from .jobs import label_tasks  # jobs imports the labeling stack; the web side only names it
-
     chunks = [ids[i:i + chunk_size] for i in range(0, len(ids), chunk_size)]
     # Named by their first task: one request may submit its tasks in several calls, ids never collide.
-    jobs = [Queue.prepare_data(label_tasks, args=(rid, request.project_id, chunk), job_id=f"label-{rid}-{chunk[0]}",
-                               timeout=job_timeout, retry=JOB_RETRY, result_ttl=600, failure_ttl=7 * 24 * 3600)
+    # By dotted path: importing jobs would load the Label Studio SDK into the web process (3 s on a busy machine).
+    jobs = [Queue.prepare_data("backend.jobs.label_tasks", args=(rid, request.project_id, chunk), job_id=f"label-{rid}-{chunk[0]}",
+                               timeout=job_timeout, retry=JOB_RETRY, result_ttl=600, failure_ttl=7 * 24 * 3600,
+                               on_failure=Callback("backend.jobs.label_failed"))
             for chunk in chunks]
     return [job.id for job in queue.enqueue_many(jobs)]
 
@@ -88,13 +85,19 @@ def gather(connection: redis.Redis, request_id: str, expected: int, deadline: fl
 
 def stream(connection: redis.Redis, request_id: str, expected: int, deadline: float):
     """Yield outcome messages as workers push them, until `expected` distinct tasks or the deadline."""
+    yield from follow(connection, request_id, expected, lambda: deadline - time.time())
+
+
+def follow(connection: redis.Redis, request_id: str, expected: int, time_left):
+    """Yield outcome messages until `expected` distinct tasks, or until time_left() (asked at least every
+    second) is 0 or less."""
     done_key = _key(request_id, "done")
     seen: set[int] = set()
     while len(seen) < expected:
-        remaining = deadline - time.time()
+        remaining = time_left()
         if remaining <= 0:
             return
-        popped = connection.blpop([done_key], timeout=min(remaining, 1.0))
+        popped = connection.blpop([done_key], timeout=max(0.01, min(remaining, 1.0)))
         if popped:
             message = json.loads(popped[1])
             if int(message["task"]) not in seen:  # a retried job pushes its tasks again
@@ -103,35 +106,30 @@ def stream(connection: redis.Redis, request_id: str, expected: int, deadline: fl
 
 
 def push_outcome(connection: redis.Redis, request_id: str, message: dict) -> None:
-    done_key = _key(request_id, "done")
+    done_key, seen_key = _key(request_id, "done"), _key(request_id, "seen")
     with connection.pipeline(transaction=False) as pipe:
         pipe.rpush(done_key, json.dumps(message))
+        pipe.sadd(seen_key, int(message["task"]))
         pipe.expire(done_key, REQUEST_TTL)
+        pipe.expire(seen_key, REQUEST_TTL)
         pipe.execute()
+
+
+def without_outcome(connection: redis.Redis, request_id: str, task_ids: list[int]) -> list[int]:
+    """The tasks among task_ids for which no outcome was ever pushed."""
+    if not task_ids:
+        return []
+    pushed = connection.smismember(_key(request_id, "seen"), [int(t) for t in task_ids])
+    return [t for t, found in zip(task_ids, pushed) if not found]
 
 
 def load_request(connection: redis.Redis, request_id: str, task_ids: list[int]) -> tuple[dict, dict[int, dict]]:
     """(request meta, task id -> data) for a worker; meta is empty when Redis lost the request."""
     meta = {k.decode(): v.decode() for k, v in connection.hgetall(_key(request_id)).items()}
-    raw = connection.hmget(_key(request_id, "tasks"), [str(t) for t in task_ids])
+    raw = connection.hmget(_key(request_id, "tasks"), [str(t) for t in task_ids]) if task_ids else []
     return meta, {t: json.loads(v) for t, v in zip(task_ids, raw) if v is not None}
 
 
 def is_abandoned(connection: redis.Redis, request_id: str) -> bool:
     value = connection.hget(_key(request_id), "abandoned")
     return value is None or value == b"1"  # a request Redis lost has no waiter left
-
-
-def claim(connection: redis.Redis, project_id: int, model_version: str, task_ids: list[int]) -> list[int]:
-    """The tasks this caller won the right to deliver (each task is won by exactly one caller)."""
-    with connection.pipeline(transaction=False) as pipe:
-        for task_id in task_ids:
-            pipe.set(claim_key(project_id, model_version, task_id), 1, nx=True, ex=CLAIM_TTL)
-        won = pipe.execute()
-    return [t for t, ok in zip(task_ids, won) if ok]
-
-
-def release(connection: redis.Redis, project_id: int, model_version: str, task_ids: list[int]) -> None:
-    """Give claims back after a delivery failed, so a retry can deliver."""
-    if task_ids:
-        connection.delete(*[claim_key(project_id, model_version, t) for t in task_ids])

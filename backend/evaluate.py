@@ -19,6 +19,7 @@ from .evaluate_summary import num as _num, print_structured
 from .filelabel import RunSummary
 from .evaluation.report import write_reports
 from .labeler import Labeler, Outcome, label_many
+from .labeling.answers import normalize
 from .labeling.examples import Example, examples_from_tasks, load_seeds, read_seed_file
 from .labeling.selection import TfidfIndex
 from .labeling.spec import LabelingSpec, parse_spec
@@ -30,6 +31,14 @@ def fold_of(example: Example, folds: int, seed: int) -> int:
     """A stable fold per example (by its text), so re-runs and other machines split the same way."""
     digest = hashlib.sha256(f"{seed}:{example.text}".encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") % folds
+
+
+def training_side(test: list[Example], candidates: list[Example]) -> list[Example]:
+    """The candidates (seeds, other folds) without any copy of a test text, exact or differing only in case,
+    spacing and punctuation: no task's own label reaches its prompt or the baseline through a seed."""
+    exact = {g.text for g in test}
+    loose = {key for key in (normalize(g.text) for g in test) if key}
+    return [e for e in candidates if e.text not in exact and normalize(e.text) not in loose]
 
 
 def subset(gold: list[Example], limit: int, seed: int) -> list[Example]:
@@ -72,9 +81,7 @@ def cross_validate(spec: LabelingSpec, gold: list[Example], seeds: list[Example]
     with tqdm(total=len(gold), unit="task", desc="evaluating", disable=not progress) as bar:
         for fold in range(folds):
             test = [g for g in gold if fold_of(g, folds, seed) == fold]
-            texts = {g.text for g in test}
-            # Other folds only, and no copy of a test text under another id: no answer leaks into its prompt.
-            train = seeds + [g for g in gold if fold_of(g, folds, seed) != fold and g.text not in texts]
+            train = training_side(test, seeds + [g for g in gold if fold_of(g, folds, seed) != fold])
             if not test:
                 continue
             labeler = Labeler(spec, train, settings, client)

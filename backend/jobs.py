@@ -5,9 +5,7 @@ Jobs take ids and plain values and build their clients inside (one set per worke
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import timedelta
@@ -15,24 +13,26 @@ from functools import lru_cache
 
 import redis
 from rq import Queue, get_current_job
+from rq.exceptions import AbandonedJobError
 
-from . import cache, dispatch, outbox, store
+from . import cache, dispatch, failures, outbox, store
+from .claims import claim_ttl
 from .demonstrations import read_project, read_task
 from .labeling.budget import BudgetExceeded
 from .labeling.errors import MissingText
 from .labeling.results import structured_regions
-from .labeling.prompt import request_key
 from .llm import LLMClient
 from .projects import Contexts, ProjectContext
-from .ratelimit import RateLimiter, limiter_name
-from .runs import record_progress, record_written
+from .ratelimit import ModelRateLimits
+from .runs import record_progress, unsettled
 from .settings import Settings
 from .studio import Studio, StudioError
+from .writeback import RETRY_S, Flusher
 
 log = logging.getLogger(__name__)
 
 FLUSH_DELAY_S = 1
-FLUSH_PENDING_TTL = 120  # a flush lost with its job is scheduled again by the next rows after this
+FLUSH_BUDGET_S = 60  # a flush starts no batch after this long, and schedules the next flush instead
 
 
 @dataclass
@@ -49,9 +49,10 @@ def _state() -> WorkerState:
     connection = job.connection if job else store.connect(settings.redis_url)
     limiter = None
     if settings.rate_limit_rpm or settings.rate_limit_tpm:
-        # One limiter per LLM endpoint and model, shared through Redis by every worker on every machine.
-        limiter = RateLimiter(connection, limiter_name(settings.openai_base_url, settings.model),
-                              rpm=settings.rate_limit_rpm, tpm=settings.rate_limit_tpm)
+        # One limiter per LLM endpoint and model (the project's, which may not be LLM_MODEL), shared
+        # through Redis by every worker on every machine.
+        limiter = ModelRateLimits(connection, settings.openai_base_url, rpm=settings.rate_limit_rpm,
+                                  tpm=settings.rate_limit_tpm)
     client = LLMClient(settings, before_request=limiter)
     return WorkerState(settings, connection, Contexts(settings, connection, client))
 
@@ -88,7 +89,7 @@ def label_chunk(state: WorkerState, context: ProjectContext, data: dict[int, dic
 
     def emit(message: dict) -> None:
         # Recorded before it is pushed: whoever reads the outcome then also finds the failure in /status.
-        _record_failures(state.connection, context.project_id, [message])
+        failures.record(state.connection, context.project_id, [message])
         dispatch.push_outcome(state.connection, request_id, message)
         messages.append(message)
 
@@ -120,7 +121,7 @@ def _label_group(state: WorkerState, context: ProjectContext, base: dict, texts:
     messages, keys = [], {}
     for task_id, text in texts.items():
         try:
-            keys[task_id] = request_key(context.labeler.request(text, vectors[task_id]), context.labeler.scoring)
+            keys[task_id] = context.labeler.cache_key(text, vectors[task_id])
         except BudgetExceeded as exc:
             messages.append({**base, "task": task_id, "error": "too_long", "detail": str(exc)})
     misses = []
@@ -153,20 +154,6 @@ def _prediction(context: ProjectContext, cached: dict) -> dict:
     return {"labels": cached.get("labels"), "answer": cached.get("answer"), **context.prediction(cached)}
 
 
-def _record_failures(connection: redis.Redis, project_id: int, messages: list[dict]) -> None:
-    key = f"{store.PREFIX}:failures:{project_id}"
-    failed = {str(m["task"]): json.dumps({"error": m.get("error"), "detail": m.get("detail", ""),
-                                          "model_version": m["model_version"], "at": time.time()})
-              for m in messages if not m["result"]}
-    succeeded = [str(m["task"]) for m in messages if m["result"]]
-    with connection.pipeline(transaction=False) as pipe:
-        if failed:
-            pipe.hset(key, mapping=failed)
-        if succeeded:
-            pipe.hdel(key, *succeeded)
-        pipe.execute()
-
-
 # ---- writing back -------------------------------------------------------------------------------
 
 def studio_for(connection: redis.Redis, settings: Settings, project_id: int) -> Studio:
@@ -184,7 +171,7 @@ def studio_for(connection: redis.Redis, settings: Settings, project_id: int) -> 
     if not url or not token:
         raise StudioError(f"no Label Studio URL and token for project {project_id}: set LABEL_STUDIO_URL and "
                           "LABEL_STUDIO_API_KEY, or let Label Studio call /setup once")
-    return Studio(url, token)
+    return Studio(url, token, timeout=settings.studio_timeout)
 
 
 def queue_write_back(state: WorkerState, project_id: int, messages: list[dict], run_id: str = "") -> int:
@@ -197,61 +184,74 @@ def queue_write_back(state: WorkerState, project_id: int, messages: list[dict], 
     return len(rows)
 
 
-def enqueue_flush(connection: redis.Redis, settings: Settings, project_id: int) -> None:
-    """At most one flush pending per project; the short delay lets concurrent chunks share one write."""
-    if not connection.set(outbox.pending_key(project_id), 1, nx=True, ex=FLUSH_PENDING_TTL):
-        return
+def enqueue_flush(connection: redis.Redis, settings: Settings, project_id: int, delay: float = FLUSH_DELAY_S) -> bool:
+    """At most one flush pending per project; the short delay lets concurrent chunks share one write.
+
+    True if this call enqueued one. The pending mark outlives the job's longest possible run, so a flush
+    lost with its worker is scheduled again by the next rows, or by a worker's maintenance sweep.
+    """
+    timeout = flush_timeout(settings)
+    if not connection.set(outbox.pending_key(project_id), 1, nx=True, ex=int(delay + timeout) + 60):
+        return False
     queue = Queue(settings.queue_name, connection=connection)
-    queue.enqueue_in(timedelta(seconds=FLUSH_DELAY_S), flush_outbox, project_id, retry=dispatch.JOB_RETRY,
-                     result_ttl=60, failure_ttl=7 * 24 * 3600)
+    queue.enqueue_in(timedelta(seconds=max(delay, 0.0)), flush_outbox, project_id, job_timeout=timeout,
+                     retry=dispatch.JOB_RETRY, result_ttl=60, failure_ttl=7 * 24 * 3600)
+    return True
+
+
+def flush_timeout(settings: Settings) -> int:
+    """A flush stops starting batches after FLUSH_BUDGET_S; the last batch takes at most a claim's lifetime."""
+    return int(FLUSH_BUDGET_S + claim_ttl(settings.studio_timeout)) + 30
 
 
 def flush_outbox(project_id: int) -> dict:
     """Write a project's queued predictions into Label Studio in large batches, each (task, version) once."""
     state = _state()
     state.connection.delete(outbox.pending_key(project_id))  # rows pushed from now on schedule another flush
-    lock = outbox.flush_lock(state.connection, project_id)
-    if not lock.acquire():
-        enqueue_flush(state.connection, state.settings, project_id)  # the running flusher may miss late rows
-        return {"busy": True}
-    written = 0
-    try:
-        while True:
-            batch = outbox.peek(state.connection, project_id)
-            if not batch:
-                break
-            written += deliver(state, project_id, batch)
-            outbox.trim(state.connection, project_id, len(batch))
-    finally:
-        lock.release()
-    return {"written": written}
+    flusher = Flusher(state.connection, state.settings, project_id,
+                      lambda: studio_for(state.connection, state.settings, project_id))
+    report = flusher.flush(FLUSH_BUDGET_S)
+    if outbox.size(state.connection, project_id):  # rows held, failing, or not reached within the budget
+        enqueue_flush(state.connection, state.settings, project_id,
+                      FLUSH_DELAY_S if report.more else max(report.retry_in, RETRY_S))
+    return report.as_dict()
 
 
-def deliver(state: WorkerState, project_id: int, rows: list[dict]) -> int:
-    """Create the predictions Label Studio does not have yet; claims and a check there prevent duplicates."""
-    by_version: dict[str, dict[int, dict]] = {}
-    for row in rows:
-        by_version.setdefault(row["model_version"], {})[int(row["task"])] = row
-    created = 0
-    studio = studio_for(state.connection, state.settings, project_id)
-    try:
-        for version, chosen in by_version.items():
-            won = dispatch.claim(state.connection, project_id, version, list(chosen))
-            try:
-                existing = studio.predicted_task_ids(project_id, version, won) if won else set()
-                fresh = [chosen[t] for t in won if t not in existing]
-                if fresh:
-                    created += studio.create_predictions(project_id, [
-                        {k: row[k] for k in ("task", "result", "score", "model_version")} for row in fresh])
-            except StudioError:
-                dispatch.release(state.connection, project_id, version, won)
-                raise  # RQ retries the flush; the rows are still in the outbox
-            for run_id in {row.get("run") for row in fresh if row.get("run")}:
-                record_written(state.connection, run_id, sum(1 for row in fresh if row.get("run") == run_id))
-    finally:
-        studio.close()
-    log.info("project %s: wrote %d predictions back to Label Studio", project_id, created)
-    return created
+def sweep_outboxes(connection: redis.Redis, settings: Settings) -> list[int]:
+    """Schedule a flush for every project whose outbox holds rows and has none pending (a flush job lost
+    with its worker, or failed for good); returns those projects. Run by every worker's maintenance."""
+    return [p for p in outbox.projects(connection) if enqueue_flush(connection, settings, p, 0)]
+
+
+# ---- failures -----------------------------------------------------------------------------------
+
+def label_failed(job, connection: redis.Redis, exc_type, exc_value, _traceback) -> None:
+    """RQ's failure callback of label jobs: once a job fails for good, each of its tasks without an outcome
+    gets a failure with the reason, in /status, in its run and for whoever waits for it."""
+    if job.retries_left:
+        return  # RQ runs it again
+    request_id, project_id, task_ids = job.args
+    meta, _ = dispatch.load_request(connection, request_id, [])
+    run_id = meta.get("run_id", "")
+    # A run's task is settled once it has a state (labeled tasks had their rows queued in the same job run);
+    # a waiter needs an outcome for every task it was not sent one for.
+    missing = unsettled(connection, run_id, list(task_ids)) if run_id else \
+        dispatch.without_outcome(connection, request_id, list(task_ids))
+    if not meta or not missing:
+        return
+    what = "its worker stopped (killed, or lost its Redis connection)" if exc_type is AbandonedJobError \
+        else f"{getattr(exc_type, '__name__', 'error')}: {exc_value}"
+    detail = f"the labeling job failed {1 + dispatch.JOB_RETRY.max} times; last: {what}"[:300]
+    messages = [{"task": task, "result": None, "score": None, "error": "job_failed", "detail": detail,
+                 "model_version": meta.get("model_version", "")} for task in missing]
+    failures.record(connection, project_id, messages)
+    if run_id:
+        record_progress(connection, run_id, messages, source="lost")
+    else:
+        for message in messages:
+            dispatch.push_outcome(connection, request_id, message)
+    log.warning("project %s: a labeling job failed for good, %d tasks without a prediction: %s", project_id,
+                len(missing), detail)
 
 
 # ---- demonstrations -----------------------------------------------------------------------------

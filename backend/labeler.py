@@ -15,10 +15,10 @@ from .labeling.answers import (InvalidAnswer, parse_batch_answer, parse_json_ans
 from .labeling.echo import EchoUnusable, echo_distribution, echo_request
 from .labeling.errors import MissingText
 from .labeling.examples import Example
+from .labeling.fingerprint import fingerprint
 from .labeling.probabilities import Scored, score_answer
 from .labeling.prompt import (PromptSettings, batch_schema, build_batch_messages, build_messages, describe_scoring,
-                              for_config, json_schema, model_version, order_examples, render_query, scoring_of,
-                              stable_hash)
+                              for_config, json_schema, order_examples, render_query, scoring_of, stable_hash)
 from .labeling.calibration import CONTENT_FREE, agreement, average, calibrate
 from .labeling.budget import TRUNCATION_MARKER, Budget, BudgetExceeded, Fitted, TokenCounter, context_window, fit
 from .labeling.auto_selection import choose_selection
@@ -77,17 +77,19 @@ class Labeler:
         elif prompt.scoring == "echo":
             log.info("echo scoring covers single-choice configs; this config's scores come from its answers")
         self.echo = scoring_of(spec, prompt) == "echo"
-        self.scoring = describe_scoring(spec, prompt)  # part of every cache key: how the cached score was made
+        self.scoring = describe_scoring(spec, prompt)  # how a score is made (part of the fingerprint)
         self.counter = TokenCounter(prompt.model)
-        self.budget = Budget(settings.context_window or context_window(prompt.model), settings.max_tokens,
-                             settings.prompt_limit)
+        self.budget = Budget(prompt.context_window or context_window(prompt.model), prompt.max_tokens,
+                             prompt.prompt_limit)
         # "auto" becomes a concrete selection for these demonstrations; the prompt settings, and so the
         # model_version, carry the selection in effect and the similarity model it uses.
         self.choice = choose_selection(spec, self.examples, prompt, self.counter, self.budget)
         if self.choice.setting == "auto":
             log.info("selection auto: %s", self.choice.reason)
         self.prompt = replace(prompt, selection=self.choice.selection)
-        self.model_version = model_version(spec, self.examples, self.prompt)
+        # model_version and every cache key of this labeler come from one fingerprint of the same inputs.
+        self.fingerprint = fingerprint(spec, self.examples, self.prompt)
+        self.model_version = self.fingerprint.model_version
         if self.prompt.uses_embeddings and embedder is None:
             embedder = embedder_for(self.prompt.embedding_model, client, process_vectors())
         self.embedder = embedder if self.prompt.uses_embeddings else None
@@ -134,7 +136,7 @@ class Labeler:
                      self.prompt.selection.strategy)
         if self.echo:
             return echo_request(fitted.messages, self.spec, self.prompt.model), fitted
-        request = {"model": self.prompt.model, "messages": fitted.messages, "max_tokens": self.settings.max_tokens}
+        request = {"model": self.prompt.model, "messages": fitted.messages, "max_tokens": self.prompt.max_tokens}
         mode = self.mode
         if mode == "json":
             request["response_format"] = {"type": "json_schema", "json_schema": {
@@ -152,6 +154,10 @@ class Labeler:
     def request(self, text: str, vector=None) -> dict:
         """The chat request for one text: messages plus the answer mode's parameters."""
         return self.prepare(text, vector)[0]
+
+    def cache_key(self, text: str, vector=None) -> str:
+        """The prediction-cache key of one text: its request under this labeler's fingerprint."""
+        return self.fingerprint.cache_key(self.request(text, vector))
 
     def _chat(self, request: dict):
         """Every model call goes through here: the project's spend limit first, its cost recorded after."""
@@ -190,7 +196,7 @@ class Labeler:
             try:
                 self._read(reply.content, reply.tokens, outcome, request, text)
                 outcome.error, outcome.detail = None, ""
-                if outcome.score is None and self.settings.confidence_samples:
+                if outcome.score is None and self.prompt.confidence_samples:
                     outcome.score = self._agreement(request, outcome)
                 return outcome
             except InvalidAnswer as exc:
@@ -220,7 +226,7 @@ class Labeler:
         build = partial(_build_batch, self.spec, self.prompt, texts)
         fitted = fit(demonstrations, "", build, self.counter, self.budget, self.prompt.selection.strategy)
         request = {"model": self.prompt.model, "messages": fitted.messages,
-                   "max_tokens": self.settings.max_tokens * len(texts),
+                   "max_tokens": self.prompt.max_tokens * len(texts),
                    "response_format": {"type": "json_schema", "json_schema": {
                        "name": "batch", "strict": True, "schema": batch_schema(self.spec, len(texts))}}}
         self._ask_logprobs(request)
@@ -408,7 +414,7 @@ class Labeler:
     def _agreement(self, request: dict, outcome: Outcome) -> float | None:
         """Confidence as agreement of a few answers sampled at temperature 0.7 (costs one call each)."""
         samples = []
-        for _ in range(self.settings.confidence_samples):
+        for _ in range(self.prompt.confidence_samples):
             try:
                 reply = self._chat({**request, "temperature": 0.7})
             except (LLMError, BudgetReached):

@@ -30,8 +30,9 @@ class BadOptions(ValueError):
     """Project options that cannot be used; the message names the option and what it accepts."""
 
 
-def parse_options(raw) -> dict:
-    """Validate extra_params (a dict or a JSON string; empty means no overrides)."""
+def parse_options(raw, settings: Settings) -> dict:
+    """Validate extra_params (a dict or a JSON string; empty means no overrides) against the environment
+    they will be combined with (mmr-k is fine where EMBEDDING_MODEL is set, and only there)."""
     if raw in (None, "", {}):
         return {}
     if isinstance(raw, str):
@@ -57,7 +58,7 @@ def parse_options(raw) -> dict:
         raise BadOptions(f"option 'low_score' must be one of {list(LOW_SCORE_ACTIONS)}, got {options['low_score']!r}")
     if not 0.0 <= float(options.get("threshold", 0.0)) <= 1.0:
         raise BadOptions(f"option 'threshold' must be between 0 and 1, got {options['threshold']!r}")
-    prompt_for(Settings.from_env({}), options)  # raises BadOptions on bad values
+    prompt_for(settings, options)  # raises BadOptions on bad values
     return options
 
 
@@ -77,7 +78,9 @@ def prompt_for(settings: Settings, options: dict) -> PromptSettings:
                               batch=options.get("batch", settings.batch_size),
                               embedding_model=embedding_model,
                               calibration=options.get("calibration", settings.calibration),
-                              scoring=options.get("scoring", settings.scoring), top_logprobs=settings.top_logprobs,
-                              request_logprobs=settings.request_logprobs)
+                              scoring=options.get("scoring", settings.scoring),
+                              confidence_samples=settings.confidence_samples, max_tokens=settings.max_tokens,
+                              top_logprobs=settings.top_logprobs, request_logprobs=settings.request_logprobs,
+                              context_window=settings.context_window, prompt_limit=settings.prompt_limit)
     except (ValueError, BadTemplate) as exc:
         raise BadOptions(str(exc)) from exc

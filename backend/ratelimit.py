@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import threading
 import time
 import uuid
 from typing import Callable
@@ -170,6 +171,29 @@ class RateLimiter:
     def _run(self, tokens: int, member: str, *, admit: bool) -> list[int]:
         args = [self._window_us, self.rpm, self.tpm, tokens, member, self._ttl_ms, 1 if admit else 0]
         return [int(v) for v in self._script(keys=self._keys, args=args)]
+
+
+class ModelRateLimits:
+    """The LLM client's before_request hook: each request waits in the limiter of the model it names.
+
+    Projects may choose their own model ("Extra params"), and providers limit per key and model, so the
+    limiter is picked per request from its body, not once per process from LLM_MODEL.
+    """
+
+    def __init__(self, connection: redis.Redis, base_url: str, rpm: int = 0, tpm: int = 0, **kwargs):
+        self._make = lambda model: RateLimiter(connection, limiter_name(base_url, model), rpm=rpm, tpm=tpm,
+                                               **kwargs)
+        self._limiters: dict[str, RateLimiter] = {}
+        self._lock = threading.Lock()
+
+    def limiter(self, model: str) -> RateLimiter:
+        with self._lock:
+            if model not in self._limiters:
+                self._limiters[model] = self._make(model)
+            return self._limiters[model]
+
+    def __call__(self, body: dict) -> None:
+        self.limiter(str(body.get("model") or ""))(body)
 
 
 def _jitter(delay: float) -> float:

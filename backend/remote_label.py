@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import time
 from typing import Iterable, Iterator
 
 import redis
 from rq import Queue, Worker
+from rq.job import Job
 
 from . import dispatch, store
 from .labeler import Outcome
 from .labeling.examples import Example
-from .projects import demo_from_example, register
+from .projects import Contexts, demo_from_example, register
 from .settings import Settings
+from .waiting import WorkerWatch
 
 FILE_PROJECT_BASE = 2_000_000_000  # far above any Label Studio project id
-WAIT_FOR_WORKERS_S = 24 * 3600  # a file run waits for the workers as long as it takes (no write-back)
 
 
 class WorkerLabeling:
@@ -42,11 +42,31 @@ class WorkerLabeling:
             keys[index], tasks[index] = key, data
         if not tasks:
             return
-        request = dispatch.LabelRequest(self.project_id, tasks)
-        dispatch.submit(self.connection, self.queue, request, self.settings.chunk_size, self.settings.job_timeout)
-        deadline = time.time() + WAIT_FOR_WORKERS_S
-        for message in dispatch.stream(self.connection, request.request_id, len(tasks), deadline):
+        version = Contexts(self.settings, self.connection).get(self.project_id).model_version
+        request = dispatch.LabelRequest(self.project_id, tasks, model_version=version)
+        job_ids = dispatch.submit(self.connection, self.queue, request, self.settings.chunk_size,
+                                  self.settings.job_timeout)
+        # Every job ends with an outcome per task (a job that fails for good reports its tasks failed), so
+        # this ends once the workers are done; only while no worker listens at all does it give up.
+        watch = WorkerWatch(self.queue, self.settings.worker_wait)
+        received: set[int] = set()
+        for message in dispatch.follow(self.connection, request.request_id, len(tasks),
+                                       lambda: 0 if watch.gave_up() else 1):
+            received.add(int(message["task"]))
             yield keys[int(message["task"])], outcome_of(message)
+        missing = [index for index in tasks if index not in received]
+        if missing:
+            self._cancel(job_ids)
+            detail = (f"no rq worker listened on queue {self.queue.name!r} for {self.settings.worker_wait} s "
+                      "(WORKER_WAIT): start `fewshot-prelabel worker` with the same REDIS_URL")
+            for index in missing:
+                yield keys[index], Outcome(error="no_worker", detail=detail, model_version=version)
+
+    def _cancel(self, job_ids: list[str]) -> None:
+        """Drop this file's jobs from the queue: they belong to a project that is about to be forgotten."""
+        for job in Job.fetch_many(job_ids, connection=self.connection):
+            if job is not None and job.get_status(refresh=False) in ("queued", "scheduled", "deferred"):
+                job.cancel()
 
     def close(self) -> None:
         store.forget_project(self.connection, self.project_id)

@@ -8,7 +8,7 @@ import uuid
 import redis
 from rq import Queue
 
-from . import dispatch, store
+from . import dispatch, failures, store
 from .labeling.errors import MissingText
 from .costs import DEFAULT_PRICES, estimate_cost
 from .demonstrations import read_project
@@ -17,7 +17,7 @@ from .studio import Studio
 
 PREFIX = store.PREFIX
 RUN_TTL = 7 * 24 * 3600
-COUNTERS = ("done", "failed", "withheld", "cached", "requests", "prompt_tokens", "completion_tokens", "written_back")
+COUNTERS = ("cached", "requests", "prompt_tokens", "completion_tokens")  # work done, every attempt counted
 
 
 def _key(run_id: str) -> str:
@@ -43,49 +43,106 @@ def start_run(connection: redis.Redis, queue: Queue, contexts: Contexts, studio:
         read_project(connection, contexts.settings, contexts.get(project_id).spec, studio, project_id)
     context = contexts.get(project_id)
     tasks = pending_tasks(studio, project_id, context.model_version, missing)
-    labelable = {}
+    labelable, unreadable = {}, []
     for task_id, data in tasks.items():
         try:
             context.spec.text_of(data)
             labelable[task_id] = data
-        except MissingText:
-            pass  # counted below as failed: a task without text gets no prediction, and says why
+        except MissingText as exc:  # no prediction for it, and /status says why
+            unreadable.append({"task": task_id, "result": None, "error": "no_text", "detail": str(exc),
+                               "model_version": context.model_version})
     run_id = uuid.uuid4().hex[:12]
+    request = dispatch.LabelRequest(project_id, labelable, waiter=False, run_id=run_id,
+                                    model_version=context.model_version)
     record = {"run_id": run_id, "project_id": project_id, "model_version": context.model_version,
-              "model": context.labeler.prompt.model,
+              "model": context.labeler.prompt.model, "request_id": request.request_id,
               "total": len(tasks), "started": time.time(), "mode": "missing" if missing else "all",
               **{c: 0 for c in COUNTERS}}
-    record["failed"] = len(tasks) - len(labelable)
     with connection.pipeline(transaction=True) as pipe:
         pipe.hset(_key(run_id), mapping=record)
         pipe.expire(_key(run_id), RUN_TTL)
         pipe.lpush(f"{PREFIX}:runs:{project_id}", run_id)
         pipe.ltrim(f"{PREFIX}:runs:{project_id}", 0, 19)
         pipe.execute()
+    if unreadable:
+        failures.record(connection, project_id, unreadable)
+        record_progress(connection, run_id, unreadable)
     if labelable:
-        request = dispatch.LabelRequest(project_id, labelable, waiter=False, run_id=run_id)
         dispatch.submit(connection, queue, request, chunk_size, contexts.settings.job_timeout)
     return run_status(connection, run_id)
 
 
-def record_progress(connection: redis.Redis, run_id: str, messages: list[dict]) -> None:
-    """Add a finished chunk's figures to its run (atomic across workers)."""
+# Each task of a run holds one state, so counts stay exact however often a job runs, a row is written or a
+# failure is reported: labeled (waiting for its write-back), written (Label Studio holds the prediction),
+# failed (with its reason in the project's failure list), withheld (below the score threshold).
+# Sources rank what may overwrite what: a labeling result never undoes a write; a write-back result (written,
+# or failed when Label Studio refused it) overrides a labeling result; a job's final failure ("lost") only
+# fills tasks that have no state yet.
+# KEYS: run hash, run's task-state hash. ARGV: source, TTL of the states, then task, state pairs.
+_MARK = """
+local source = ARGV[1]
+for i = 3, #ARGV, 2 do
+  local task, new = ARGV[i], ARGV[i + 1]
+  local old = redis.call('HGET', KEYS[2], task)
+  local take
+  if source == 'label' then
+    take = (not old) or old == 'failed' or old == 'withheld'
+  elseif source == 'write' then
+    take = old ~= 'written' and not (new == 'failed' and old == 'failed')
+  else
+    take = not old
+  end
+  if take and old ~= new then
+    redis.call('HSET', KEYS[2], task, new)
+    if old then redis.call('HINCRBY', KEYS[1], 'n_' .. old, -1) end
+    redis.call('HINCRBY', KEYS[1], 'n_' .. new, 1)
+  end
+end
+if redis.call('TTL', KEYS[2]) < 0 then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
+return 1
+"""
+STATES = ("labeled", "written", "failed", "withheld")
+
+
+def mark(connection: redis.Redis, run_id: str, states: dict[int, str], source: str) -> None:
+    """Set tasks' states in a run: source "label" (a job's outcomes), "write" (the write-back's) or "lost"
+    (a job that failed for good: only tasks with no outcome)."""
+    if not run_id or not states or not connection.exists(_key(run_id)):
+        return  # Redis lost the run: states alone would make a run without a total
+    args = [source, RUN_TTL] + [item for task, state in states.items() for item in (str(task), state)]
+    connection.eval(_MARK, 2, _key(run_id), _key(run_id) + ":tasks", *args)
+
+
+def record_progress(connection: redis.Redis, run_id: str, messages: list[dict], source: str = "label") -> None:
+    """A job's outcome messages: task states, and the work it took (tokens and calls count every attempt)."""
     if not connection.exists(_key(run_id)):
-        return  # Redis lost the run: counters alone would make a run without a total
+        return
+    mark(connection, run_id, {int(m["task"]): _state(m) for m in messages}, source)
     with connection.pipeline(transaction=False) as pipe:
-        pipe.hincrby(_key(run_id), "done", sum(1 for m in messages if m.get("result")))
-        pipe.hincrby(_key(run_id), "failed", sum(1 for m in messages if not m.get("result")
-                                                  and m.get("error") != "low_score"))
-        pipe.hincrby(_key(run_id), "withheld", sum(1 for m in messages if m.get("error") == "low_score"))
         pipe.hincrby(_key(run_id), "cached", sum(1 for m in messages if m.get("cached")))
         for name in ("requests", "prompt_tokens", "completion_tokens"):
             pipe.hincrby(_key(run_id), name, sum(int(m.get(name) or 0) for m in messages))
         pipe.execute()
 
 
-def record_written(connection: redis.Redis, run_id: str, count: int) -> None:
-    if run_id and count and connection.exists(_key(run_id)):
-        connection.hincrby(_key(run_id), "written_back", count)
+def unsettled(connection: redis.Redis, run_id: str, task_ids: list[int]) -> list[int]:
+    """The tasks among task_ids that have no state in the run yet (no outcome was recorded for them)."""
+    if not task_ids:
+        return []
+    states = connection.hmget(_key(run_id) + ":tasks", [str(t) for t in task_ids])
+    return [t for t, state in zip(task_ids, states) if state is None]
+
+
+def failed_tasks(connection: redis.Redis, run_id: str) -> list[int]:
+    """The run's tasks that ended failed, in id order (their reasons are in the project's failure list)."""
+    states = connection.hscan_iter(_key(run_id) + ":tasks", count=1000)
+    return sorted(int(task) for task, state in states if state == b"failed")
+
+
+def _state(message: dict) -> str:
+    if message.get("result"):
+        return "labeled"
+    return "withheld" if message.get("error") == "low_score" else "failed"
 
 
 def run_status(connection: redis.Redis, run_id: str, prices: dict | None = None) -> dict:
@@ -93,8 +150,13 @@ def run_status(connection: redis.Redis, run_id: str, prices: dict | None = None)
     raw = {k.decode(): v.decode() for k, v in connection.hgetall(_key(run_id)).items()}
     if "total" not in raw or "started" not in raw:
         return {}  # unknown, or only counters written after Redis lost the run
-    status = {k: (int(v) if k in COUNTERS + ("total", "project_id") else v) for k, v in raw.items()}
-    finished = status["done"] + status["failed"] + status.get("withheld", 0)
+    status = {k: (int(v) if k in COUNTERS + ("total", "project_id") or k.startswith("n_") else v)
+              for k, v in raw.items()}
+    counts = {state: status.pop(f"n_{state}", 0) for state in STATES}
+    status.update(done=counts["labeled"] + counts["written"], written_back=counts["written"],
+                  failed=counts["failed"], withheld=counts["withheld"], waiting_write_back=counts["labeled"])
+    # Finished: every task has a prediction Label Studio confirmed, or a recorded reason why not.
+    finished = counts["written"] + counts["failed"] + counts["withheld"]
     elapsed = max(time.time() - float(status["started"]), 1e-6)
     rate = finished / elapsed
     status.update(finished=finished, elapsed_s=round(elapsed, 1), tasks_per_s=round(rate, 2),

@@ -5,22 +5,22 @@ Every answer depends only on the request and Redis, never on which process or ma
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
 import redis
 from rq import Queue, Worker
 
-from . import __version__, cache, dispatch, outbox, store
+from . import __version__, cache, dispatch, failures, outbox, store
+from .claims import Claims, claim_ttl
 from .embeddings import MissingEmbeddings
-from .labeling.budget import BudgetExceeded
+from .labeling.budget import BudgetExceeded, TokenCounter
 from .labeling.errors import MissingText, UnsupportedConfig
-from .labeling.prompt import request_key
 from .labeling.spec import parse_spec
 from .options import BadOptions, parse_options
 from .projects import Contexts, ProjectContext, UnknownProject, parse_project_id, register
 from .settings import Settings
+from .waiting import waiting_for
 from .webhooks import BadEvent, enqueue_sync, handle_event
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ class Service:
         self.connection = connection
         self.queue = Queue(settings.queue_name, connection=connection)
         self.contexts = Contexts(settings, connection)
+        _warm_up(settings)
 
     # ---- /setup ---------------------------------------------------------------------------------
 
@@ -53,7 +54,7 @@ class Service:
         body = _object(body)
         project_id = _project(body.get("project"))
         try:
-            options = parse_options(body.get("extra_params"))
+            options = parse_options(body.get("extra_params"), self.settings)
             # The token /setup sends is kept only when the environment does not give both URL and key.
             own = bool(self.settings.studio_url and self.settings.studio_api_key)
             register(self.connection, project_id, _text(body, "schema"), options,
@@ -130,10 +131,11 @@ class Service:
                                 self.settings.job_timeout)
                 submitted += len(misses)
         if submitted:
-            outcomes, abandoned = self._gather(context, request.request_id, submitted, deadline)
-            if abandoned:  # workers may be writing these back now: deliver each task once
-                self._claim(context, outcomes)
+            outcomes, _ = self._gather(context, request.request_id, submitted, deadline)
             entries.update(outcomes)
+        # Every task answered with a prediction is claimed, cache hits and outcomes in time too: a prelabel
+        # run or an abandoned request's write-back may be delivering the same task and version right now.
+        self._claim(context, entries, request.request_id)
         return [_lean(entries.get(t["id"]) or _empty(context, "not labeled before the deadline")) for t in tasks]
 
     def _request_keys(self, context: ProjectContext, texts: dict[int, str]) -> dict[int, str]:
@@ -145,7 +147,7 @@ class Service:
         keys = {}
         for (task_id, text), vector in zip(texts.items(), vectors):
             try:
-                keys[task_id] = request_key(context.labeler.request(text, vector), context.labeler.scoring)
+                keys[task_id] = context.labeler.cache_key(text, vector)
             except (MissingEmbeddings, BudgetExceeded):
                 continue
         return keys
@@ -158,16 +160,18 @@ class Service:
                         context.project_id, count - len(outcomes), count, self.settings.predict_deadline)
         return outcomes, abandoned
 
-    def _claim(self, context: ProjectContext, entries: dict[int, dict]) -> None:
-        """A task a worker of an abandoned request already wrote back is answered empty."""
+    def _claim(self, context: ProjectContext, entries: dict[int, dict], request_id: str) -> None:
+        """A task the write-back holds, or has written, is answered empty: Label Studio gets it from there."""
         by_version: dict[str, list[int]] = {}
         for task_id, entry in entries.items():
             if entry.get("result"):
                 by_version.setdefault(entry["model_version"], []).append(task_id)
+        holder = f"predict:{request_id}"
         for version, task_ids in by_version.items():
-            won = set(dispatch.claim(self.connection, context.project_id, version, task_ids))
-            for task_id in set(task_ids) - won:
-                entries[task_id] = _empty(context, "already delivered")
+            claims = Claims(self.connection, context.project_id, version, claim_ttl(self.settings.studio_timeout))
+            for task_id, held_by in claims.take(task_ids, holder).items():
+                if held_by != holder:
+                    entries[task_id] = _empty(context, "delivered by the write-back")
 
     # ---- /webhook, /versions --------------------------------------------------------------------
 
@@ -225,21 +229,23 @@ class Service:
         ids = [_project(project)] if project not in (None, "") else store.project_ids(self.connection)
         projects = []
         for project_id in ids:
-            failures = {int(k): json.loads(v) for k, v in
-                        self.connection.hgetall(f"{store.PREFIX}:failures:{project_id}").items()}
-            withheld = sum(1 for f in failures.values() if f.get("error") == "low_score")
+            listed = failures.read(self.connection, project_id)
+            withheld = sum(1 for f in listed.values() if f.get("error") == "low_score")
             record = store.load_project(self.connection, project_id)
             context = self._context(project_id) if record and record.label_config else None
+            runs = project_runs(self.connection, project_id, prices=self.settings.price_table)
+            for run in runs:
+                run["waiting_for"] = waiting_for(self.connection, self.queue, run, self.settings)
             projects.append({
                 "project_id": project_id,
                 "model_version": context.model_version if context else None,
                 # the demonstration selection in effect (DEMO_SELECTION=auto picks one) and why
                 "selection": context.labeler.choice.as_dict() if context else None,
                 "demonstrations": store.demo_counts(self.connection, project_id),
-                "runs": project_runs(self.connection, project_id, prices=self.settings.price_table),
-                "failed_tasks": len(failures) - withheld,
+                "runs": runs,
+                "failed_tasks": len(listed) - withheld,
                 "withheld_tasks": withheld,  # below the score threshold (LOW_SCORE_ACTION=skip)
-                "failures": dict(list(failures.items())[:20]),
+                "failures": dict(list(listed.items())[:20]),
                 "write_back_queue": outbox.size(self.connection, project_id),
                 "spend_today": self.contexts.guard(project_id, self.settings.model).status(),
             })
@@ -263,6 +269,17 @@ class Service:
             raise HTTPError(404, str(exc)) from None
         except UnsupportedConfig as exc:
             raise HTTPError(400, str(exc)) from None
+
+
+def _warm_up(settings: Settings) -> None:
+    """Load the token counter and the config parser now, at start: Label Studio gives /setup 3 s, and the
+    first one in a fresh web process otherwise spends about a second loading them (more on a busy machine)."""
+    TokenCounter(settings.model).text("warm up")
+    parse_spec(WARM_UP_CONFIG)
+
+
+WARM_UP_CONFIG = ('<View><Text name="text" value="$text"/><Choices name="label" toName="text">'
+                  '<Choice value="a"/><Choice value="b"/></Choices></View>')
 
 
 def _object(body) -> dict:

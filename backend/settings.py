@@ -79,11 +79,14 @@ class Settings:
     queue_name: str = _env("QUEUE_NAME", "fewshot", help="RQ queue the backend enqueues on and the workers listen to")
     studio_url: str = _env("LABEL_STUDIO_URL", help="Label Studio base URL for reading annotations and writing predictions; else the hostname /setup sends")
     studio_api_key: Secret = _env("LABEL_STUDIO_API_KEY", help="Label Studio API token (legacy token); else the access_token /setup sends", secret=True)
+    studio_timeout: float = _num("LABEL_STUDIO_TIMEOUT", 30.0, float, help="seconds one Label Studio API call may take; a write-back claim lasts 4 times this")
+    write_back_timeout: int = _num("WRITE_BACK_TIMEOUT", 900, int, help="seconds the write-back keeps retrying predictions Label Studio does not take (errors, timeouts, refused token) before it lists them as failed")
     version_policy: str = _env("MODEL_VERSION_POLICY", "change", help="when model_version moves: change (every demonstration change), every:N (every N changes) or training (only on Start training)")
     predict_deadline: float = _num("PREDICT_DEADLINE", 80.0, float, help="seconds /predict waits for workers; keep below Label Studio's ML_TIMEOUT_PREDICT (100); later tasks are written back")
     setup_wait: float = _num("SETUP_WAIT", 2.0, float, help="seconds /setup waits for a first read of the project's annotations (Label Studio allows 3)")
     worker_maintenance: int = _num("WORKER_MAINTENANCE", 30, int, help="seconds between a worker's checks for jobs abandoned by a killed worker")
-    job_timeout: int = _num("JOB_TIMEOUT", 300, int, help="seconds one labeling job (a chunk of tasks) may run; a killed worker's job is re-run about a minute after this")
+    job_timeout: int = _num("JOB_TIMEOUT", 300, int, help="seconds one labeling job (a chunk of tasks) may run; a killed worker's job is re-run JOB_TIMEOUT + 15 s after it started, at the next maintenance pass")
+    worker_wait: int = _num("WORKER_WAIT", 60, int, help="seconds prelabel and label --redis-url wait while no worker listens on the queue before they stop and say so")
     rate_limit_rpm: int = _num("RATE_LIMIT_RPM", 0, int, help="LLM requests per minute for all workers together (0: no limit)")
     rate_limit_tpm: int = _num("RATE_LIMIT_TPM", 0, int, help="LLM tokens per minute for all workers together, estimated before sending (0: no limit)")
     chunk_size: int = _num("JOB_CHUNK_SIZE", 32, int, help="tasks per RQ job (a few times LABEL_CONCURRENCY keeps the calls in flight between jobs)")
@@ -122,7 +125,7 @@ class Settings:
         if self.answer_mode not in MODES:
             raise SettingsError(f"LLM_ANSWER_MODE must be one of {list(MODES)}, got {self.answer_mode!r}")
         for name in ("timeout", "concurrency", "predict_deadline", "chunk_size", "web_workers", "web_threads",
-                     "job_timeout"):
+                     "job_timeout", "studio_timeout", "write_back_timeout", "worker_wait"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{self.env_name(name)} must be positive, got {getattr(self, name)!r}")
         if not (self.version_policy in ("change", "training") or _every_n(self.version_policy)):
@@ -132,8 +135,11 @@ class Settings:
             raise SettingsError("MAX_BODY_MB must be positive; BUDGET_TOKENS_PER_DAY and BUDGET_USD_PER_DAY 0 or more")
         if self.rate_limit_rpm < 0 or self.rate_limit_tpm < 0:
             raise SettingsError("RATE_LIMIT_RPM and RATE_LIMIT_TPM must be 0 (off) or positive")
-        if self.basic_auth_user and not self.basic_auth_pass:
-            raise SettingsError("BASIC_AUTH_USER is set but BASIC_AUTH_PASS is empty: set both or neither")
+        if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
+            # Either alone would leave every endpoint open while the admin believes it is protected.
+            given, missing = ("BASIC_AUTH_USER", "BASIC_AUTH_PASS") if self.basic_auth_user else \
+                ("BASIC_AUTH_PASS", "BASIC_AUTH_USER")
+            raise SettingsError(f"{given} is set but {missing} is empty: set both or neither")
         from .costs import BadPrices, parse_prices
 
         try:

@@ -37,8 +37,6 @@ def _as_list(value) -> list:
 
 def enqueue_sync(queue: Queue, project_id: int, training: bool = False):
     """One full read per project at a time (a deterministic job id de-duplicates repeated triggers)."""
-    from .jobs import sync_project
-
     job_id = f"sync-{project_id}" + ("-training" if training else "")
     existing = queue.fetch_job(job_id)
     if existing is not None:
@@ -48,14 +46,13 @@ def enqueue_sync(queue: Queue, project_id: int, training: bool = False):
         if status in ("queued", "started", "scheduled", "deferred") or (recent_failure and not training):
             return existing  # running, or failed moments ago: do not hammer Label Studio
         existing.delete()
-    return queue.enqueue(sync_project, project_id, training, job_id=job_id, job_timeout=3600,
+    # By dotted path: importing jobs would load the Label Studio SDK into the web process (3 s on a busy machine).
+    return queue.enqueue("backend.jobs.sync_project", project_id, training, job_id=job_id, job_timeout=3600,
                          result_ttl=60, failure_ttl=24 * 3600)
 
 
 def enqueue_refresh(queue: Queue, project_id: int, task_id: int) -> None:
-    from .jobs import refresh_task
-
-    queue.enqueue(refresh_task, project_id, task_id, job_id=f"refresh-{project_id}-{task_id}", result_ttl=60)
+    queue.enqueue("backend.jobs.refresh_task", project_id, task_id, job_id=f"refresh-{project_id}-{task_id}", result_ttl=60)
 
 
 def handle_event(connection: redis.Redis, queue: Queue, settings: Settings, spec: LabelingSpec | None,

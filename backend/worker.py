@@ -2,34 +2,130 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
+import signal
+import threading
+import time
+import uuid
+
+import redis
 
 from rq import Queue, SimpleWorker
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
+from rq.scheduler import RQScheduler
 
 from . import store
 from .logs import configure_logging
 from .settings import Settings
+from .waiting import ALIVE_TTL, WORKER_PREFIX, alive_key
 
 log = logging.getLogger(__name__)
 
 
 # An idle worker blocks in dequeue for worker_ttl - 15 s and runs maintenance (the re-queueing of jobs
-# abandoned by killed workers) only between dequeues: a short TTL keeps that check frequent.
-WORKER_TTL = 30
+# abandoned by killed workers) only between dequeues: a short TTL keeps that check frequent, and a block
+# shorter than the connection's socket timeout (store.connect: 10 s) does not end in a timeout error.
+WORKER_TTL = 20
 HEARTBEAT_SLACK_S = 15
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+class FewshotScheduler(RQScheduler):
+    """rq's scheduler process (it enqueues delayed and retried jobs), stopped when its worker dies.
+
+    rq forks it and stops it only from the worker's clean shutdown: after a SIGKILL of the worker it went on
+    under PID 1, and a supervisor that restarts workers would pile such orphans up.
+    """
+
+    def start(self):
+        self._worker_pid = os.getpid()  # start() runs in the worker; work() in the forked scheduler
+        return super().start()
+
+    def work(self):
+        die_with_parent(self._worker_pid)
+        super().work()
+
+
+def die_with_parent(parent: int) -> None:
+    """SIGTERM this process when `parent` dies (rq's scheduler stops on SIGTERM and releases its locks)."""
+    try:
+        if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM) == 0:
+            if os.getppid() != parent:  # it died before the request took effect
+                os.kill(os.getpid(), signal.SIGTERM)
+            return
+    except (OSError, AttributeError):
+        pass  # not Linux: watch the parent instead
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="watch-worker", daemon=True).start()
 
 
 class FewshotWorker(SimpleWorker):
     """SimpleWorker whose job heartbeat lasts the job's timeout plus a short slack instead of a minute.
 
     A job in this process cannot outlive its timeout (the death penalty stops it), so once that
-    heartbeat expires the job's worker is dead and maintenance may re-queue the job at once.
+    heartbeat expires the job's worker is dead and maintenance may re-queue the job at once. Its
+    maintenance also schedules a flush for any outbox left without one, and a thread keeps an alive key
+    that lets prelabel and /status tell a running job from one whose worker stopped.
     """
+
+    def __init__(self, *args, settings: Settings, **kwargs):
+        super().__init__(*args, name=f"{WORKER_PREFIX}{uuid.uuid4().hex}", **kwargs)
+        self.settings = settings
+
+    def run_maintenance_tasks(self):
+        super().run_maintenance_tasks()
+        from .jobs import sweep_outboxes  # jobs imports the labeling stack; workers load it anyway
+
+        try:
+            if swept := sweep_outboxes(self.connection, self.settings):
+                log.info("scheduled a write-back flush for projects %s (their outbox had none pending)", swept)
+        except redis.RedisError as exc:
+            log.warning("write-back sweep skipped: %s", exc)
+
+    def keep_alive(self) -> None:
+        """Refresh this worker's alive key from a thread, as long as the process lives."""
+        def beat() -> None:
+            while True:
+                try:
+                    self.connection.set(alive_key(self.name), os.getpid(), ex=ALIVE_TTL)
+                except redis.RedisError:
+                    pass  # Redis restarting: the key comes back with it
+                time.sleep(ALIVE_TTL / 3)
+
+        threading.Thread(target=beat, name="alive", daemon=True).start()
 
     def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
         if job.timeout is None or job.timeout < 0:
             return super().get_heartbeat_ttl(job, working_time)
         return int(job.timeout) + HEARTBEAT_SLACK_S
+
+    def _start_scheduler(self, burst: bool = False, logging_level: str | None = "INFO",
+                         date_format: str = DEFAULT_LOGGING_DATE_FORMAT, log_format: str = DEFAULT_LOGGING_FORMAT):
+        """rq's own, with a scheduler that dies with this worker."""
+        self.scheduler = FewshotScheduler(self.queues, connection=self.connection,
+                                          logging_level=logging_level if logging_level is not None else self.log.level,
+                                          date_format=date_format, log_format=log_format, serializer=self.serializer)
+        self.scheduler.acquire_locks()
+        if not self.scheduler.acquired_locks:
+            return  # another worker's scheduler serves these queues; maintenance tries again later
+        if burst:
+            try:
+                self.scheduler.register_birth()
+                self.scheduler.enqueue_scheduled_jobs()
+            finally:
+                self.scheduler.release_locks()
+                self.scheduler.register_death()
+        else:
+            self.scheduler.start()
 
 
 def run_worker(settings: Settings, burst: bool = False) -> int:
@@ -47,7 +143,8 @@ def run_worker(settings: Settings, burst: bool = False) -> int:
         return 1
     queue = Queue(settings.queue_name, connection=connection)
     worker = FewshotWorker([queue], connection=connection, maintenance_interval=settings.worker_maintenance,
-                           worker_ttl=WORKER_TTL)
+                           worker_ttl=WORKER_TTL, settings=settings)
+    worker.keep_alive()
     log.info("worker %s listening on queue %r", worker.name, settings.queue_name)
     worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level.upper())
     return 0

@@ -59,3 +59,39 @@ def test_no_task_ever_sees_its_own_label_in_its_prompt(env, tmp_path):
 def test_evaluate_explains_bad_input(env, tmp_path, capsys):
     assert main(["evaluate", "--input", str(EVAL_DATA / "sst2_test.jsonl")]) == 2
     assert "--config" in capsys.readouterr().err
+
+
+def _same(text: str) -> str:
+    import re
+    import unicodedata
+
+    return re.sub(r"[\W_]+", "", unicodedata.normalize("NFKC", text).casefold())
+
+
+def test_seeds_that_copy_evaluated_tasks_never_show_a_task_its_own_text(env, tmp_path):
+    """--seeds overlapping the evaluated tasks (exact copies and case/space/punctuation variants, with the
+    opposite label): a task's prompt and its baseline's training side never hold its own text."""
+    from backend.evaluate import cross_validate, fold_of
+    from backend.labeling.examples import Example, load_seed_file
+    from backend.labeling.spec import parse_spec
+    from backend.llm import LLMClient
+    from tests.conftest import llm_settings
+
+    spec = parse_spec(SST2_CONFIG)
+    rows = [json.loads(line) for line in (EVAL_DATA / "sst2_test.jsonl").read_text().splitlines()[:40]]
+    gold = load_seed_file(EVAL_DATA / "sst2_test.jsonl", spec)[:40]
+    flip = {"positive": "negative", "negative": "positive"}
+    seeds = [Example(text, (flip[row["label"]],), "seed", f"s:{n}")
+             for n, row in enumerate(rows)
+             for text in (row["text"], row["text"].upper().replace(" ", "  ") + " !!")]
+    settings = llm_settings(env)
+    items, _ = cross_validate(spec, gold, seeds, settings, LLMClient(settings), folds=4, seed=1, progress=False)
+    in_item_order = [g for fold in range(4) for g in gold if fold_of(g, 4, 1) == fold]
+    for request in env.requests():
+        messages = request["body"]["messages"]
+        query = _same(messages[-1]["content"].split(" [SEP]")[0])
+        shown = {_same(m["content"].split(" [SEP]")[0]) for m in messages[1:-1] if m["role"] == "user"}
+        assert query not in shown
+    # With its own flipped copy in the training side the baseline would answer the flipped label every time.
+    flipped = sum(1 for item, example in zip(items, in_item_order) if item.baseline == (flip[example.labels[0]],))
+    assert flipped < 0.8 * len(gold), f"{flipped} of {len(gold)} baselines took the label of the task's own copy"

@@ -95,7 +95,30 @@ def test_predictions_below_the_threshold_are_withheld_or_flagged(redis_conn, act
 def test_threshold_options_are_validated():
     from backend.options import BadOptions, parse_options
 
-    assert parse_options({"threshold": 1}) == {"threshold": 1}
+    settings = Settings.from_env({})
+    assert parse_options({"threshold": 1}, settings) == {"threshold": 1}
     for bad in ({"threshold": 1.5}, {"low_score": "hide"}, {"calibration": "platt"}):
         with pytest.raises(BadOptions):
-            parse_options(bad)
+            parse_options(bad, settings)
+
+
+def test_options_are_checked_against_the_backends_own_environment():
+    """mmr-k needs embeddings: refused where EMBEDDING_MODEL is tfidf, accepted where it names a model."""
+    from backend.options import BadOptions, parse_options
+
+    with pytest.raises(BadOptions, match="EMBEDDING_MODEL"):
+        parse_options({"selection": "mmr-k"}, Settings.from_env({"EMBEDDING_MODEL": "tfidf"}))
+    embedded = Settings.from_env({"EMBEDDING_MODEL": "text-embedding-3-small"})
+    assert parse_options({"selection": "mmr-k", "k": 4}, embedded) == {"selection": "mmr-k", "k": 4}
+
+
+def test_setup_accepts_mmr_k_from_extra_params_when_the_backend_has_embeddings(redis_conn, redis_url):
+    from backend.ml_adapter import create_app
+
+    body = {"project": "7.1700000000", "schema": SENTIMENT_CONFIG, "extra_params": '{"selection": "mmr-k"}'}
+    with_embeddings = create_app(Settings.from_env({"REDIS_URL": redis_url, "EMBEDDING_MODEL": "fake-embed"}))
+    answer = with_embeddings.test_client().post("/setup", json=body)
+    assert answer.status_code == 200, answer.get_json()
+    without = create_app(Settings.from_env({"REDIS_URL": redis_url, "EMBEDDING_MODEL": "tfidf"}))
+    without = without.test_client().post("/setup", json=body)
+    assert without.status_code == 400 and "EMBEDDING_MODEL" in without.get_json()["error"]

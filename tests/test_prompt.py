@@ -6,8 +6,8 @@ import pytest
 
 from backend.labeling.errors import BadTemplate
 from backend.labeling.examples import Example
-from backend.labeling.prompt import (DEFAULT_TEMPLATE, PromptSettings, build_messages, json_schema, model_version,
-                                     order_examples, render_demonstration, render_query, version_hash)
+from backend.labeling.prompt import (DEFAULT_TEMPLATE, PromptSettings, build_messages, json_schema, order_examples,
+                                     render_demonstration, render_query)
 from backend.labeling.spec import parse_spec
 from tests.conftest import MULTI_CONFIG, SENTIMENT_CONFIG
 
@@ -55,25 +55,6 @@ def test_order_is_deterministic_seeds_first_then_tasks_by_id():
     assert order_examples(shuffled) == order_examples(list(reversed(shuffled)))
 
 
-def test_hash_moves_with_each_input_and_only_then():
-    base = PromptSettings(model="m")
-    h = version_hash(SPEC, EXAMPLES, base)
-    assert h == version_hash(SPEC, list(EXAMPLES), PromptSettings(model="m"))
-    assert h != version_hash(SPEC, EXAMPLES, PromptSettings(model="other"))
-    assert h != version_hash(SPEC, EXAMPLES, PromptSettings(model="m", mode="text"))
-    assert h != version_hash(SPEC, EXAMPLES, PromptSettings(model="m", template="{text} => {label}"))
-    assert h != version_hash(SPEC, EXAMPLES[:1], base)
-    assert h != version_hash(parse_spec(SENTIMENT_CONFIG.replace("negative", "neutral")), EXAMPLES, base)
-    assert model_version(SPEC, EXAMPLES, base).startswith("fsp-")
-
-
-def test_selection_is_part_of_the_version():
-    from backend.labeling.selection import Selection
-
-    assert version_hash(SPEC, EXAMPLES, PromptSettings(model="m")) != \
-        version_hash(SPEC, EXAMPLES, PromptSettings(model="m", selection=Selection("nearest-k", 8)))
-
-
 def test_span_configs_get_an_extraction_template_unless_one_was_chosen():
     from backend.labeling.prompt import SPAN_TEMPLATE, STRUCTURED_TEMPLATE, for_config
 
@@ -88,4 +69,6 @@ def test_span_configs_get_an_extraction_template_unless_one_was_chosen():
     assert for_config(classic, SPEC) is classic  # one Choices control: the original algorithm
     chosen = PromptSettings(model="m", template="Sentence: {text}\nNamed entities: {label}")
     assert for_config(chosen, ner) is chosen
-    assert model_version(ner, [], for_config(classic, ner)) != model_version(ner, [], classic)
+    from backend.labeling.fingerprint import fingerprint
+
+    assert fingerprint(ner, [], for_config(classic, ner)).model_version != fingerprint(ner, [], classic).model_version

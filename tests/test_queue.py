@@ -108,18 +108,29 @@ def test_the_prediction_cache_keeps_at_most_its_bound(redis_conn):
     assert 0 < redis_conn.ttl("fsp:cache:key-4") <= 60
 
 
-def test_run_status_counts_rate_and_eta(redis_conn):
+def test_run_status_counts_each_task_once_with_rate_and_eta(redis_conn):
+    from backend.runs import mark
+
     redis_conn.hset("fsp:run:r1", mapping={"run_id": "r1", "project_id": 5, "model_version": "fsp-x", "total": 10,
-                                           "started": time.time() - 4, "mode": "missing", "done": 0, "failed": 0,
-                                           "cached": 0, "requests": 0, "prompt_tokens": 0, "completion_tokens": 0,
-                                           "written_back": 0})
-    record_progress(redis_conn, "r1", [{"result": [1], "requests": 1, "prompt_tokens": 50, "completion_tokens": 5},
-                                       {"result": None, "requests": 2}, {"result": [1], "cached": True}])
+                                           "started": time.time() - 4, "mode": "missing", "cached": 0,
+                                           "requests": 0, "prompt_tokens": 0, "completion_tokens": 0})
+    chunk = [{"task": 1, "result": [1], "requests": 1, "prompt_tokens": 50, "completion_tokens": 5},
+             {"task": 2, "result": None, "error": "llm_error", "requests": 2},
+             {"task": 3, "result": [1], "cached": True}, {"task": 4, "result": None, "error": "low_score"}]
+    record_progress(redis_conn, "r1", chunk)
+    record_progress(redis_conn, "r1", chunk)  # the same job run twice (its worker was killed after it)
     status = run_status(redis_conn, "r1")
-    assert (status["done"], status["failed"], status["cached"], status["requests"]) == (2, 1, 1, 3)
-    assert status["prompt_tokens"] == 50 and status["state"] == "running"
-    assert status["tasks_per_s"] == pytest.approx(0.75, rel=0.2) and status["eta_s"] == pytest.approx(9.3, rel=0.2)
-    record_progress(redis_conn, "gone", [{"result": [1]}])
+    assert (status["done"], status["failed"], status["withheld"], status["written_back"]) == (2, 1, 1, 0)
+    assert (status["cached"], status["requests"], status["prompt_tokens"]) == (2, 6, 100)  # work: every attempt
+    assert status["finished"] == 2 and status["state"] == "running"  # labeled is not finished: not written yet
+    mark(redis_conn, "r1", {1: "written", 3: "written"}, "write")
+    record_progress(redis_conn, "r1", [{"task": 1, "result": None, "error": "llm_error"}])  # a write is final
+    record_progress(redis_conn, "r1", [{"task": 2, "result": [1]}])  # a later success replaces a failure
+    mark(redis_conn, "r1", {2: "failed", 5: "failed"}, "lost")  # a job's final failure fills only the unknown
+    status = run_status(redis_conn, "r1")
+    assert (status["done"], status["written_back"], status["failed"], status["finished"]) == (3, 2, 1, 4)
+    assert status["tasks_per_s"] == pytest.approx(1.0, rel=0.2) and status["eta_s"] == pytest.approx(6, rel=0.2)
+    record_progress(redis_conn, "gone", [{"task": 1, "result": [1]}])
     assert run_status(redis_conn, "gone") == {}
 
 
@@ -154,3 +165,68 @@ def test_nearest_k_by_embeddings_through_the_web_process_and_a_worker(fake, redi
         assert again == first and fake.stats()["requests"] == calls  # keys built from cached vectors
     finally:
         stop_all(workers)
+
+
+def test_the_rate_limit_is_kept_per_model_the_project_asks_for(client_env, redis_url, logs_dir, tmp_path):
+    """A project that picks its own model draws from that model's limit, not from LLM_MODEL's."""
+    import redis as redis_lib
+
+    env = stack_env(redis_url, client_env.url, RATE_LIMIT_RPM=1000)
+    workers = start_workers(1, logs_dir, env, prefix="per-model-worker")
+    try:
+        wait_for_workers(redis_url, 1)
+        source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+        source.write_text("".join(json.dumps(r) + "\n" for r in support_rows()[:3]))
+        code = main(["label", "--config", str(SUPPORT / "config.xml"), "--seeds", str(SUPPORT), "--input",
+                     str(source), "--output", str(out), "--no-progress", "--redis-url", redis_url,
+                     "--model", "fake-llm-large"])
+    finally:
+        stop_all(workers)
+    assert code == 0
+    assert {r["body"]["model"] for r in client_env.requests()} == {"fake-llm-large"}
+    names = {k.decode() for k in redis_lib.Redis.from_url(redis_url).scan_iter("fsp:ratelimit:*:log")}
+    assert names == {f"fsp:ratelimit:{client_env.url.rstrip('/')}|fake-llm-large:log"}, names
+
+
+def test_label_through_workers_ends_with_the_rows_failed_when_a_job_fails_for_good(client_env, redis_url,
+                                                                                  logs_dir, tmp_path):
+    """Every attempt of the job raises: after RQ's retries each row is reported failed with the reason, and
+    the command exits 1 instead of waiting (it used to wait up to 24 h)."""
+    import threading
+
+    env = stack_env(redis_url, client_env.url, FSP_CHAOS="raise:label")
+    worker = spawn("raising-worker", [sys.executable, "-m", "tests.chaos_worker"], logs_dir, env)
+    done: dict = {}
+    try:
+        wait_for_workers(redis_url, 1)
+        runner = threading.Thread(target=lambda: done.update(result=run_label(tmp_path, support_rows()[:5],
+                                                                              redis_url=redis_url)), daemon=True)
+        runner.start()
+        runner.join(180)  # 4 attempts, retried 2, 10 and 30 s apart
+    finally:
+        worker.stop()
+    assert "result" in done, "label --redis-url still waits for jobs that failed for good"
+    code, rows = done["result"]
+    assert code == 1 and len(rows) == 5
+    assert all(r["label"] is None and r["error"].startswith("job_failed: the labeling job failed 4 times") and
+               "raises every time" in r["error"] for r in rows)
+
+
+def test_label_through_workers_says_so_when_no_worker_listens(client_env, redis_url, monkeypatch, tmp_path,
+                                                              capsys):
+    import redis as redis_lib
+
+    import threading
+
+    monkeypatch.setenv("WORKER_WAIT", "2")
+    done: dict = {}
+    runner = threading.Thread(target=lambda: done.update(result=run_label(tmp_path, support_rows()[:3],
+                                                                          redis_url=redis_url)), daemon=True)
+    runner.start()
+    runner.join(60)
+    assert "result" in done, "label --redis-url still waits while no worker listens"
+    code, rows = done["result"]
+    assert code == 1
+    assert all(r["error"].startswith("no_worker: no rq worker listened on queue 'fewshot-test' for 2 s") for r in rows)
+    assert "no worker listens on the queue" in capsys.readouterr().err
+    assert redis_lib.Redis.from_url(redis_url).llen("rq:queue:fewshot-test") == 0  # its jobs left the queue

@@ -12,7 +12,7 @@ import pytest
 from backend.fake_llm import FakeLLM
 from backend.labeler import Labeler
 from backend.labeling.examples import Example
-from backend.labeling.prompt import model_version, request_key
+from backend.labeling.fingerprint import fingerprint
 from backend.labeling.spec import parse_spec
 from backend.llm import LLMClient
 from backend.options import BadOptions, parse_options, prompt_for
@@ -89,8 +89,9 @@ def test_top_logprobs_outside_1_to_20_are_refused_in_logprobs_mode():
     assert Settings.from_env({"LLM_ANSWER_MODE": "json", "LLM_TOP_LOGPROBS": "0"}).top_logprobs == 0
     with pytest.raises(SettingsError, match="LLM_TOP_LOGPROBS"):
         Settings.from_env({"LLM_ANSWER_MODE": "json", "LLM_TOP_LOGPROBS": "21"})
+    settings = Settings.from_env({"LLM_TOP_LOGPROBS": "0"})
     with pytest.raises(BadOptions, match="LLM_TOP_LOGPROBS"):  # a project switching to logprobs mode
-        prompt_for(Settings.from_env({"LLM_TOP_LOGPROBS": "0"}), parse_options({"mode": "logprobs"}))
+        prompt_for(settings, parse_options({"mode": "logprobs"}, settings))
 
 
 def test_json_scores_the_label_not_the_spelling_it_generated(reference):
@@ -226,8 +227,8 @@ def test_scoring_settings_move_model_version_and_cache_key():
         settings = Settings.from_env({"LLM_MODEL": "m", **env})
         labeler = Labeler(spec, DEMOS, settings, None)
         versions.add(labeler.model_version)
-        keys.add(request_key(labeler.request(TASK), labeler.scoring))
-        assert labeler.model_version == model_version(spec, labeler.examples, labeler.prompt)
+        keys.add(labeler.cache_key(TASK))
+        assert labeler.model_version == fingerprint(spec, labeler.examples, labeler.prompt).model_version
     assert len(versions) == len(variants) and len(keys) == len(variants)
     # Echo makes the answer mode irrelevant: the same version whatever LLM_ANSWER_MODE says.
     echo = {Labeler(spec, DEMOS, Settings.from_env({"LLM_SCORING": "echo", "LLM_ANSWER_MODE": mode}), None).model_version

@@ -46,3 +46,11 @@ def test_the_readme_table_lists_every_variable():
 def test_unset_secrets_are_still_secrets():
     settings = Settings.from_env({})
     assert settings.openai_api_key.reveal() == "" and settings.studio_api_key.reveal() == ""
+
+
+@pytest.mark.parametrize("env, missing", [({"BASIC_AUTH_USER": "admin"}, "BASIC_AUTH_PASS"),
+                                          ({"BASIC_AUTH_PASS": "s3cret-pass"}, "BASIC_AUTH_USER")])
+def test_half_of_basic_auth_is_refused_not_silently_off(env, missing):
+    with pytest.raises(SettingsError, match=f"{missing} is empty") as info:
+        Settings.from_env(env)
+    assert "s3cret-pass" not in str(info.value)

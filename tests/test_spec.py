@@ -77,3 +77,14 @@ def test_paragraphs_are_flattened_to_speaker_lines():
 def test_tasks_without_usable_text_say_why(data, message):
     with pytest.raises(MissingText, match=message):
         parse_spec(SENTIMENT_CONFIG).text_of(data)
+
+
+@pytest.mark.parametrize("attr", ["perRegion", "perItem"])
+def test_a_lone_per_region_choices_is_refused_like_any_per_region_control(attr):
+    """One Choices control takes the fast path; it must refuse what the per-control parser refuses."""
+    lone = (f'<View><Text name="t" value="$t"/><Choices name="c" toName="t" {attr}="true">'
+            '<Choice value="a"/><Choice value="b"/></Choices></View>')
+    with pytest.raises(UnsupportedConfig, match=attr):
+        parse_spec(lone)
+    with pytest.raises(UnsupportedConfig, match=attr):  # the same control next to another one
+        parse_spec(lone.replace("</View>", '<TextArea name="note" toName="t"/></View>'))

@@ -510,10 +510,7 @@ def parse_controls(interface) -> tuple[Control, ...]:
         where = f"control <{control.tag} name={control.name!r}>"
         if control.tag not in SUPPORTED_TAGS:
             raise UnsupportedConfig(f"{where} is not supported; {SUPPORTED_HELP}")
-        for attr in ("perRegion", "perItem"):
-            if str(control.attr.get(attr, "")).lower() == "true":
-                raise UnsupportedConfig(f"{where} has {attr}=\"true\": per-region and per-item answers are "
-                                        f"not supported; {SUPPORTED_HELP}")
+        refuse_per_region(control, where)
         obj = _object_of(control, where)
         if control.tag == "Labels" and obj.tag != "Text":
             raise UnsupportedConfig(f"{where} labels <{obj.tag} name={obj.name!r}>: {SPAN_OBJECTS_HELP}")
@@ -523,6 +520,14 @@ def parse_controls(interface) -> tuple[Control, ...]:
         raise UnsupportedConfig(f"the controls label {len(targets)} objects ({', '.join(map(repr, targets))}); "
                                 f"{SUPPORTED_HELP}")
     return tuple(parsed)
+
+
+def refuse_per_region(control, where: str) -> None:
+    """UnsupportedConfig for perRegion/perItem controls: they answer per region or item, not per task."""
+    for attr in ("perRegion", "perItem"):
+        if str((control.attr or {}).get(attr, "")).lower() == "true":
+            raise UnsupportedConfig(f"{where} has {attr}=\"true\": per-region and per-item answers are "
+                                    f"not supported; {SUPPORTED_HELP}")
 
 
 def _object_of(control, where: str):

@@ -30,7 +30,11 @@ SCORING_FORMAT = 2
 
 @dataclass(frozen=True)
 class PromptSettings:
-    """Everything besides the demonstrations and the config that shapes a model's answer."""
+    """Everything besides the demonstrations and the config that shapes a model's request and answer.
+
+    labeling.fingerprint reads every field into model_version and the cache key: a setting that shapes
+    answers belongs here, not read from the environment beside it.
+    """
 
     model: str
     mode: str = "json"
@@ -43,8 +47,12 @@ class PromptSettings:
     embedding_model: str = ""
     calibration: str = "none"  # "contextual": divide out the prompt's bias (logprobs mode, echo)
     scoring: str = "answer"  # "echo": every label scored exactly through /v1/completions (single choice)
+    confidence_samples: int = 0  # extra answers sampled for an agreement score when there are no logprobs
+    max_tokens: int = 256  # cap on tokens in one answer (and room kept for it in the context window)
     top_logprobs: int = 20  # alternatives per answer token asked for (answer scoring)
     request_logprobs: bool = True  # ask for logprobs in json/text mode too (a score)
+    context_window: int = 0  # the model's window in tokens; 0: from the table of known models
+    prompt_limit: int = 0  # cap on prompt tokens below the window; 0: none
 
     @property
     def uses_embeddings(self) -> bool:
@@ -60,6 +68,10 @@ class PromptSettings:
         if self.mode == "logprobs" and self.scoring == "answer" and not 1 <= self.top_logprobs <= 20:
             raise ValueError("logprobs mode reads the label's probability from the alternatives: it needs "
                              f"LLM_TOP_LOGPROBS between 1 and 20 (the OpenAI limit), got {self.top_logprobs!r}")
+        if self.max_tokens < 1 or self.confidence_samples < 0 or self.context_window < 0 or self.prompt_limit < 0:
+            raise ValueError("max_tokens must be positive; confidence_samples, context_window and prompt_limit "
+                             f"0 or more, got {self.max_tokens!r}, {self.confidence_samples!r}, "
+                             f"{self.context_window!r}, {self.prompt_limit!r}")
         check_template(self.template)
 
 
@@ -238,34 +250,3 @@ def stable_hash(payload: object) -> str:
     """sha256 of canonical JSON: the same inputs give the same hash in every process and release."""
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
-
-
-def version_hash(spec: LabelingSpec, examples: Iterable[Example], settings: PromptSettings) -> str:
-    """A hash of everything that shapes answers: model, mode, template, instruction, labels, demonstrations."""
-    return stable_hash({
-        "format": PROMPT_FORMAT,
-        "model": settings.model,
-        "mode": settings.mode,
-        "template": settings.template,
-        "instruction": instruction(spec, settings),
-        "selection": settings.selection.describe(),
-        "batch": settings.batch if settings.mode == "json" else 1,
-        "embedding_model": settings.embedding_model if settings.uses_embeddings else "",
-        "calibration": settings.calibration if settings.mode == "logprobs" else "none",
-        "scoring": describe_scoring(spec, settings),
-        "control": spec.control_name,
-        "labels": [[label.value, label.name, label.hint] for label in spec.labels],
-        "multiple": spec.multiple,
-        "examples": [[e.text, list(e.labels)] + ([e.answer_json] if e.answer_json else []) for e in examples],
-    })
-
-
-def model_version(spec: LabelingSpec, examples: Iterable[Example], settings: PromptSettings) -> str:
-    """Short, stable version string for Label Studio's model_version."""
-    return "fsp-" + version_hash(spec, examples, settings)[:12]
-
-
-def request_key(request: dict, scoring: dict | None = None) -> str:
-    """Content address of one LLM request (model, parameters, messages) and of how its answer is scored
-    (`describe_scoring`, not part of the request): the prediction cache key."""
-    return stable_hash({"format": PROMPT_FORMAT, "request": request, "scoring": scoring})

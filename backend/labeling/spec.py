@@ -90,6 +90,9 @@ def _parse_spec_cached(config: str) -> LabelingSpec:
     if len(controls) > 1 or controls[0].tag != "Choices":
         return _structured_spec(config, interface, controls)
     control = controls[0]
+    from .controls import refuse_per_region  # controls builds on this module's Label
+
+    refuse_per_region(control, f"control <{control.tag} name={control.name!r}>")  # as a structured config would
     obj = _target_object(interface, control)
     return LabelingSpec(
         config=config,

@@ -8,9 +8,14 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import sys
+
 import pytest
 
 from backend.local_studio import LocalStudio, ensure_installed, ensure_migrated_db
+from backend.processes import spawn, start_redis, start_workers, stop_all
+from backend.settings import Settings
+from tests.conftest import stack_env, wait_for_workers
 
 E2E_DIR = Path(__file__).parent
 
@@ -25,6 +30,16 @@ SENTIMENT_CONFIG = """<View>
 def sentiment_choice(label: str) -> list[dict]:
     """An annotation result choosing `label` in SENTIMENT_CONFIG."""
     return [{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": [label]}}]
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The queue and chaos tests' tallies (completed / failed / lost / duplicated), passed tests included."""
+    from tests.e2e.exactly_once import FIGURES
+
+    if FIGURES:
+        terminalreporter.section("exactly once: completed / failed / lost / duplicated")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -111,3 +126,54 @@ class StubBackend:
 def stub_backend():
     with StubBackend(from_name="sentiment", to_name="text", choice="Positive") as backend:
         yield backend
+
+
+@pytest.fixture
+def redis_server(logs_dir):
+    """A private redis-server for one test (tests may stop and restart it)."""
+    proc, url = start_redis(logs_dir)
+    state = {"proc": proc, "url": url}
+    yield state
+    state["proc"].stop()
+
+
+@pytest.fixture
+def make_stack(studio, redis_server, logs_dir):
+    """Workers, a fake LLM and the settings that point at them, Redis and Label Studio (or a proxy of it).
+
+    stack["add_workers"](n, chaos=None) starts more workers; with chaos, `tests.chaos_worker` ones.
+    """
+    started, fakes = [], []
+
+    def make(workers: int = 2, fake_knobs: dict | None = None, studio_url: str | None = None,
+             chaos: str | None = None, **env_extra):
+        from backend.fake_llm import spawn_fake_llm
+
+        fake = spawn_fake_llm(**(fake_knobs or {}))
+        fakes.append(fake)
+        env = stack_env(redis_server["url"], fake.url, LABEL_STUDIO_URL=studio_url or studio.url,
+                        LABEL_STUDIO_API_KEY=studio.token, LLM_MAX_RETRIES=8, **env_extra)
+        stack = {"env": env, "fake": fake, "workers": [], "settings": Settings.from_env(env)}
+
+        def add_workers(count: int, chaos: str | None = None) -> list:
+            before = len(stack["workers"])
+            if chaos:
+                procs = [spawn(f"chaos-worker-{len(started) + i}", [sys.executable, "-m", "tests.chaos_worker"],
+                               logs_dir, {**env, "FSP_CHAOS": chaos}) for i in range(count)]
+            else:
+                procs = start_workers(count, logs_dir, env, prefix=f"q-worker-{len(started)}")
+            started.extend(procs)
+            stack["workers"].extend(procs)
+            wait_for_workers(redis_server["url"], sum(p.alive() for p in stack["workers"][:before]) + count,
+                             queue=env["QUEUE_NAME"])
+            return procs
+
+        stack["add_workers"] = add_workers
+        if workers:
+            add_workers(workers, chaos)
+        return stack
+
+    yield make
+    stop_all(started)
+    for fake in fakes:
+        fake.stop()

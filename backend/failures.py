@@ -1,0 +1,41 @@
+"""Tasks of a project that have no prediction, each with its reason: what /status lists and prelabel prints.
+
+One entry per task (the latest reason); a task that is later labeled and written leaves the list.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import redis
+
+from .store import PREFIX
+
+
+def _key(project_id: int) -> str:
+    return f"{PREFIX}:failures:{project_id}"
+
+
+def record(connection: redis.Redis, project_id: int, messages: list[dict]) -> None:
+    """Record the failed outcomes among messages ({task, result, error, detail, model_version}); clear the
+    tasks that succeeded."""
+    failed = {str(m["task"]): json.dumps({"error": m.get("error"), "detail": m.get("detail", ""),
+                                          "model_version": m.get("model_version", ""), "at": time.time()})
+              for m in messages if not m.get("result")}
+    succeeded = [str(m["task"]) for m in messages if m.get("result")]
+    with connection.pipeline(transaction=False) as pipe:
+        if failed:
+            pipe.hset(_key(project_id), mapping=failed)
+        if succeeded:
+            pipe.hdel(_key(project_id), *succeeded)
+        pipe.execute()
+
+
+def read(connection: redis.Redis, project_id: int, task_ids: list[int] | None = None) -> dict[int, dict]:
+    """task -> {error, detail, model_version, at}: every listed task, or those among task_ids."""
+    if task_ids is None:
+        raw = connection.hgetall(_key(project_id)).items()
+    else:
+        raw = [(t, v) for t, v in zip(task_ids, connection.hmget(_key(project_id), [str(t) for t in task_ids])) if v]
+    return {int(task): json.loads(value) for task, value in raw}
