@@ -19,7 +19,7 @@ from .evaluate_summary import num as _num, print_structured
 from .filelabel import RunSummary
 from .evaluation.report import write_reports
 from .labeler import Labeler, Outcome, label_many
-from .labeling.answers import normalize
+from .labeling.matching import normalize
 from .labeling.examples import Example, examples_from_tasks, load_seeds, read_seed_file
 from .labeling.selection import TfidfIndex
 from .labeling.spec import LabelingSpec, parse_spec

@@ -8,7 +8,8 @@ import pytest
 from label_studio_sdk.label_interface import LabelInterface
 
 from backend.labeling.answers import InvalidAnswer
-from backend.labeling.controls import find_spans, parse_controls
+from backend.labeling.parser import parse_controls
+from backend.labeling.spans import find_spans
 from backend.labeling.errors import BadExamples, LabelingError, UnsupportedConfig
 
 NER_CONFIG = """<View>

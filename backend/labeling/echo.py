@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .spec import Label, LabelingSpec
+from .matching import Label
+from .spec import LabelingSpec
 
 SEPARATOR = "\n\n"
 MAX_TOKENS = 1  # vLLM refuses 0; the one generated token is not read

@@ -22,8 +22,9 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from .answers import TokenLogprob, locate_json, match_label
-from .spec import Label, LabelingSpec
+from .answers import TokenLogprob, locate_json
+from .matching import Label, match_label
+from .spec import LabelingSpec
 
 END = "\x00"  # the end of the answer, when a position shows it (never part of a label)
 TEXT_OPENERS = " \t\r\n\"'*`"  # what may stand before a label in a plain answer: space, quotes, markdown

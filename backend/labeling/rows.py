@@ -23,7 +23,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .controls import Control, find_spans
+from .controls import Control
+from .spans import find_spans
 from .errors import BadExamples
 from .spec import LabelingSpec
 
