@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .controls import KINDS, Control
+from .controls.base import Control
+from .controls.choices import ChoicesControl
+from .controls.labels import LabelsControl
+from .controls.numeric import NumberControl, RatingControl
+from .controls.taxonomy import TaxonomyControl
+from .controls.textarea import TextAreaControl
 from .errors import UnsupportedConfig
 
 if TYPE_CHECKING:
@@ -16,6 +21,9 @@ if TYPE_CHECKING:
     from label_studio_sdk.label_interface.control_tags import ControlTag
     from label_studio_sdk.label_interface.object_tags import ObjectTag
 
+# In the order the supported list names them.
+KINDS: tuple[type[Control], ...] = (ChoicesControl, LabelsControl, TextAreaControl, TaxonomyControl, RatingControl,
+                                    NumberControl)
 SUPPORTED_OBJECTS = ("Text", "HyperText", "Paragraphs")
 CONTROL_KINDS: dict[str, type[Control]] = {kind.TAG: kind for kind in KINDS}
 SUPPORTED_CONTROLS = tuple(CONTROL_KINDS)

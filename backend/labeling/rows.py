@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .controls import Control
+from .controls.base import Control
 from .spans import find_spans
 from .errors import BadExamples
 from .spec import LabelingSpec

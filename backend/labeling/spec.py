@@ -9,7 +9,8 @@ from functools import lru_cache
 from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any
 
-from .controls import ChoicesControl, Control
+from .controls.base import Control
+from .controls.choices import ChoicesControl
 from .errors import MissingText, UnsupportedConfig
 from .interface import load_interface
 from .matching import Label

@@ -1,15 +1,4 @@
-"""Control tags the labeler can answer, one class per kind; labeling/parser.py turns a config into them."""
+"""Control tags the labeler can answer, one class per kind (base.Control and a module per kind).
 
-from .base import Control, Notes
-from .choices import ChoicesControl
-from .labels import LabelsControl
-from .numeric import NumberControl, RatingControl
-from .taxonomy import TaxonomyControl
-from .textarea import TextAreaControl
-
-# In the order the supported list names them.
-KINDS: tuple[type[Control], ...] = (ChoicesControl, LabelsControl, TextAreaControl, TaxonomyControl, RatingControl,
-                                    NumberControl)
-
-__all__ = ["KINDS", "ChoicesControl", "Control", "LabelsControl", "Notes", "NumberControl", "RatingControl",
-           "TaxonomyControl", "TextAreaControl"]
+labeling/parser.py lists the kinds and turns a config into them.
+"""

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..errors import BadExamples, LabelingError
+from ..errors import BadExamples, LabelingError, UnsupportedConfig
 from ..interface import load_interface
 from ..matching import Label
 from .values import is_true
@@ -145,3 +145,15 @@ class Control:
     def make_regions(self, control: ControlTag, value: Any, text: str) -> Made:
         """The SDK regions for a checked value."""
         raise LabelingError(f"cannot build regions for control tag {self.tag!r}")
+
+
+def config_labels(tag: ControlTag, where: str, what: str) -> tuple[Label, ...]:
+    """The <Choice>/<Label> children of a Choices or Labels tag; UnsupportedConfig when there are none."""
+    labels = []
+    for value, child in (tag.labels_attrs or {}).items():
+        attr = child.attr or {}
+        labels.append(Label(value=value, name=attr.get("value", value), hint=attr.get("hint", "")))
+    if not labels:
+        dynamic = " (labels from task data, value=\"$...\", are not supported)" if (tag.attr or {}).get("value") else ""
+        raise UnsupportedConfig(f"{where} has no {what}{dynamic}")
+    return tuple(labels)

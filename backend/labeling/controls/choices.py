@@ -5,27 +5,15 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BadExamples, InvalidAnswer, UnsupportedConfig
-from ..matching import Label, match_label
-from .base import Control, Made, Notes
+from ..errors import BadExamples, InvalidAnswer
+from ..matching import match_label
+from .base import Control, Made, Notes, config_labels
 from .values import as_list, unwrap
 
 if TYPE_CHECKING:
     from label_studio_sdk.label_interface import LabelInterface
     from label_studio_sdk.label_interface.control_tags import ControlTag
     from label_studio_sdk.label_interface.object_tags import ObjectTag
-
-
-def config_labels(tag: ControlTag, where: str, what: str) -> tuple[Label, ...]:
-    """The <Choice>/<Label> children of a Choices or Labels tag; UnsupportedConfig when there are none."""
-    labels = []
-    for value, child in (tag.labels_attrs or {}).items():
-        attr = child.attr or {}
-        labels.append(Label(value=value, name=attr.get("value", value), hint=attr.get("hint", "")))
-    if not labels:
-        dynamic = " (labels from task data, value=\"$...\", are not supported)" if (tag.attr or {}).get("value") else ""
-        raise UnsupportedConfig(f"{where} has no {what}{dynamic}")
-    return tuple(labels)
 
 
 class ChoicesControl(Control):

@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from ..errors import BadExamples, InvalidAnswer, UnsupportedConfig
 from ..matching import match_label
 from ..spans import find_spans
-from .base import Control, Made, Notes
-from .choices import config_labels
+from .base import Control, Made, Notes, config_labels
 from .values import as_list, is_int, unwrap
 
 if TYPE_CHECKING:
