@@ -6,7 +6,7 @@ import itertools
 import json
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidAnswer
 from .matching import match_label
@@ -78,7 +78,7 @@ def parse_batch_answer(content: str, spec: LabelingSpec, count: int) -> dict[int
     return results
 
 
-def parse_structured_answer(content: str, spec: LabelingSpec, text: str) -> tuple[dict, dict]:
+def parse_structured_answer(content: str, spec: LabelingSpec, text: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """One value per control from a JSON answer, each checked on its own against the config.
 
     A control whose value is missing or invalid is left empty (and noted) while the others are kept;
@@ -87,7 +87,8 @@ def parse_structured_answer(content: str, spec: LabelingSpec, text: str) -> tupl
     payload = _find_json(content or "")
     if not isinstance(payload, dict):
         raise InvalidAnswer("malformed", f"expected a JSON object with one field per control, got {str(payload)[:80]!r}")
-    answer, notes = {}, {}
+    answer: dict[str, Any] = {}
+    notes: dict[str, Any] = {}  # per control: why it was left empty (a string) or what check() dropped
     for control in spec.controls:
         if control.name not in payload:
             continue
@@ -105,7 +106,7 @@ def parse_structured_answer(content: str, spec: LabelingSpec, text: str) -> tupl
     return answer, notes
 
 
-def _label_field(payload, spec: LabelingSpec):
+def _label_field(payload: Any, spec: LabelingSpec) -> Any:
     if isinstance(payload, (str, list)):
         return payload
     if not isinstance(payload, dict):
@@ -126,7 +127,7 @@ def _fenced(content: str) -> tuple[str, int]:
     return (match.group(1), match.start(1)) if match else (content, 0)
 
 
-def _find_json(content: str):
+def _find_json(content: str) -> Any:
     found = locate_json(content)
     if found is None:
         raise InvalidAnswer("malformed", f"no JSON in the answer {content[:120]!r}")

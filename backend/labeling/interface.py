@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from label_studio_sdk.label_interface import LabelInterface
+from label_studio_sdk.label_interface.interface import LabelInterface
 
 from .errors import UnsupportedConfig
 

@@ -17,8 +17,8 @@ from .controls.textarea import TextAreaControl
 from .errors import UnsupportedConfig
 
 if TYPE_CHECKING:
-    from label_studio_sdk.label_interface import LabelInterface
     from label_studio_sdk.label_interface.control_tags import ControlTag
+    from label_studio_sdk.label_interface.interface import LabelInterface
     from label_studio_sdk.label_interface.object_tags import ObjectTag
 
 # In the order the supported list names them.
@@ -49,7 +49,8 @@ def parse_config(interface: LabelInterface) -> tuple[tuple[Control, ...], Object
     tags = list(interface.controls or [])
     if not tags:
         raise UnsupportedConfig(f"the labeling config has no control tag; {SUPPORTED_HELP}")
-    parsed, objects = [], {}
+    parsed: list[Control] = []
+    objects: dict[str, ObjectTag] = {}
     for tag in tags:
         where = f"control <{tag.tag} name={tag.name!r}>"
         kind = CONTROL_KINDS.get(tag.tag)
@@ -57,7 +58,7 @@ def parse_config(interface: LabelInterface) -> tuple[tuple[Control, ...], Object
             raise UnsupportedConfig(f"{where} is not supported; {SUPPORTED_HELP}")
         refuse_per_region(tag, where)
         obj = _object_of(tag, where)
-        objects[obj.name] = obj
+        objects[obj.name or ""] = obj
         parsed.append(kind.from_tag(interface, tag, obj, where))
     if len(objects) > 1:
         raise UnsupportedConfig(f"the controls label {len(objects)} objects ({', '.join(map(repr, sorted(objects)))}); "
@@ -79,11 +80,11 @@ def _object_of(tag: ControlTag, where: str) -> ObjectTag:
     if len(objects) != 1:
         raise UnsupportedConfig(f"{where} must point (toName) at exactly one object, got {tag.to_name!r}; "
                                 f"{SUPPORTED_HELP}")
-    obj = objects[0]
+    obj: ObjectTag = objects[0]
     if obj.tag not in SUPPORTED_OBJECTS:
         raise UnsupportedConfig(f"{where} labels object <{obj.tag} name={obj.name!r}>, which is not supported; "
                                 f"{SUPPORTED_HELP}")
-    if obj.attr.get("valueType") == "url":
+    if (obj.attr or {}).get("valueType") == "url":
         raise UnsupportedConfig(
             f"object <{obj.tag} name={obj.name!r}> has valueType=\"url\": the backend does not fetch "
             "task URLs; store the text itself in the task data"

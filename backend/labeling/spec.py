@@ -17,7 +17,7 @@ from .matching import Label
 from .parser import parse_config
 
 if TYPE_CHECKING:
-    from label_studio_sdk.label_interface import LabelInterface
+    from label_studio_sdk.label_interface.interface import LabelInterface
     from label_studio_sdk.label_interface.object_tags import ObjectTag
 
 
@@ -71,11 +71,10 @@ def parse_spec(config: str) -> LabelingSpec:
 @lru_cache(maxsize=256)
 def _parse_spec_cached(config: str) -> LabelingSpec:
     controls, obj = parse_config(load_interface(config))
-    first = controls[0]
+    first, attr = controls[0], obj.attr or {}
     common = {"config": config, "control_name": first.name, "control_tag": first.tag, "object_name": obj.name,
               "object_tag": obj.tag, "data_key": _data_key(obj),
-              "paragraph_name_key": obj.attr.get("nameKey", "author"),
-              "paragraph_text_key": obj.attr.get("textKey", "text")}
+              "paragraph_name_key": attr.get("nameKey", "author"), "paragraph_text_key": attr.get("textKey", "text")}
     if len(controls) == 1 and isinstance(first, ChoicesControl):
         return LabelingSpec(**common, multiple=first.multiple, labels=first.labels)
     # Several controls, or one that is not Choices: each gets a field of one JSON answer.
@@ -118,15 +117,15 @@ class _TextExtractor(HTMLParser):
         self.parts: list[str] = []
         self._skip = 0
 
-    def handle_starttag(self, tag, attrs):
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in ("script", "style"):
             self._skip += 1
 
-    def handle_endtag(self, tag):
+    def handle_endtag(self, tag: str) -> None:
         if tag in ("script", "style") and self._skip:
             self._skip -= 1
 
-    def handle_data(self, data):
+    def handle_data(self, data: str) -> None:
         if not self._skip:
             self.parts.append(data)
 

@@ -19,8 +19,8 @@ from ..matching import Label
 from .values import is_true
 
 if TYPE_CHECKING:
-    from label_studio_sdk.label_interface import LabelInterface
     from label_studio_sdk.label_interface.control_tags import ControlTag
+    from label_studio_sdk.label_interface.interface import LabelInterface
     from label_studio_sdk.label_interface.object_tags import ObjectTag
     from label_studio_sdk.label_interface.region import Region
 

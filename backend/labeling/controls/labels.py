@@ -6,7 +6,7 @@ and stored as Label Studio's `start`/`end` offsets, which are Python's str index
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable
 
 from ..errors import BadExamples, InvalidAnswer, UnsupportedConfig
 from ..matching import match_label
@@ -15,8 +15,8 @@ from .base import Control, Made, Notes, config_labels
 from .values import as_list, is_int, unwrap
 
 if TYPE_CHECKING:
-    from label_studio_sdk.label_interface import LabelInterface
     from label_studio_sdk.label_interface.control_tags import ControlTag
+    from label_studio_sdk.label_interface.interface import LabelInterface
     from label_studio_sdk.label_interface.object_tags import ObjectTag
 
 SPAN_OBJECTS_HELP = (
@@ -29,7 +29,7 @@ class LabelsControl(Control):
     """A Labels tag: the value is a list of entities in text order (text, label, start, end, occurrence)."""
 
     TAG = "Labels"
-    OBJECTS = ("Text",)
+    OBJECTS: ClassVar[tuple[str, ...] | None] = ("Text",)
 
     @classmethod
     def from_tag(cls, interface: LabelInterface, tag: ControlTag, obj: ObjectTag, where: str) -> Control:
@@ -65,7 +65,7 @@ class LabelsControl(Control):
         return [{"text": e["text"], "label": e["label"], "occurrence": e.get("occurrence")} for e in value]
 
     def read(self, values: list[dict[str, Any]], text: str, where: str) -> list[dict[str, Any]] | None:
-        spans = []
+        spans: list[Span] = []
         for value in values:
             start, end = value.get("start"), value.get("end")
             if not (is_int(start) and is_int(end) and 0 <= start < end <= len(text)):

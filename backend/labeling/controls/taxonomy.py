@@ -17,8 +17,8 @@ from .base import Control, Made, Notes
 from .values import as_list, is_true, positive_int, unique, unwrap
 
 if TYPE_CHECKING:
-    from label_studio_sdk.label_interface import LabelInterface
     from label_studio_sdk.label_interface.control_tags import ControlTag
+    from label_studio_sdk.label_interface.interface import LabelInterface
     from label_studio_sdk.label_interface.object_tags import ObjectTag
 
 TAXONOMY_SPLIT = re.compile(r"\s*(?:/|>|\\|::|→)\s*")
@@ -37,7 +37,7 @@ class TaxonomyControl(Control):
             what = "apiUrl" if attr.get("apiUrl") else 'labeling="true"'
             raise UnsupportedConfig(f"{where} has {what}: only a taxonomy written out in the config with "
                                     f"<Choice> tags, classifying the whole object, is supported")
-        tree, labels = _taxonomy(interface, tag.name)
+        tree, labels = _taxonomy(interface, tag.name or "")
         if not tree:
             raise UnsupportedConfig(f"{where} has no <Choice> nodes")
         most = positive_int(attr.get("maxUsages"), where, "maxUsages")
@@ -77,6 +77,7 @@ class TaxonomyControl(Control):
         if value is None or value == [] or isinstance(value, str) and not value.strip():
             raise InvalidAnswer("empty", f"no taxonomy path for {self.name!r}")
         labels = self._by_value()
+        candidates: list[Any]
         if isinstance(value, str):
             candidates = [value]
         elif isinstance(value, list) and all(isinstance(v, str) for v in value):
@@ -160,8 +161,6 @@ def _resolve_path(tree: Tree, steps: list[str], labels: dict[str, Label]) -> lis
     path: list[str] = []
     nodes = tree
     for step in steps:
-        if not isinstance(step, str):
-            return None
         value = match_label(step, LabelOptions(labels[value] for value, _children in nodes))
         if value is None:
             return None

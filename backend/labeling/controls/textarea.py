@@ -9,8 +9,8 @@ from .base import Control, Made, Notes
 from .values import as_list, fmt, positive_int, unwrap
 
 if TYPE_CHECKING:
-    from label_studio_sdk.label_interface import LabelInterface
     from label_studio_sdk.label_interface.control_tags import ControlTag
+    from label_studio_sdk.label_interface.interface import LabelInterface
     from label_studio_sdk.label_interface.object_tags import ObjectTag
 
 

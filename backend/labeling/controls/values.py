@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Hashable, Iterable, TypeVar
+from typing import Any, Hashable, Iterable, TypeGuard, TypeVar
 
 from ..errors import UnsupportedConfig
 
@@ -36,7 +36,7 @@ def as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def is_int(value: Any) -> bool:
+def is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
