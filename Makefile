@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: test unit run bench clean
+.PHONY: test unit lint run bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -13,9 +13,13 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-test: $(VENV)/.installed
-	$(VENV)/bin/ruff check backend tests benchmarks
+test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# ruff over the code, mypy as [tool.mypy] in pyproject.toml says (the labeling core, --strict).
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check backend tests benchmarks tools
+	$(VENV)/bin/mypy
 
 unit: $(VENV)/.installed
 	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)

@@ -17,9 +17,9 @@ from .evaluation.predictions import notable, task_row, write_predictions
 from .evaluation.structured import StructuredItem, evaluate_structured
 from .evaluate_summary import num as _num, print_structured
 from .filelabel import RunSummary
-from .evaluation.report import write_reports
+from .evaluation.report_files import write_reports
 from .labeler import Labeler, Outcome, label_many
-from .labeling.answers import normalize
+from .labeling.matching import normalize
 from .labeling.examples import Example, examples_from_tasks, load_seeds, read_seed_file
 from .labeling.selection import TfidfIndex
 from .labeling.spec import LabelingSpec, parse_spec

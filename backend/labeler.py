@@ -286,14 +286,6 @@ class Labeler:
                 outcomes[index] = outcome
         return outcomes
 
-    def label_data(self, data) -> Outcome:
-        """Label a task's data (the config's data key holds the text)."""
-        try:
-            text = self.spec.text_of(data)
-        except MissingText as exc:
-            return Outcome(error="no_text", detail=str(exc), model_version=self.model_version)
-        return self.label_text(text)
-
     def _read(self, content: str, tokens, outcome: Outcome, request: dict | None = None, text: str = "") -> None:
         if self.spec.structured:
             outcome.values, outcome.notes = parse_structured_answer(content, self.spec, text)

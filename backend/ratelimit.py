@@ -19,7 +19,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_TOKENS = 256  # what a request without max_tokens is assumed to spend on its answer
 ARRIVAL_MARGIN = 0.02
 KEY_SLACK_MS = 1000  # keys outlive the newest entry's window by this much, then vanish by themselves
-_BATCH = 100  # entries read per ZRANGE while looking for the moment enough tokens have left
 
 # One script does trim, check and admit, so two processes can never both take the last free slot.
 # Scores are integer microseconds of Redis's own clock (TIME): clients on machines with skewed clocks

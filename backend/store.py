@@ -16,10 +16,6 @@ import redis
 PREFIX = "fsp"
 
 
-class StoreUnavailable(Exception):
-    """Redis cannot be reached; the message says where and how to fix it."""
-
-
 def connect(url: str) -> redis.Redis:
     """A Redis connection for an entry point (everything else takes one as an argument)."""
     return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=30)

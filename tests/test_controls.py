@@ -8,7 +8,8 @@ import pytest
 from label_studio_sdk.label_interface import LabelInterface
 
 from backend.labeling.answers import InvalidAnswer
-from backend.labeling.controls import find_spans, parse_controls
+from backend.labeling.parser import parse_controls
+from backend.labeling.spans import find_spans
 from backend.labeling.errors import BadExamples, LabelingError, UnsupportedConfig
 
 NER_CONFIG = """<View>
@@ -582,7 +583,7 @@ def test_one_answer_for_every_control_of_a_config_validates_as_one_prediction():
 
 
 def test_a_control_made_by_hand_cannot_build_regions():
-    from backend.labeling.controls import Control
+    from backend.labeling.controls.base import Control
 
     with pytest.raises(LabelingError, match="parse_controls"):
         Control(name="r", tag="Rating", to_name="t", minimum=1, maximum=5).regions(3, "")

@@ -7,7 +7,8 @@ from html.parser import HTMLParser
 import pytest
 
 from backend.evaluation.metrics import EvalItem, evaluate
-from backend.evaluation.report import md_escape, write_reports
+from backend.evaluation.report import md_escape
+from backend.evaluation.report_files import write_reports
 
 ODD = '<b>&"x"'
 LABELS = [ODD, "a|b", "c'd"]

@@ -5,23 +5,16 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import unicodedata
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from .spec import LabelingSpec
+from .errors import InvalidAnswer
+from .matching import match_label
 
+if TYPE_CHECKING:
+    from .spec import LabelingSpec
 
-MIN_PREFIX = 3
 MAX_JSON_STARTS = 64
-
-
-class InvalidAnswer(Exception):
-    """The answer yields no label from the set; `kind` is malformed, out_of_set or empty."""
-
-    def __init__(self, kind: str, detail: str):
-        super().__init__(f"{kind}: {detail}")
-        self.kind = kind
-        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -31,47 +24,6 @@ class TokenLogprob:
     token: str
     logprob: float
     top: tuple[tuple[str, float], ...] = ()
-
-
-def normalize(text: str) -> str:
-    """Case-, space- and punctuation-insensitive form used to compare an answer with labels."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    return re.sub(r"[\W_]+", "", text)
-
-
-def match_label(raw: str, spec: LabelingSpec) -> str | None:
-    """The one label a free-text answer names, or None: exact, normalized, unique prefix, unique mention."""
-    raw = raw.strip()
-    if raw in spec.label_values:
-        return raw
-    wanted = normalize(raw)
-    if not wanted:
-        return None
-    by_norm = {}
-    for label in spec.labels:
-        for form in (label.value, label.name):
-            by_norm.setdefault(normalize(form), label.value)
-    if wanted in by_norm:
-        return by_norm[wanted]
-    # A prefix must be long enough to mean something: "p" is not an answer, "pos" is.
-    prefixed = {value for norm, value in by_norm.items()
-                if norm and norm.startswith(wanted) and len(wanted) >= MIN_PREFIX}
-    if len(prefixed) == 1:
-        return prefixed.pop()
-    return _unique_mention(raw, spec)
-
-
-def _unique_mention(raw: str, spec: LabelingSpec) -> str | None:
-    # A sentence around the label ("The label is Positive.") names exactly one label as a whole word; a label
-    # inside a longer one's mention ("Sci" in "sci/tech") is not a mention of its own.
-    spans = []
-    for label in spec.labels:
-        for form in {label.value, label.name}:
-            for match in re.finditer(rf"(?<!\w){re.escape(form)}(?!\w)", raw, flags=re.IGNORECASE):
-                spans.append((match.start(), match.end(), label.value))
-    found = {value for start, end, value in spans
-             if not any(s <= start and end <= e and (s, e) != (start, end) for s, e, _ in spans)}
-    return found.pop() if len(found) == 1 else None
 
 
 def parse_text_answer(content: str, spec: LabelingSpec) -> tuple[str, ...]:
@@ -126,7 +78,7 @@ def parse_batch_answer(content: str, spec: LabelingSpec, count: int) -> dict[int
     return results
 
 
-def parse_structured_answer(content: str, spec: LabelingSpec, text: str) -> tuple[dict, dict]:
+def parse_structured_answer(content: str, spec: LabelingSpec, text: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """One value per control from a JSON answer, each checked on its own against the config.
 
     A control whose value is missing or invalid is left empty (and noted) while the others are kept;
@@ -135,7 +87,8 @@ def parse_structured_answer(content: str, spec: LabelingSpec, text: str) -> tupl
     payload = _find_json(content or "")
     if not isinstance(payload, dict):
         raise InvalidAnswer("malformed", f"expected a JSON object with one field per control, got {str(payload)[:80]!r}")
-    answer, notes = {}, {}
+    answer: dict[str, Any] = {}
+    notes: dict[str, Any] = {}  # per control: why it was left empty (a string) or what check() dropped
     for control in spec.controls:
         if control.name not in payload:
             continue
@@ -153,7 +106,7 @@ def parse_structured_answer(content: str, spec: LabelingSpec, text: str) -> tupl
     return answer, notes
 
 
-def _label_field(payload, spec: LabelingSpec):
+def _label_field(payload: Any, spec: LabelingSpec) -> Any:
     if isinstance(payload, (str, list)):
         return payload
     if not isinstance(payload, dict):
@@ -174,7 +127,7 @@ def _fenced(content: str) -> tuple[str, int]:
     return (match.group(1), match.start(1)) if match else (content, 0)
 
 
-def _find_json(content: str):
+def _find_json(content: str) -> Any:
     found = locate_json(content)
     if found is None:
         raise InvalidAnswer("malformed", f"no JSON in the answer {content[:120]!r}")

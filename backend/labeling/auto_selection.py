@@ -10,6 +10,7 @@ for every one of them on every request, while the k most similar carry most of t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .budget import REPLY_PRIMING, Budget, TokenCounter
 from .examples import Example
@@ -34,7 +35,7 @@ class SelectionChoice:
             text += f" by {similarity_name(self.similarity)}"
         return text + (f" (auto: {self.reason})" if self.setting == "auto" else "")
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"setting": self.setting, "strategy": self.selection.strategy,
                 "k": None if self.selection.strategy == "all" else self.selection.k,
                 "similarity": self.similarity or None, "reason": self.reason}

@@ -10,10 +10,14 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Sequence
+from types import CodeType
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .errors import LabelingError
 from .selection import STRATEGIES
+
+if TYPE_CHECKING:
+    import tiktoken
 
 SAFETY = 1.15  # cl100k count x SAFETY for models whose own encoding is not available offline
 _SAFETY_PERCENT = 115  # the same factor in integer arithmetic (no float rounding at the boundaries)
@@ -96,7 +100,7 @@ def context_window(model: str, default: int = 16384) -> int:
 
 # ---- encodings available without the network ---------------------------------------------------------
 
-def _has_url(code) -> bool:
+def _has_url(code: CodeType) -> bool:
     for const in code.co_consts:
         if isinstance(const, str) and "://" in const:
             return True
@@ -105,7 +109,7 @@ def _has_url(code) -> bool:
     return False
 
 
-def _downloads(constructor) -> bool:
+def _downloads(constructor: Callable[..., Any]) -> bool:
     """True when a tiktoken encoding constructor would read its data from a URL (possibly downloading).
 
     tiktoken's own plugin (tiktoken_ext.openai_public) fetches every file; a plugin that bundles its
@@ -149,13 +153,13 @@ def _canonical(name: str) -> str:
 
 
 @lru_cache(maxsize=8)
-def _load(registry_name: str):
+def _load(registry_name: str) -> tiktoken.Encoding:
     import tiktoken
 
     return tiktoken.get_encoding(registry_name)
 
 
-def offline_encoding(name: str):
+def offline_encoding(name: str) -> tiktoken.Encoding | None:
     """The tiktoken Encoding for a canonical name if it loads without the network, else None."""
     registry_name = offline_encodings().get(name)
     if registry_name is None:
@@ -200,8 +204,10 @@ class TokenCounter:
         if encoding is None:
             encoding = offline_encoding(FALLBACK_ENCODING)
         self._encoding = encoding
-        self.method = ("exact:" + encoding.name if self.exact else
-                       f"{encoding.name} x {SAFETY}" if encoding is not None else "bytes")
+        if encoding is None:
+            self.method = "bytes"
+        else:
+            self.method = "exact:" + encoding.name if self.exact else f"{encoding.name} x {SAFETY}"
 
     def __repr__(self) -> str:
         return f"TokenCounter({self.model!r}, {self.method})"
@@ -216,14 +222,14 @@ class TokenCounter:
             return self._scale(len(self._encoding.encode_ordinary(s)))
         return _byte_estimate(s)
 
-    def message(self, message: dict) -> int:
+    def message(self, message: dict[str, Any]) -> int:
         """Tokens of one chat message: TOKENS_PER_MESSAGE plus its content (and name)."""
         n = TOKENS_PER_MESSAGE + self.text(_content_text(message.get("content")))
         if message.get("name"):
             n += TOKENS_PER_NAME + self.text(str(message["name"]))
         return n
 
-    def messages(self, messages: Sequence[dict]) -> int:
+    def messages(self, messages: Sequence[dict[str, Any]]) -> int:
         """OpenAI chat accounting: per message ~4 tokens + content, +3 for the reply priming."""
         return sum(self.message(m) for m in messages) + REPLY_PRIMING
 
@@ -249,7 +255,7 @@ class TokenCounter:
         return ""
 
 
-def _content_text(content) -> str:
+def _content_text(content: Any) -> str:
     if content is None:
         return ""
     if isinstance(content, str):
@@ -329,18 +335,18 @@ class Budget:
 class Fitted:
     """A prompt that fits the budget, and what was left out to make it fit."""
 
-    messages: list[dict]
-    demonstrations: list  # the Example objects kept, in prompt order
+    messages: list[dict[str, Any]]
+    demonstrations: list[Any]  # the Example objects kept, in prompt order
     dropped: int  # demonstrations dropped for the budget
     truncated_chars: int  # characters cut from the task text (0 = none)
     prompt_tokens: int  # counted tokens of messages
 
 
-def _label_key(example) -> tuple:
+def _label_key(example: Any) -> tuple[Any, ...]:
     return tuple(getattr(example, "labels", ()) or ())
 
 
-def drop_order(demonstrations: list, strategy: str) -> list[int]:
+def drop_order(demonstrations: list[Any], strategy: str) -> list[int]:
     """Indexes of demonstrations in the order to drop them, least useful first.
 
     nearest-k: the prompt order is least similar first (most similar last), so drop from the front.
@@ -353,7 +359,7 @@ def drop_order(demonstrations: list, strategy: str) -> list[int]:
     n = len(demonstrations)
     if strategy == "nearest-k":
         return list(range(n))
-    groups: dict[tuple, list[int]] = {}
+    groups: dict[tuple[Any, ...], list[int]] = {}
     for i, example in enumerate(demonstrations):
         groups.setdefault(_label_key(example), []).append(i)
     heap = [(-len(idx), -idx[-1], key) for key, idx in groups.items()]
@@ -368,10 +374,10 @@ def drop_order(demonstrations: list, strategy: str) -> list[int]:
     return order
 
 
-Build = Callable[[list, str], list]
+Build = Callable[[list[Any], str], list[Any]]
 
 
-def fit(demonstrations: list, text: str, build: Build, counter: TokenCounter, budget: Budget,
+def fit(demonstrations: list[Any], text: str, build: Build, counter: TokenCounter, budget: Budget,
         strategy: str) -> Fitted:
     """The prompt `build(demonstrations, text)` cut down to budget.prompt_tokens.
 
@@ -394,7 +400,7 @@ def fit(demonstrations: list, text: str, build: Build, counter: TokenCounter, bu
 
     memo: dict[str, int] = {}
 
-    def count_message(message: dict) -> int:
+    def count_message(message: dict[str, Any]) -> int:
         content = message.get("content")
         if isinstance(content, str) and not message.get("name"):
             n = memo.get(content)
@@ -403,10 +409,10 @@ def fit(demonstrations: list, text: str, build: Build, counter: TokenCounter, bu
             return n
         return counter.message(message)
 
-    def count(messages: list[dict]) -> int:
+    def count(messages: list[dict[str, Any]]) -> int:
         return sum(count_message(m) for m in messages) + REPLY_PRIMING
 
-    def kept_after(dropped: int) -> list:
+    def kept_after(dropped: int) -> list[Any]:
         gone = set(order[:dropped])
         return [d for i, d in enumerate(demonstrations) if i not in gone]
 
@@ -448,7 +454,8 @@ def fit(demonstrations: list, text: str, build: Build, counter: TokenCounter, bu
     return Fitted(messages, kept, dropped, cut, total)
 
 
-def _shares(full: list[dict], empty: list[dict], n: int, count_message) -> list[int] | None:
+def _shares(full: list[dict[str, Any]], empty: list[dict[str, Any]], n: int,
+            count_message: Callable[[dict[str, Any]], int]) -> list[int] | None:
     """Tokens each demonstration adds, or None when the messages do not split into equal parts."""
     head = 0
     while head < len(empty) and head < len(full) and full[head] == empty[head]:
@@ -475,7 +482,7 @@ def _truncate_text(original: str, max_tokens: int, counter: TokenCounter) -> tup
 
 
 def _fit_text_alone(original: str, text: str, cut: int, build: Build, counter: TokenCounter, budget: Budget,
-                    count) -> tuple[str, int, list[dict], int]:
+                    count: Callable[[list[Any]], int]) -> tuple[str, int, list[dict[str, Any]], int]:
     limit = budget.prompt_tokens
     fixed = count(build([], ""))  # instruction, query template and framing
     floor = min(MIN_TEXT_TOKENS, counter.text(original))

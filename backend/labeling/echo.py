@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
-from .spec import Label, LabelingSpec
+from .matching import Label
+from .spec import LabelingSpec
 
 SEPARATOR = "\n\n"
 MAX_TOKENS = 1  # vLLM refuses 0; the one generated token is not read
@@ -50,7 +52,7 @@ def continuations(spec: LabelingSpec) -> list[tuple[str, str]]:
             if form == label.value or (owners[form] == {label.value} and form not in spec.label_values)]
 
 
-def echo_prompt(messages: list[dict]) -> str:
+def echo_prompt(messages: list[dict[str, Any]]) -> str:
     """The chat prompt as one text: system, then each demonstration as query and answer, then the query."""
     blocks, rest = [], list(messages)
     if rest and rest[0]["role"] == "system":
@@ -62,14 +64,14 @@ def echo_prompt(messages: list[dict]) -> str:
     return SEPARATOR.join(blocks)
 
 
-def echo_request(messages: list[dict], spec: LabelingSpec, model: str) -> dict:
+def echo_request(messages: list[dict[str, Any]], spec: LabelingSpec, model: str) -> dict[str, Any]:
     """One /v1/completions request scoring every label's forms as continuations of the prompt."""
     prompt = echo_prompt(messages)
     return {"model": model, "prompt": [prompt + text for _, text in continuations(spec)], "echo": True,
             "logprobs": 1, "max_tokens": MAX_TOKENS}
 
 
-def echo_distribution(request: dict, choices: list[EchoChoice], spec: LabelingSpec) -> dict[str, float]:
+def echo_distribution(request: dict[str, Any], choices: list[EchoChoice], spec: LabelingSpec) -> dict[str, float]:
     """P(label | prompt) over the label set from the echoed log-probabilities; EchoUnusable when there are none."""
     forms = continuations(spec)
     if len(choices) != len(forms) or len(request["prompt"]) != len(forms):
@@ -101,9 +103,10 @@ def continuation_logprob(prompt: str, start: int, choice: EchoChoice) -> float:
     total, spelled, position = 0.0, "", end
     while position > 0 and len(spelled) < len(prompt) - start:
         position -= 1
-        if logprobs[position] is None:
+        logprob = logprobs[position]
+        if logprob is None:
             raise EchoUnusable("the echoed tokens carry no log-probabilities")
-        total, spelled = total + logprobs[position], tokens[position] + spelled
+        total, spelled = total + logprob, tokens[position] + spelled
     if len(spelled) < len(prompt) - start or not prompt.endswith(spelled):
         raise EchoUnusable("the echoed tokens do not spell the prompt")
     return total

@@ -19,3 +19,15 @@ class BadExamples(LabelingError):
 
 class BadTemplate(LabelingError):
     """The demonstration template lacks a placeholder or has one it cannot fill."""
+
+
+class InvalidAnswer(Exception):
+    """The answer yields no label from the set; `kind` is malformed, out_of_set or empty.
+
+    Not a LabelingError: a bad model answer is data about one task (its outcome's error kind), not bad input.
+    """
+
+    def __init__(self, kind: str, detail: str):
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail

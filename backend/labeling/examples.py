@@ -25,7 +25,7 @@ class Example:
     answer_json: str = ""  # structured configs: {control name: value} as canonical JSON (kept hashable)
 
     @property
-    def answer(self) -> dict:
+    def answer(self) -> dict[str, Any]:
         return json.loads(self.answer_json) if self.answer_json else {}
 
     @property
@@ -34,20 +34,20 @@ class Example:
         "no entities", is a gold answer but alone makes no demonstration)."""
         return bool(self.labels) or any(value not in (None, [], "") for value in self.answer.values())
 
-    def to_dict(self) -> dict:
-        row = {"text": self.text, "labels": list(self.labels), "source": self.source, "ref": self.ref}
+    def to_dict(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"text": self.text, "labels": list(self.labels), "source": self.source, "ref": self.ref}
         if self.answer_json:
             row["answer"] = self.answer
         return row
 
     @classmethod
-    def from_dict(cls, row: dict) -> "Example":
+    def from_dict(cls, row: dict[str, Any]) -> "Example":
         answer = row.get("answer")
         return cls(text=row["text"], labels=tuple(row["labels"]), source=row.get("source", "annotation"),
                    ref=row.get("ref", ""), answer_json=canonical(answer) if answer else "")
 
 
-def canonical(answer: dict) -> str:
+def canonical(answer: dict[str, Any]) -> str:
     return json.dumps(answer, sort_keys=True, ensure_ascii=False)
 
 
@@ -67,7 +67,7 @@ def normalize_labels(raw: Any, spec: LabelingSpec, where: str) -> tuple[str, ...
     return tuple(v for v in spec.label_values if v in values)
 
 
-def annotation_labels(annotation: dict, spec: LabelingSpec) -> list[str] | None:
+def annotation_labels(annotation: dict[str, Any], spec: LabelingSpec) -> list[str] | None:
     """The choices an annotation gives the spec's control, or None when it gives none."""
     for item in annotation.get("result") or []:
         if not isinstance(item, dict) or item.get("from_name") != spec.control_name:
@@ -78,7 +78,7 @@ def annotation_labels(annotation: dict, spec: LabelingSpec) -> list[str] | None:
     return None
 
 
-def newest_annotation(task: dict) -> dict | None:
+def newest_annotation(task: dict[str, Any]) -> dict[str, Any] | None:
     """The task's newest annotation that was not cancelled (skipped), or None."""
     live = [a for a in task.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")]
     if not live:
@@ -86,7 +86,7 @@ def newest_annotation(task: dict) -> dict | None:
     return max(live, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0))
 
 
-def example_from_task(task: dict, spec: LabelingSpec, gold: bool = False) -> Example:
+def example_from_task(task: dict[str, Any], spec: LabelingSpec, gold: bool = False) -> Example:
     """The demonstration a Label Studio task makes; LabelingError says why it makes none.
 
     With `gold`, an annotation that marked no span (and nothing else) is kept: as a gold answer "no
@@ -104,7 +104,7 @@ def example_from_task(task: dict, spec: LabelingSpec, gold: bool = False) -> Exa
     return Example(text=spec.text_of(task.get("data")), labels=labels, source="annotation", ref=ref)
 
 
-def structured_answer(result: list, spec: LabelingSpec, text: str) -> dict:
+def structured_answer(result: list[Any] | None, spec: LabelingSpec, text: str) -> dict[str, Any]:
     """{control name: value} of an annotation's (or a prediction's) result; BadExamples when it holds what the
     config cannot (a label it lacks, a span outside the text)."""
     result = [item for item in result or [] if isinstance(item, dict)]
@@ -118,7 +118,7 @@ def structured_answer(result: list, spec: LabelingSpec, text: str) -> dict:
     return answer
 
 
-def _structured_example(task: dict, annotation: dict, spec: LabelingSpec, ref: str, gold: bool) -> Example:
+def _structured_example(task: dict[str, Any], annotation: dict[str, Any], spec: LabelingSpec, ref: str, gold: bool) -> Example:
     text = spec.text_of(task.get("data"))
     answer = structured_answer(annotation.get("result"), spec, text)
     example = Example(text=text, labels=(), source="annotation", ref=ref, answer_json=canonical(answer))
@@ -130,10 +130,11 @@ def _structured_example(task: dict, annotation: dict, spec: LabelingSpec, ref: s
 NO_VALUE = "its newest annotation has a value for none of the config's controls"
 
 
-def examples_from_tasks(tasks: Iterable[dict], spec: LabelingSpec, gold: bool = False) -> tuple[list[Example], Counter]:
+def examples_from_tasks(tasks: Iterable[dict[str, Any]], spec: LabelingSpec, gold: bool = False) -> tuple[list[Example], Counter[str]]:
     """Demonstrations (or, with `gold`, gold answers) from Label Studio task JSON; the Counter counts skipped
     tasks by reason."""
-    examples, skipped = [], Counter()
+    examples: list[Example] = []
+    skipped: Counter[str] = Counter()
     for task in tasks:
         try:
             examples.append(example_from_task(task, spec, gold))
@@ -152,7 +153,7 @@ def load_seed_file(path: str | Path, spec: LabelingSpec) -> list[Example]:
     return read_seed_file(path, spec)[0]
 
 
-def read_seed_file(path: str | Path, spec: LabelingSpec, gold: bool = False) -> tuple[list[Example], Counter]:
+def read_seed_file(path: str | Path, spec: LabelingSpec, gold: bool = False) -> tuple[list[Example], Counter[str]]:
     """Examples from a JSONL file of {"text", "label"} rows (labeling/rows.py) or a Label Studio JSON export,
     and the rows or tasks skipped, by reason. A row or task without a value for any control is skipped
     (with `gold`, one that says "no entities" is kept); one that contradicts the config is an error."""
@@ -171,10 +172,10 @@ def load_seeds(paths: Iterable[str | Path], spec: LabelingSpec) -> list[Example]
     return read_seeds(paths, spec)[0]
 
 
-def read_seeds(paths: Iterable[str | Path], spec: LabelingSpec) -> tuple[list[Example], Counter]:
+def read_seeds(paths: Iterable[str | Path], spec: LabelingSpec) -> tuple[list[Example], Counter[str]]:
     """load_seeds, and the rows or tasks skipped, by reason."""
     examples: list[Example] = []
-    skipped: Counter = Counter()
+    skipped: Counter[str] = Counter()
     for path in paths:
         path = Path(path)
         files = sorted(path.glob("seeds*.json*")) if path.is_dir() else [path]
@@ -185,7 +186,7 @@ def read_seeds(paths: Iterable[str | Path], spec: LabelingSpec) -> tuple[list[Ex
     return examples, skipped
 
 
-def example_from_row(row: dict, spec: LabelingSpec, where: str, source: str = "seed",
+def example_from_row(row: dict[str, Any], spec: LabelingSpec, where: str, source: str = "seed",
                      gold: bool = False) -> Example | None:
     """The example a {"text", "label"} row makes, None when its label is empty; BadExamples names the row."""
     if "label" not in row:
@@ -203,8 +204,9 @@ def example_from_row(row: dict, spec: LabelingSpec, where: str, source: str = "s
     return example if example.has_answer or (gold and values) else None
 
 
-def _seeds_from_jsonl(content: str, path: Path, spec: LabelingSpec, gold: bool) -> tuple[list[Example], Counter]:
-    examples, skipped = [], Counter()
+def _seeds_from_jsonl(content: str, path: Path, spec: LabelingSpec, gold: bool) -> tuple[list[Example], Counter[str]]:
+    examples: list[Example] = []
+    skipped: Counter[str] = Counter()
     for number, row in jsonl.objects(content.splitlines(), path.name, BadExamples):
         example = example_from_row(row, spec, f"{path.name}:{number}", gold=gold)
         if example is None:
@@ -217,7 +219,7 @@ def _seeds_from_jsonl(content: str, path: Path, spec: LabelingSpec, gold: bool) 
 EMPTY_ROW = "the row's label gives no value for any control"
 
 
-def _seeds_from_export(content: str, path: Path, spec: LabelingSpec, gold: bool) -> tuple[list[Example], Counter]:
+def _seeds_from_export(content: str, path: Path, spec: LabelingSpec, gold: bool) -> tuple[list[Example], Counter[str]]:
     try:
         tasks = json.loads(content)
     except json.JSONDecodeError as exc:

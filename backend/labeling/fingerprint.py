@@ -12,7 +12,7 @@ that could change an answer or a written result moves both.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, is_dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 from .examples import Example
 from .prompt import PROMPT_FORMAT, PromptSettings, describe_scoring, instruction, stable_hash
@@ -30,7 +30,7 @@ class Fingerprint:
     shape: str  # hash of the spec and the effective settings
     model_version: str  # "fsp-" + 12 hex digits: shape and demonstrations
 
-    def cache_key(self, request: dict) -> str:
+    def cache_key(self, request: dict[str, Any]) -> str:
         """Content address of one task's LLM request under these settings: the prediction cache key."""
         return stable_hash({"format": PROMPT_FORMAT, "shape": self.shape, "request": request})
 
@@ -42,7 +42,7 @@ def fingerprint(spec: LabelingSpec, examples: Iterable[Example], prompt: PromptS
     return Fingerprint(shape, "fsp-" + version[:12])
 
 
-def answer_shape(spec: LabelingSpec, prompt: PromptSettings) -> dict:
+def answer_shape(spec: LabelingSpec, prompt: PromptSettings) -> dict[str, Any]:
     """Every input besides the demonstrations and the task's text, each as it takes effect.
 
     A setting that cannot matter where it is set (calibration outside logprobs mode and echo, alternatives
@@ -66,7 +66,7 @@ def answer_shape(spec: LabelingSpec, prompt: PromptSettings) -> dict:
             "instruction": instruction(spec, prompt)}
 
 
-def _plain(value):
+def _plain(value: Any) -> Any:
     """JSON-ready form of dataclasses (every field but the raw config), tuples and scalars."""
     if is_dataclass(value) and not isinstance(value, type):
         return {f.name: _plain(getattr(value, f.name)) for f in fields(value) if f.name not in _NOT_SHAPING}

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from .errors import LabelingError
 
 
-def objects(lines: Iterable[str], name: str, error: type[LabelingError] = LabelingError) -> Iterator[tuple[int, dict]]:
+def objects(lines: Iterable[str], name: str, error: type[LabelingError] = LabelingError) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for every non-blank line; `error` names the line that is not a JSON object."""
     for number, line in enumerate(lines, start=1):
         if not line.strip():

@@ -22,12 +22,14 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from .answers import TokenLogprob, locate_json, match_label
-from .spec import Label, LabelingSpec
+from .answers import TokenLogprob, locate_json
+from .matching import Label, match_label
+from .spec import LabelingSpec
 
 END = "\x00"  # the end of the answer, when a position shows it (never part of a label)
 TEXT_OPENERS = " \t\r\n\"'*`"  # what may stand before a label in a plain answer: space, quotes, markdown
 JSON_OPENERS = " \t\r\n"
+_DECODER = json.JSONDecoder()
 # After a whole label in a plain answer: the end, space, punctuation that cannot continue a label.
 TEXT_TERMINATORS = frozenset(" \t\r\n.,;:!?)]}\"'*`|" + END)
 JSON_TERMINATORS = frozenset('"' + END)
@@ -47,7 +49,7 @@ class Forms:
         return JSON_OPENERS if self.json else TEXT_OPENERS
 
     @property
-    def terminators(self) -> frozenset:
+    def terminators(self) -> frozenset[str]:
         return JSON_TERMINATORS if self.json else TEXT_TERMINATORS
 
 
@@ -117,7 +119,7 @@ class Reading:
     """What one label position of an answer says: attributed mass per label, and what could not be attributed."""
 
     masses: dict[str, float] = field(default_factory=dict)
-    ambiguous: dict[frozenset, float] = field(default_factory=dict)  # mass consistent with several labels
+    ambiguous: dict[frozenset[str], float] = field(default_factory=dict)  # mass consistent with several labels
     off: float = 0.0  # mass of alternatives that lead to no label
     shown: bool = False  # the server showed alternatives besides the generated tokens
 
@@ -300,25 +302,35 @@ def json_slots(content: str, spec: LabelingSpec, item: str | None = None) -> lis
     text, offset = found
     position = _skip_space(text, 0)
     if item is not None:
-        position = _field(text, position, ("items",))
-        position = None if position is None else _field(text, position, (item,))
-        if position is None:
+        inside = _field(text, position, ("items",))
+        inside = None if inside is None else _field(text, inside, (item,))
+        if inside is None:
             return []
+        position = inside
     if text.startswith("{", position):
-        position = _field(text, position, ("labels", "label", spec.control_name, "choices", "choice", "answer"))
-        if position is None:
+        inside = _field(text, position, ("labels", "label", spec.control_name, "choices", "choice", "answer"))
+        if inside is None:
             return []
+        position = inside
     values = [position] if text.startswith('"', position) else _array_strings(text, position)
     slots = []
     for at in values:
         try:
-            value = json.decoder.scanstring(text, at + 1)[0]
+            value = _string_at(text, at)[0]
         except ValueError:
             continue
         label = match_label(value, spec)
         if label is not None:
             slots.append((label, offset + at + 1))
     return slots
+
+
+def _string_at(text: str, position: int) -> tuple[str, int]:
+    """The JSON string whose opening quote is at `position`, and the position after its closing quote."""
+    value, end = _DECODER.raw_decode(text, position)
+    if not isinstance(value, str):
+        raise ValueError(f"no JSON string at {position}")
+    return value, end
 
 
 def _skip_space(text: str, position: int) -> int:
@@ -336,7 +348,7 @@ def _field(text: str, position: int, keys: tuple[str, ...]) -> int | None:
     position = _skip_space(text, position + 1)
     try:
         while text.startswith('"', position):
-            key, position = json.decoder.scanstring(text, position + 1)
+            key, position = _string_at(text, position)
             position = _skip_space(text, position)
             if not text.startswith(":", position):
                 break
@@ -401,16 +413,18 @@ def score_answer(tokens: list[TokenLogprob] | None, content: str, spec: Labeling
     if not spec.multiple:
         _, start = slots[0]
         reading = read_slot(tokens, content, start, forms, lead=not json_mode)
-        distribution = reading.distribution(spec.label_values) if reading else None
+        if reading is None:
+            return Scored(labels, unattributed=0.0)
+        distribution = reading.distribution(spec.label_values)
         if distribution is None or not reading.determined():
-            return Scored(labels, unattributed=reading.unattributed if reading else 0.0)
-        best = max(distribution, key=distribution.get)
+            return Scored(labels, unattributed=reading.unattributed)
+        best = max(distribution.items(), key=lambda item: item[1])[0]
         return Scored((best,), distribution[best], distribution, reading.unattributed)
     score, unattributed = 1.0, 0.0
     for label, start in dict(reversed(slots)).items():  # each label once, where it is first named
         reading = read_slot(tokens, content, start, forms, lead=False)
-        distribution = reading.distribution(spec.label_values) if reading else None
-        if distribution is None:
+        distribution = reading.distribution(spec.label_values) if reading is not None else None
+        if reading is None or distribution is None:
             return Scored(labels)
         score *= distribution[label]
         unattributed += reading.unattributed

@@ -6,7 +6,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, replace
-from typing import Iterable
+from typing import Any, Iterable
 
 from .errors import BadTemplate
 from .examples import Example
@@ -90,7 +90,7 @@ def scoring_of(spec: LabelingSpec, settings: PromptSettings) -> str:
     return "echo" if settings.scoring == "echo" and not spec.structured and not spec.multiple else "answer"
 
 
-def describe_scoring(spec: LabelingSpec, settings: PromptSettings) -> dict:
+def describe_scoring(spec: LabelingSpec, settings: PromptSettings) -> dict[str, Any]:
     """What shapes a score besides the request: the scoring method, the alternatives read, calibration."""
     method = scoring_of(spec, settings)
     asked = method == "answer" and (settings.mode == "logprobs" or settings.request_logprobs)
@@ -175,7 +175,7 @@ def _answer_form(spec: LabelingSpec, mode: str) -> str:
 
 
 def build_messages(spec: LabelingSpec, examples: Iterable[Example], text: str,
-                   settings: PromptSettings) -> list[dict]:
+                   settings: PromptSettings) -> list[dict[str, Any]]:
     """Chat messages: instruction, one user/assistant pair per demonstration, then the query.
 
     The fixed part comes first and the task's text last so providers can reuse a cached prefix.
@@ -189,7 +189,7 @@ def build_messages(spec: LabelingSpec, examples: Iterable[Example], text: str,
 
 
 def build_batch_messages(spec: LabelingSpec, examples: Iterable[Example], texts: list[str],
-                         settings: PromptSettings) -> list[dict]:
+                         settings: PromptSettings) -> list[dict[str, Any]]:
     """One request for several tasks: the same instruction and demonstrations, then numbered items.
 
     The model answers {"items": {"1": <answer>, "2": ...}}, each answer in the single-task JSON form.
@@ -205,7 +205,7 @@ BATCH_FORM = ('When the text holds several items marked [item N], answer every i
               '{"items": {"1": <answer for item 1>, "2": ...}} where each answer has the form above.')
 
 
-def batch_schema(spec: LabelingSpec, count: int) -> dict:
+def batch_schema(spec: LabelingSpec, count: int) -> dict[str, Any]:
     """The JSON schema of a batch answer: one single-task answer per item number."""
     item = json_schema(spec)
     numbers = [str(n) for n in range(1, count + 1)]
@@ -214,13 +214,14 @@ def batch_schema(spec: LabelingSpec, count: int) -> dict:
                                      "required": numbers, "additionalProperties": False}}}
 
 
-def json_schema(spec: LabelingSpec) -> dict:
+def json_schema(spec: LabelingSpec) -> dict[str, Any]:
     """The JSON schema of a json-mode answer: the label field is an enum of the allowed labels."""
     if spec.structured:
         # Fields are optional: a control that does not apply is left out (strict mode would demand them all).
         return {"type": "object", "properties": {c.name: c.schema() for c in spec.controls},
                 "additionalProperties": False}
     enum = {"type": "string", "enum": list(spec.label_values)}
+    properties: dict[str, Any]
     if spec.multiple:
         properties = {"labels": {"type": "array", "items": enum, "minItems": 1}}
     else:
@@ -241,7 +242,7 @@ def order_examples(examples: Iterable[Example]) -> list[Example]:
     return unique
 
 
-def _order_key(example: Example) -> tuple:
+def _order_key(example: Example) -> tuple[Any, ...]:
     natural = tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", example.ref))
     return (example.source != "seed", natural, example.text)
 

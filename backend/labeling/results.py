@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .errors import LabelingError
 from .spec import LabelingSpec, interface_of
 
 
-def result_regions(spec: LabelingSpec, labels: tuple[str, ...]) -> list[dict]:
+def result_regions(spec: LabelingSpec, labels: tuple[str, ...]) -> list[dict[str, Any]]:
     """The `result` list of a prediction; the SDK refuses labels the config does not define."""
     control = interface_of(spec).get_control(spec.control_name)
     try:
@@ -18,7 +20,7 @@ def result_regions(spec: LabelingSpec, labels: tuple[str, ...]) -> list[dict]:
     return [item]
 
 
-def structured_regions(spec: LabelingSpec, answer: dict, text: str) -> list[dict]:
+def structured_regions(spec: LabelingSpec, answer: dict[str, Any], text: str) -> list[dict[str, Any]]:
     """Result regions of every control that has a value in a structured answer, in config order."""
     regions = []
     for control in spec.controls:
@@ -27,13 +29,13 @@ def structured_regions(spec: LabelingSpec, answer: dict, text: str) -> list[dict
     return regions
 
 
-def answer_regions(spec: LabelingSpec, labels: tuple[str, ...] | None, values: dict | None, text: str) -> list[dict]:
+def answer_regions(spec: LabelingSpec, labels: tuple[str, ...] | None, values: dict[str, Any] | None, text: str) -> list[dict[str, Any]]:
     """The `result` of a prediction for a labeled text: its choices, or every control's regions."""
     if spec.structured:
         return structured_regions(spec, values or {}, text)
     return result_regions(spec, tuple(labels or ()))
 
 
-def prediction_errors(spec: LabelingSpec, result: list[dict]) -> list[str]:
+def prediction_errors(spec: LabelingSpec, result: list[dict[str, Any]]) -> list[str]:
     """What LabelInterface.validate_prediction finds wrong with a result (empty when it is valid)."""
     return interface_of(spec).validate_prediction({"result": result}, return_errors=True) or []

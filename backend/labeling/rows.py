@@ -23,11 +23,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from .controls import Control, find_spans
+from .controls.base import Control
+from .controls.labels import LabelsControl
+from .controls.values import is_int
 from .errors import BadExamples
+from .spans import find_spans
 from .spec import LabelingSpec
 
-EMPTY = (None, "", [], {})
+EMPTY: tuple[Any, ...] = (None, "", [], {})  # values that say "no value"
 
 
 def read_values(raw: Any, spec: LabelingSpec, text: str, tokens: Any = None, where: str = "") -> dict[str, Any]:
@@ -37,7 +40,7 @@ def read_values(raw: Any, spec: LabelingSpec, text: str, tokens: Any = None, whe
     is kept as []. BadExamples names `where` and what is wrong.
     """
     by_control = _by_control(raw, spec, where)
-    values = {}
+    values: dict[str, Any] = {}
     for control in spec.controls:
         if control.name not in by_control:
             continue
@@ -57,7 +60,7 @@ def read_values(raw: Any, spec: LabelingSpec, text: str, tokens: Any = None, whe
     return values
 
 
-def row_label(spec: LabelingSpec, labels: tuple[str, ...] | None, values: dict | None, text: str) -> Any:
+def row_label(spec: LabelingSpec, labels: tuple[str, ...] | None, values: dict[str, Any] | None, text: str) -> Any:
     """The row form of an answer: a label (or list) for a single Choices config, else {control: value}."""
     if not spec.structured:
         if not labels:
@@ -72,7 +75,7 @@ def row_value(control: Control, value: Any, text: str) -> Any:
     """One control's value in the row form (spans with offsets, text and labels, as Label Studio has them)."""
     if control.tag == "Choices":
         return list(value) if control.multiple else value[0]
-    if control.tag == "Labels":
+    if isinstance(control, LabelsControl):
         merged: dict[tuple[int, int], list[str]] = {}
         for start, end, label in control.spans(value, text):
             merged.setdefault((start, end), []).append(label)
@@ -97,7 +100,7 @@ def _by_control(raw: Any, spec: LabelingSpec, where: str) -> dict[str, Any]:
                       f"an object {{\"<control name>\": value}}, got {str(raw)[:80]!r}")
 
 
-def _result_items(control: Control, value: Any, text: str, tokens: Any, where: str) -> list[dict]:
+def _result_items(control: Control, value: Any, text: str, tokens: Any, where: str) -> list[dict[str, Any]]:
     """The value as Label Studio result items of this control, for Control.from_result to check."""
     item = {"from_name": control.name, "to_name": control.to_name}
     if control.tag == "Choices":
@@ -124,7 +127,7 @@ def _strings(value: Any, control: Control, where: str) -> list[str]:
     return values
 
 
-def _spans(control: Control, value: Any, text: str, tokens: Any, where: str) -> list[dict]:
+def _spans(control: Control, value: Any, text: str, tokens: Any, where: str) -> list[dict[str, Any]]:
     """Label Studio span values ({start, end, labels, text?}) of a row's entities."""
     entities = [value] if isinstance(value, dict) else value
     if not isinstance(entities, list):
@@ -152,7 +155,7 @@ def _spans(control: Control, value: Any, text: str, tokens: Any, where: str) -> 
     return spans
 
 
-def _entity_labels(entity: dict, control: Control, where: str) -> list[str]:
+def _entity_labels(entity: dict[str, Any], control: Control, where: str) -> list[str]:
     raw = next((entity[k] for k in ("labels", "label", "type") if entity.get(k) is not None), None)
     labels = [raw] if isinstance(raw, str) else raw
     if not isinstance(labels, list) or not labels or not all(isinstance(v, str) for v in labels):
@@ -161,11 +164,11 @@ def _entity_labels(entity: dict, control: Control, where: str) -> list[str]:
     return labels
 
 
-def _offsets(entity: dict, starts: list[int] | None, tokens: list[str] | None, where: str) -> tuple[int, int]:
+def _offsets(entity: dict[str, Any], starts: list[int] | None, tokens: list[str] | None, where: str) -> tuple[int, int]:
     start, end = entity.get("start"), entity.get("end")
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, end)):
+    if not (is_int(start) and is_int(end)):
         raise BadExamples(f"{where}: span offsets must be whole numbers, got start {start!r}, end {end!r}")
-    if starts is None:
+    if starts is None or tokens is None:  # character offsets; token offsets come with both
         return start, end
     if not 0 <= start < end <= len(tokens):
         raise BadExamples(f"{where}: token span {start}..{end} is not inside the row's {len(tokens)} tokens")

@@ -7,6 +7,7 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from .examples import Example
 
@@ -54,9 +55,12 @@ class Selector:
         """True when every query gets the same demonstrations (the prompt prefix is then cacheable)."""
         return self._fixed is not None
 
-    def select(self, text: str, vector=None) -> list[Example]:
+    def select(self, text: str, vector: Any = None) -> list[Example]:
+        """The demonstrations for one query (`vector` is for selectors that rank by embeddings)."""
         if self._fixed is not None:
             return self._fixed
+        if self._index is None:  # the constructor builds one or the other
+            raise ValueError(f"selection {self.selection.describe()} has neither a fixed choice nor an index")
         ranked = self._index.nearest(text, self.selection.k)
         # Most similar last: the demonstration next to the query weighs most with in-context learners.
         return [self.pool[i] for i in reversed(ranked)]
@@ -74,7 +78,7 @@ class Selector:
 
 def balanced(pool: list[Example], k: int) -> list[Example]:
     """Up to k demonstrations per label, in pool order; rare labels keep what they have."""
-    taken: Counter = Counter()
+    taken: Counter[tuple[str, ...]] = Counter()
     chosen = []
     for example in pool:
         key = example.labels
@@ -102,7 +106,7 @@ class TfidfIndex:
             for w in vector:
                 self._postings.setdefault(w, []).append(i)
 
-    def _vector(self, counts: Counter) -> dict[str, float]:
+    def _vector(self, counts: Counter[str]) -> dict[str, float]:
         weights = {w: (1 + math.log(c)) * self._idf.get(w, 0.0) for w, c in counts.items()}
         norm = math.sqrt(sum(v * v for v in weights.values())) or 1.0
         return {w: v / norm for w, v in weights.items() if v}

@@ -5,15 +5,15 @@ Pure functions on numpy arrays, no I/O. Indexes come back most relevant first; e
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from typing import Any, Sequence, Union
 
 import numpy as np
 
-Vector = Union[np.ndarray, Sequence[float]]
-Matrix = Union[np.ndarray, Sequence[Sequence[float]]]
+Vector = Union[np.ndarray[Any, Any], Sequence[float]]
+Matrix = Union[np.ndarray[Any, Any], Sequence[Sequence[float]]]
 
 
-def as_matrix(vectors: Matrix) -> np.ndarray:
+def as_matrix(vectors: Matrix) -> np.ndarray[Any, Any]:
     """vectors as a 2-D float32 array (an empty input gives shape (0, 0))."""
     matrix = np.asarray(vectors, dtype=np.float32)
     if matrix.size == 0:
@@ -23,14 +23,14 @@ def as_matrix(vectors: Matrix) -> np.ndarray:
     return matrix
 
 
-def normalize_rows(matrix: Matrix) -> np.ndarray:
+def normalize_rows(matrix: Matrix) -> np.ndarray[Any, Any]:
     """Each row scaled to unit length (zero rows stay zero), as a new float32 array."""
     matrix = as_matrix(matrix)
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return matrix / np.where(norms > 0, norms, 1.0).astype(np.float32)
 
 
-def normalize(vector: Vector) -> np.ndarray:
+def normalize(vector: Vector) -> np.ndarray[Any, Any]:
     vector = np.asarray(vector, dtype=np.float32)
     if vector.ndim != 1:
         raise ValueError(f"a query must be one vector, got shape {vector.shape}")
@@ -38,7 +38,7 @@ def normalize(vector: Vector) -> np.ndarray:
     return vector / norm if norm > 0 else vector
 
 
-def cosine_scores(query: Vector, vectors: Matrix, *, normalized: bool = False) -> np.ndarray:
+def cosine_scores(query: Vector, vectors: Matrix, *, normalized: bool = False) -> np.ndarray[Any, Any]:
     """Cosine similarity of the query with each row; `normalized=True` trusts the rows to be unit length already."""
     matrix = as_matrix(vectors) if normalized else normalize_rows(vectors)
     if len(matrix) == 0:
@@ -46,7 +46,8 @@ def cosine_scores(query: Vector, vectors: Matrix, *, normalized: bool = False) -
     q = normalize(query)
     if q.shape[0] != matrix.shape[1]:
         raise ValueError(f"query has {q.shape[0]} dimensions, the vectors {matrix.shape[1]}")
-    return matrix @ q
+    scores: np.ndarray[Any, Any] = matrix @ q
+    return scores
 
 
 def cosine_top_k(query: Vector, vectors: Matrix, k: int, *, normalized: bool = False) -> list[int]:

@@ -7,27 +7,18 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from html.parser import HTMLParser
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from label_studio_sdk.label_interface import LabelInterface
-
+from .controls.base import Control
+from .controls.choices import ChoicesControl
 from .errors import MissingText, UnsupportedConfig
+from .interface import load_interface
+from .matching import Label
+from .parser import parse_config
 
-SUPPORTED_OBJECTS = ("Text", "HyperText", "Paragraphs")
-SUPPORTED_CONTROLS = ("Choices", "Labels", "TextArea", "Taxonomy", "Rating", "Number")
-SUPPORTED_HELP = (
-    "supported: Choices (single or multiple), Labels (spans, on Text), TextArea, Taxonomy, Rating and Number "
-    "controls, all on one Text, HyperText or Paragraphs object"
-)
-
-
-@dataclass(frozen=True)
-class Label:
-    """One allowed answer: `value` is what Label Studio stores, `name` what humans read."""
-
-    value: str
-    name: str
-    hint: str = ""
+if TYPE_CHECKING:
+    from label_studio_sdk.label_interface.interface import LabelInterface
+    from label_studio_sdk.label_interface.object_tags import ObjectTag
 
 
 @dataclass(frozen=True)
@@ -46,7 +37,7 @@ class LabelingSpec:
     paragraph_text_key: str = "text"
     # Anything but a single Choices control: the model answers one JSON field per control.
     structured: bool = False
-    controls: tuple = ()
+    controls: tuple[Control, ...] = ()
 
     @property
     def label_values(self) -> tuple[str, ...]:
@@ -79,90 +70,23 @@ def parse_spec(config: str) -> LabelingSpec:
 
 @lru_cache(maxsize=256)
 def _parse_spec_cached(config: str) -> LabelingSpec:
-    interface = _interface(config)
-    controls = list(interface.controls)
-    if not controls:
-        raise UnsupportedConfig(f"the labeling config has no control tag; {SUPPORTED_HELP}")
-    unsupported = [c for c in controls if c.tag not in SUPPORTED_CONTROLS]
-    if unsupported:
-        tag = unsupported[0]
-        raise UnsupportedConfig(f"control <{tag.tag} name={tag.name!r}> is not supported; {SUPPORTED_HELP}")
-    if len(controls) > 1 or controls[0].tag != "Choices":
-        return _structured_spec(config, interface, controls)
-    control = controls[0]
-    from .controls import refuse_per_region  # controls builds on this module's Label
-
-    refuse_per_region(control, f"control <{control.tag} name={control.name!r}>")  # as a structured config would
-    obj = _target_object(interface, control)
-    return LabelingSpec(
-        config=config,
-        control_name=control.name,
-        control_tag=control.tag,
-        object_name=obj.name,
-        object_tag=obj.tag,
-        data_key=_data_key(obj),
-        multiple=control.attr.get("choice", "single") == "multiple",
-        labels=_labels(control),
-        paragraph_name_key=obj.attr.get("nameKey", "author"),
-        paragraph_text_key=obj.attr.get("textKey", "text"),
-    )
-
-
-def _structured_spec(config: str, interface: LabelInterface, controls: list) -> LabelingSpec:
-    """Several controls, or one that is not Choices: each gets a field of one JSON answer."""
-    from .controls import parse_controls  # controls builds on this module's Label
-
-    objects = []
-    for control in controls:
-        obj = _target_object(interface, control)
-        if obj.name not in [o.name for o in objects]:
-            objects.append(obj)
-    if len(objects) != 1:
-        names = ", ".join(repr(o.name) for o in objects)
-        raise UnsupportedConfig(f"every control must label the same object, got {names}; {SUPPORTED_HELP}")
-    obj = objects[0]
-    parsed = parse_controls(interface)
-    return LabelingSpec(
-        config=config, control_name=parsed[0].name, control_tag=parsed[0].tag, object_name=obj.name,
-        object_tag=obj.tag, data_key=_data_key(obj), multiple=False, labels=(),
-        paragraph_name_key=obj.attr.get("nameKey", "author"), paragraph_text_key=obj.attr.get("textKey", "text"),
-        structured=True, controls=tuple(parsed))
-
-
-@lru_cache(maxsize=256)
-def _interface(config: str) -> LabelInterface:
-    if not isinstance(config, str) or not config.strip():
-        raise UnsupportedConfig("the labeling config is empty")
-    try:
-        return LabelInterface(config)
-    except Exception as exc:  # the SDK raises assorted XML and key errors
-        raise UnsupportedConfig(f"the labeling config does not parse: {exc}") from exc
+    controls, obj = parse_config(load_interface(config))
+    first, attr = controls[0], obj.attr or {}
+    common = {"config": config, "control_name": first.name, "control_tag": first.tag, "object_name": obj.name,
+              "object_tag": obj.tag, "data_key": _data_key(obj),
+              "paragraph_name_key": attr.get("nameKey", "author"), "paragraph_text_key": attr.get("textKey", "text")}
+    if len(controls) == 1 and isinstance(first, ChoicesControl):
+        return LabelingSpec(**common, multiple=first.multiple, labels=first.labels)
+    # Several controls, or one that is not Choices: each gets a field of one JSON answer.
+    return LabelingSpec(**common, multiple=False, labels=(), structured=True, controls=controls)
 
 
 def interface_of(spec: LabelingSpec) -> LabelInterface:
     """The SDK's LabelInterface for a spec (cached), used to build and validate regions."""
-    return _interface(spec.config)
+    return load_interface(spec.config)
 
 
-def _target_object(interface: LabelInterface, control):
-    objects = list(control.objects or [])
-    if len(objects) != 1:
-        raise UnsupportedConfig(
-            f"control <{control.tag} name={control.name!r}> must point (toName) at exactly one "
-            f"object, got {control.to_name!r}; {SUPPORTED_HELP}"
-        )
-    obj = objects[0]
-    if obj.tag not in SUPPORTED_OBJECTS:
-        raise UnsupportedConfig(f"object <{obj.tag} name={obj.name!r}> is not supported; {SUPPORTED_HELP}")
-    if obj.attr.get("valueType") == "url":
-        raise UnsupportedConfig(
-            f"object <{obj.tag} name={obj.name!r}> has valueType=\"url\": the backend does not fetch "
-            "task URLs; store the text itself in the task data"
-        )
-    return obj
-
-
-def _data_key(obj) -> str:
+def _data_key(obj: ObjectTag) -> str:
     value = str(obj.value or "")
     if not value.startswith("$") or len(value) < 2:
         raise UnsupportedConfig(
@@ -170,16 +94,6 @@ def _data_key(obj) -> str:
             f"(value=\"$key\"), got value={value!r}"
         )
     return value[1:]
-
-
-def _labels(control) -> tuple[Label, ...]:
-    labels = []
-    for value, tag in control.labels_attrs.items():
-        attr = tag.attr or {}
-        labels.append(Label(value=value, name=attr.get("value", value), hint=attr.get("hint", "")))
-    if not labels:
-        raise UnsupportedConfig(f"control <{control.tag} name={control.name!r}> has no choices")
-    return tuple(labels)
 
 
 def _paragraphs_text(value: Any, name_key: str, text_key: str) -> str:
@@ -203,15 +117,15 @@ class _TextExtractor(HTMLParser):
         self.parts: list[str] = []
         self._skip = 0
 
-    def handle_starttag(self, tag, attrs):
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in ("script", "style"):
             self._skip += 1
 
-    def handle_endtag(self, tag):
+    def handle_endtag(self, tag: str) -> None:
         if tag in ("script", "style") and self._skip:
             self._skip -= 1
 
-    def handle_data(self, data):
+    def handle_data(self, data: str) -> None:
         if not self._skip:
             self.parts.append(data)
 

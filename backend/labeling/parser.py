@@ -1,0 +1,92 @@
+"""The one labeling-config parser: a Label Studio config to the Controls the labeler answers, or an error.
+
+The supported control kinds are the classes in labeling/controls/; the supported list and its help text are
+made from them here, once. UnsupportedConfig names the tag the labeler cannot serve and what is supported.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .controls.base import Control
+from .controls.choices import ChoicesControl
+from .controls.labels import LabelsControl
+from .controls.numeric import NumberControl, RatingControl
+from .controls.taxonomy import TaxonomyControl
+from .controls.textarea import TextAreaControl
+from .errors import UnsupportedConfig
+
+if TYPE_CHECKING:
+    from label_studio_sdk.label_interface.control_tags import ControlTag
+    from label_studio_sdk.label_interface.interface import LabelInterface
+    from label_studio_sdk.label_interface.object_tags import ObjectTag
+
+# In the order the supported list names them.
+KINDS: tuple[type[Control], ...] = (ChoicesControl, LabelsControl, TextAreaControl, TaxonomyControl, RatingControl,
+                                    NumberControl)
+SUPPORTED_OBJECTS = ("Text", "HyperText", "Paragraphs")
+CONTROL_KINDS: dict[str, type[Control]] = {kind.TAG: kind for kind in KINDS}
+SUPPORTED_CONTROLS = tuple(CONTROL_KINDS)
+
+
+def _listed(names: tuple[str, ...], last: str) -> str:
+    return f"{', '.join(names[:-1])} {last} {names[-1]}" if len(names) > 1 else names[0]
+
+
+SUPPORTED_HELP = (
+    f"supported: {_listed(SUPPORTED_CONTROLS, 'and')} controls, all on one {_listed(SUPPORTED_OBJECTS, 'or')} object"
+    + "".join(f" ({kind.TAG} on {_listed(kind.OBJECTS, 'or')} only)" for kind in KINDS if kind.OBJECTS)
+)
+
+
+def parse_controls(interface: LabelInterface) -> tuple[Control, ...]:
+    """Every control of a config (a LabelInterface), in config order; UnsupportedConfig names what is not."""
+    return parse_config(interface)[0]
+
+
+def parse_config(interface: LabelInterface) -> tuple[tuple[Control, ...], ObjectTag]:
+    """The config's controls, in config order, and the one object they all label."""
+    tags = list(interface.controls or [])
+    if not tags:
+        raise UnsupportedConfig(f"the labeling config has no control tag; {SUPPORTED_HELP}")
+    parsed: list[Control] = []
+    objects: dict[str, ObjectTag] = {}
+    for tag in tags:
+        where = f"control <{tag.tag} name={tag.name!r}>"
+        kind = CONTROL_KINDS.get(tag.tag)
+        if kind is None:
+            raise UnsupportedConfig(f"{where} is not supported; {SUPPORTED_HELP}")
+        refuse_per_region(tag, where)
+        obj = _object_of(tag, where)
+        objects[obj.name or ""] = obj
+        parsed.append(kind.from_tag(interface, tag, obj, where))
+    if len(objects) > 1:
+        raise UnsupportedConfig(f"the controls label {len(objects)} objects ({', '.join(map(repr, sorted(objects)))}); "
+                                f"{SUPPORTED_HELP}")
+    return tuple(parsed), next(iter(objects.values()))
+
+
+def refuse_per_region(tag: ControlTag, where: str) -> None:
+    """UnsupportedConfig for perRegion/perItem controls: they answer per region or item, not per task."""
+    for attr in ("perRegion", "perItem"):
+        if str((tag.attr or {}).get(attr, "")).lower() == "true":
+            raise UnsupportedConfig(f"{where} has {attr}=\"true\": per-region and per-item answers are "
+                                    f"not supported; {SUPPORTED_HELP}")
+
+
+def _object_of(tag: ControlTag, where: str) -> ObjectTag:
+    """The one object a control labels; UnsupportedConfig unless it is a supported object holding task text."""
+    objects = list(tag.objects or [])
+    if len(objects) != 1:
+        raise UnsupportedConfig(f"{where} must point (toName) at exactly one object, got {tag.to_name!r}; "
+                                f"{SUPPORTED_HELP}")
+    obj: ObjectTag = objects[0]
+    if obj.tag not in SUPPORTED_OBJECTS:
+        raise UnsupportedConfig(f"{where} labels object <{obj.tag} name={obj.name!r}>, which is not supported; "
+                                f"{SUPPORTED_HELP}")
+    if (obj.attr or {}).get("valueType") == "url":
+        raise UnsupportedConfig(
+            f"object <{obj.tag} name={obj.name!r}> has valueType=\"url\": the backend does not fetch "
+            "task URLs; store the text itself in the task data"
+        )
+    return obj
