@@ -210,27 +210,39 @@ def test_span_reviews_count_exact_and_overlap_per_label(stack):
     project = api.create_project("Live quality: spans", NER_CONFIG)
     examples = json.loads((DATA / "ner_export.json").read_text())
     api._call("POST", f"/api/projects/{project['id']}/import",
-              json=[{"data": e["data"], "annotations": [{"result": e["annotations"][0]["result"]}]} for e in examples])
-    texts = ["Alice flew from Paris to Berlin with Lufthansa.", "Bob met Carol in Rome.", "Microsoft hired Zoe.",
-             "Dave works for Google in London.", "Eve visited Madrid.", "Frank joined Siemens in Munich.",
-             "Grace left Oslo for Vienna.", "Heidi called IBM from Dublin."]
+              json=[{"data": e["data"], "annotations": [{"result": e["annotations"][0]["result"]}]} for e in examples
+                    if e.get("annotations")])
+    # Names the demonstrations hold, so the fake LLM (nearest demonstration) marks spans in them.
+    texts = ["Alice flew from Paris to Berlin with Lufthansa.", "Bob met Alice in Berlin.", "Microsoft hired Bob.",
+             "Satya Nadella flew to Paris.", "Zoë works for Apple in Köln.", "Lufthansa hired Alice in Redmond.",
+             "Bob met Zoë in Paris.", "Microsoft moved to Berlin.", "Paris Hilton met Bob in Köln.",
+             "Apple hired Satya Nadella."]
     task_ids = api.import_tasks(project["id"], [{"text": t} for t in texts])
     api.connect_ml(project["id"], stack["url"], is_interactive=False)
     api.retrieve_predictions(project["id"])
     tp = fp = fn = kept = reviewed = 0
-    for i, task_id in enumerate(task_ids):
+    for task_id in task_ids:
         listed = own_predictions(api, task_id)
         if not listed or not listed[-1]["result"]:
             continue
         regions = listed[-1]["result"]
-        submitted = regions if i % 2 == 0 or len(regions) < 2 else regions[:-1]  # odd tasks: the last span dropped
+        submitted = regions
+        if reviewed % 2:  # every second review changes something: drops the last span, or relabels the only one
+            if len(regions) > 1:
+                submitted = regions[:-1]
+                fp += 1
+            else:
+                value = regions[0]["value"]
+                relabeled = next(x for x in ("person", "location", "corporation") if x not in value["labels"])
+                submitted = [{**regions[0], "value": {**value, "labels": [relabeled]}}]
+                fp, fn = fp + 1, fn + 1
         api.create_annotation(task_id, submitted)
         reviewed += 1
         kept += submitted is regions
-        tp += len(submitted)
-        fp += len(regions) - len(submitted)
-    assert reviewed >= 4 and kept < reviewed, "the fake LLM should mark spans in most of these texts"
+        tp += sum(r in regions for r in submitted)
+    assert reviewed >= 4, "the fake LLM should mark spans in most of these texts"
     found = reviews_settle(stack, project["id"], reviewed, kept)
     exact = found["controls"]["entities"]["exact"]
     assert (exact["tp"], exact["fp"], exact["fn"]) == (tp, fp, fn)
-    assert exact["precision"] == pytest.approx(tp / (tp + fp)) and exact["recall"] == 1.0
+    assert exact["precision"] == pytest.approx(tp / (tp + fp)) and exact["recall"] == pytest.approx(tp / (tp + fn))
+    assert found["accepted_share"] == pytest.approx(kept / reviewed) and kept < reviewed
