@@ -232,3 +232,17 @@ def test_the_quality_command_without_label_studio_says_which_setting_is_missing(
     assert main(["quality", "--project", "3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: no Label Studio URL: set LABEL_STUDIO_URL")
+
+
+def test_threshold_auto_applies_the_backed_threshold_to_the_project_context(redis_conn):
+    from backend.projects import Contexts, register
+
+    settings = Settings.from_env({"AUTO_THRESHOLD_MIN_REVIEWS": "2", "QUALITY_TARGET": "0.9",
+                                  "SCORE_THRESHOLD": "0.1", "EMBEDDING_MODEL": "tfidf"})
+    register(redis_conn, 8, QTYPE, {"threshold": "auto"})
+    contexts = Contexts(settings, redis_conn)
+    assert contexts.get(8).threshold == 0.1  # nothing backs a threshold yet: SCORE_THRESHOLD
+    quality.replace_all(redis_conn, 8, records_for([("HUM", "HUM", 0.9, "fsp-v1"), ("LOC", "HUM", 0.6, "fsp-v1")]))
+    quality.refresh(redis_conn, settings, 8, parse_spec(QTYPE), auto=True)
+    assert contexts.get(8).threshold == 0.9  # the same cached context, the live threshold
+    assert contexts.get(8).prediction({"labels": ["HUM"], "score": 0.7})["error"] == "low_score"

@@ -445,7 +445,9 @@ def coverage_svg(curve: list[dict], target: float, chosen: float | None, y_label
             x, y = frame.x(p["coverage"]), frame.y(p["accuracy"])
             parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="6" fill="none" stroke="#cf222e" stroke-width="2">'
                          f"<title>{esc('recommended: ' + point_tip(p))}</title></circle>\n")
-            parts.append(text(x - 8, y + 18, f"threshold {chosen:.3g}", 11, "end", ' fill="#cf222e"'))
+            left = x < frame.x(0.5)  # the label goes where the plot has room
+            parts.append(text(x + 8 if left else x - 8, y + 18, f"threshold {chosen:.3g}", 11,
+                              "start" if left else "end", ' fill="#cf222e"'))
     return svg(frame.width, frame.height, f"{y_label.capitalize()} against coverage by score threshold",
                "".join(parts))
 
