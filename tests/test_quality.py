@@ -246,3 +246,24 @@ def test_threshold_auto_applies_the_backed_threshold_to_the_project_context(redi
     quality.refresh(redis_conn, settings, 8, parse_spec(QTYPE), auto=True)
     assert contexts.get(8).threshold == 0.9  # the same cached context, the live threshold
     assert contexts.get(8).prediction({"labels": ["HUM"], "score": 0.7})["error"] == "low_score"
+
+
+def test_concurrent_events_leave_figures_that_count_every_review(redis_conn):
+    """Eight workers record a review each at once; whoever holds the lock recomputes until nothing is stale."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from backend.store import connect
+
+    spec, settings = parse_spec(QTYPE), Settings.from_env({})
+    url = "redis://{host}:{port}/{db}".format(**redis_conn.connection_pool.connection_kwargs)
+    made = records_for([("HUM", "HUM" if i % 4 else "LOC", 0.5 + i / 20, "fsp-v1") for i in range(8)])
+
+    def event(record):
+        connection = connect(url)
+        quality.put_task_reviews(connection, 9, [record["task"]], [record])
+        return quality.refresh(connection, settings, 9, spec)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(event, made))
+    found = quality.stored_figures(redis_conn, 9)
+    assert (found["reviewed"], found["accepted"]) == (8, 6)
