@@ -185,6 +185,31 @@ def test_the_figures_survive_a_redis_flush(stack, choices_project):
     assert found["built_at"] is not None
 
 
+def test_export_min_score_auto_keeps_the_predictions_the_live_figures_back(stack, choices_project, tmp_path,
+                                                                            capsys, monkeypatch):
+    monkeypatch.setenv("LABEL_STUDIO_URL", stack["studio"].url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", stack["studio"].token)
+    out = tmp_path / "sft.jsonl"
+    args = ["export", "--project", str(choices_project["id"]), "--format", "jsonl", "--output", str(out),
+            "--include-predictions", "--min-score", "auto"]
+    monkeypatch.setenv("AUTO_THRESHOLD_MIN_REVIEWS", "1000")
+    assert main(args) == 2
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert "back no threshold yet" in err and "1000 needed (AUTO_THRESHOLD_MIN_REVIEWS)" in err
+    monkeypatch.setenv("AUTO_THRESHOLD_MIN_REVIEWS", "5")
+    monkeypatch.setenv("QUALITY_TARGET", "0.6")
+    scored = [(t["seen"]["score"], t["label"] == label_of(t["seen"])) for t in choices_project["truth"]
+              if t["seen"]["score"] is not None]
+    reaching = [s for s, _ in scored if sum(ok for x, ok in scored if x >= s) / sum(x >= s for x, _ in scored) >= 0.6]
+    assert reaching, "with these figures some threshold reaches 0.6"
+    assert main(args) == 0
+    assert f"--min-score auto: {min(reaching):.4g} (" in capsys.readouterr().err
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    model = [r for r in rows if r["source"] == "model"]
+    assert model and all(r["score"] >= min(reaching) for r in model)
+    assert sum(r["source"] == "human" for r in rows) == 40
+
+
 def test_the_quality_page_renders_in_a_browser(stack, choices_project, browser, tmp_path):  # noqa: F811
     page = browser.new_page(viewport={"width": 1280, "height": 1600})
     screenshot = tmp_path / "quality-page.png"
