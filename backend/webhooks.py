@@ -72,8 +72,10 @@ def handle_event(connection: redis.Redis, queue: Queue, settings: Settings, spec
         if spec is None:
             raise BadEvent(f"project {project_id} has no labeling config yet; call /setup first")
         changed = _annotations_changed(connection, queue, spec, project_id, body)
-        # Live quality: a worker re-reads the tasks (with their predictions) and compares.
-        enqueue_quality(queue, "review_annotations", project_id, _task_ids(body))
+        # Live quality: a worker re-reads the tasks (with their predictions) and compares, when it can reach
+        # Label Studio (a backend given neither LABEL_STUDIO_URL nor a /setup hostname cannot).
+        if _studio_known(connection, settings, project_id):
+            enqueue_quality(queue, "review_annotations", project_id, _task_ids(body))
     else:
         return {"action": action, "ignored": True}
     moved = apply_version_policy(connection, settings, project_id) if changed else False
@@ -83,6 +85,13 @@ def handle_event(connection: redis.Redis, queue: Queue, settings: Settings, spec
 def enqueue_quality(queue: Queue, job: str, project_id: int, *args) -> None:
     queue.enqueue(f"backend.jobs.{job}", project_id, *args, result_ttl=60, failure_ttl=24 * 3600,
                   retry=Retry(max=3, interval=[5, 30, 120]))
+
+
+def _studio_known(connection, settings: Settings, project_id: int) -> bool:
+    if settings.studio_url:
+        return True
+    record = store.load_project(connection, project_id)
+    return bool(record and record.studio_url)
 
 
 def _task_ids(body: dict) -> list[int]:

@@ -204,6 +204,9 @@ def test_an_annotation_event_asks_a_worker_to_review_its_task(redis_conn):
     body = {"annotation": {"id": 3, "task": 11, "result": choice("HUM"), "created_at": "2026-01-01T00:00:00Z"},
             "task": {"id": 11, "data": {"text": "Who?"}}}
     handle_event(redis_conn, queue, Settings.from_env({}), parse_spec(QTYPE), 4, "ANNOTATION_UPDATED", body)
+    assert queue.job_ids == []  # no Label Studio to read the task from
+    settings = Settings.from_env({"LABEL_STUDIO_URL": "http://localhost:8080"})
+    handle_event(redis_conn, queue, settings, parse_spec(QTYPE), 4, "ANNOTATION_UPDATED", body)
     jobs = [queue.fetch_job(job_id) for job_id in queue.job_ids]
     assert [(j.func_name, j.args) for j in jobs] == [("backend.jobs.review_annotations", (4, [11]))]
 
@@ -267,3 +270,57 @@ def test_concurrent_events_leave_figures_that_count_every_review(redis_conn):
         list(pool.map(event, made))
     found = quality.stored_figures(redis_conn, 9)
     assert (found["reviewed"], found["accepted"]) == (8, 6)
+
+
+MIXED = """<View><Text name="text" value="$text"/>
+<Choices name="topic" toName="text"><Choice value="billing"/><Choice value="bug"/></Choices>
+<TextArea name="summary" toName="text"/>
+<Rating name="urgency" toName="text" maxRating="5"/></View>"""
+
+
+def test_each_control_of_a_multi_control_config_gets_its_own_figures():
+    spec = parse_spec(MIXED)
+
+    def result(topic: str, summary: str, urgency: int) -> list[dict]:
+        return [{"from_name": "topic", "to_name": "text", "type": "choices", "value": {"choices": [topic]}},
+                {"from_name": "summary", "to_name": "text", "type": "textarea", "value": {"text": [summary]}},
+                {"from_name": "urgency", "to_name": "text", "type": "rating", "value": {"rating": urgency}}]
+
+    seen = {"id": 1, "result": result("bug", "app crashes on login", 4), "score": 0.7,
+            "model_version": "fsp-aaaaaaaaaaaa", "created_at": "2026-01-01T10:00:00Z"}
+    tasks = [{"id": 1, "data": {"text": "It crashes"}, "predictions": [seen], "annotations": [
+        {"id": 1, "created_at": "2026-01-01T11:00:00Z", "result": result("bug", "app crashes at login", 2)}]},
+        {"id": 2, "data": {"text": "Crash"}, "predictions": [{**seen, "id": 2}], "annotations": [
+            {"id": 2, "created_at": "2026-01-01T11:00:00Z", "result": result("bug", "app crashes on login", 4)}]}]
+    found = figures(reviews_from_tasks(spec, tasks)[0], controls_of(spec))
+    assert (found["reviewed"], found["accepted"]) == (2, 1)
+    controls = found["controls"]
+    assert controls["topic"]["exact_match"] == 1.0
+    assert controls["summary"]["exact_match"] == 0.5 and controls["summary"]["token_f1"] == pytest.approx(
+        (0.75 + 1.0) / 2)  # 3 of 4 tokens shared
+    assert controls["urgency"]["mae"] == 1.0 and controls["urgency"]["exact_match"] == 0.5
+
+
+@pytest.fixture
+def web(redis_conn, redis_url):
+    from backend.ml_adapter import create_app
+
+    return create_app(Settings.from_env({"REDIS_URL": redis_url}), redis_conn).test_client()
+
+
+def test_get_quality_answers_json_or_a_page_and_refuses_a_missing_project(web, redis_conn):
+    from backend.projects import register
+
+    register(redis_conn, 6, QTYPE)
+    quality.replace_all(redis_conn, 6, records_for([("HUM", "HUM", 0.9, "fsp-v1"), ("HUM", "LOC", 0.5, "fsp-v1")]))
+    quality.refresh(redis_conn, Settings.from_env({}), 6, parse_spec(QTYPE))
+    answer = web.get("/quality?project=6")
+    assert answer.status_code == 200 and answer.json["reviewed"] == 2 and answer.json["rebuilding"] is False
+    page = web.get("/quality?project=6", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+    assert page.mimetype == "text/html" and "<title>Live quality of project 6</title>" in page.get_data(True)
+    status = web.get("/status?project=6").json["projects"][0]["quality"]
+    assert (status["reviewed"], status["accepted_share"]) == (2, 0.5)
+    missing = web.get("/quality")
+    assert missing.status_code == 400 and "a project id is needed" in missing.json["error"]
+    unknown = web.get("/quality?project=99").json  # no Label Studio to read it from: nothing to rebuild
+    assert (unknown["reviewed"], unknown["rebuilding"]) == (0, False)
