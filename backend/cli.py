@@ -103,6 +103,14 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.set_defaults(handler=_evaluate)
 
+    quality = commands.add_parser("quality", help="live quality: how often annotators kept the pre-labels, per "
+                                  "model_version, label and score, read from Label Studio")
+    quality.add_argument("--project", type=int, required=True, help="Label Studio project id")
+    quality.add_argument("--json", action="store_true", help="every figure as JSON (what GET /quality answers)")
+    quality.add_argument("--target", type=float, help="accepted share the threshold is recommended for "
+                         "(default QUALITY_TARGET, 0.95)")
+    quality.set_defaults(handler=_quality)
+
     from .export import add_parser as add_export_parser
 
     add_export_parser(commands)
@@ -215,6 +223,14 @@ def _evaluate(args) -> int:
                                  calibration=args.calibration, concurrency=args.concurrency, scoring=args.scoring)
     configure_logging(settings)
     return run_evaluate(args, settings)
+
+
+def _quality(args) -> int:
+    from .quality_command import run_quality
+
+    settings = Settings.from_env()
+    configure_logging(settings)
+    return run_quality(settings, args.project, args.json, args.target)
 
 
 def _fake_llm(args) -> int:

@@ -39,6 +39,7 @@ from .labeling.rows import read_values, row_label
 from .labeling.spec import LabelingSpec, parse_spec
 
 FORMATS = ("openai-chat", "alpaca", "jsonl")
+AUTO = "auto"  # --min-score auto: the live quality's recommended threshold
 HUMAN, MODEL = "human", "model"
 # Tasks per page when every task of a project is listed (Label Studio 1.23 sets no maximum).
 TASKS_PAGE_SIZE = 1000
@@ -416,9 +417,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, type=Path, help="OUT.jsonl (replaced)")
     parser.add_argument("--include-predictions", action="store_true",
                         help="also export the model's labels for tasks no human annotated")
-    parser.add_argument("--min-score", type=float,
+    parser.add_argument("--min-score", type=_min_score,
                         help="with --include-predictions (required there): lowest prediction score kept; "
-                             "0 also keeps predictions without a score")
+                             "0 also keeps predictions without a score; auto: the threshold the project's live "
+                             "quality backs for QUALITY_TARGET (see the quality command)")
     parser.add_argument("--model-version",
                         help="with --include-predictions: only predictions of this model_version "
                              "(default: each task's newest prediction)")
@@ -427,6 +429,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/validation split (default 0)")
     parser.set_defaults(handler=run_export)
     return parser
+
+
+def _min_score(raw: str) -> float | str:
+    if raw == AUTO:
+        return raw
+    try:
+        return float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number or auto, got {raw!r}") from None
 
 
 def run_export(args) -> int:
@@ -439,6 +450,8 @@ def run_export(args) -> int:
         _check_args(args)
         settings = Settings.from_env()
         prompt = prompt_for(settings, {})
+        if args.min_score == AUTO:
+            args.min_score = _auto_min_score(settings, args.project)
         if args.project is not None:
             spec, selection = _from_project(settings, args)
         else:
@@ -468,7 +481,9 @@ def _check_args(args) -> None:
                           "even those without a score)")
     if not args.include_predictions and (args.min_score is not None or args.model_version is not None):
         raise ExportError("--min-score and --model-version apply only with --include-predictions")
-    if args.min_score is not None and args.min_score < 0:
+    if args.min_score == AUTO and args.project is None:
+        raise ExportError("--min-score auto reads the live quality of a Label Studio project: use it with --project")
+    if args.min_score not in (None, AUTO) and args.min_score < 0:
         raise ExportError(f"--min-score must be 0 or more, got {args.min_score}")
     if not 0 <= args.val_fraction < 1:
         raise ExportError(f"--val-fraction must be at least 0 and below 1, got {args.val_fraction}")
@@ -476,6 +491,14 @@ def _check_args(args) -> None:
         source = args.input.resolve()
         if any(path.resolve() == source for path in export_paths(args.output).values()):
             raise ExportError(f"--output {args.output} would overwrite --input {args.input}")
+
+
+def _auto_min_score(settings, project_id: int) -> float:
+    from .quality_command import backed_threshold
+
+    threshold, evidence = backed_threshold(settings, project_id)
+    print(f"--min-score auto: {threshold:.4g} ({evidence})", file=sys.stderr)
+    return threshold
 
 
 def _from_project(settings, args) -> tuple[LabelingSpec, Selection]:

@@ -15,12 +15,13 @@ import redis
 from rq import Queue, get_current_job
 from rq.exceptions import AbandonedJobError
 
-from . import cache, dispatch, failures, outbox, store
+from . import cache, dispatch, failures, outbox, quality, store
 from .claims import claim_ttl
 from .demonstrations import read_project, read_task
 from .labeling.budget import BudgetExceeded
 from .labeling.errors import MissingText
 from .labeling.results import structured_regions
+from .labeling.spec import parse_spec
 from .llm import LLMClient
 from .projects import Contexts, ProjectContext
 from .ratelimit import ModelRateLimits
@@ -257,11 +258,61 @@ def label_failed(job, connection: redis.Redis, exc_type, exc_value, _traceback) 
 # ---- demonstrations -----------------------------------------------------------------------------
 
 def sync_project(project_id: int, training: bool = False) -> dict:
-    """Read every annotated task of a project into the live demonstrations, then apply the version policy."""
+    """Read every annotated task of a project into the live demonstrations, then apply the version policy;
+    the live quality is rebuilt from the same Label Studio (a sync follows a loss of Redis)."""
     state = _state()
     with studio_for(state.connection, state.settings, project_id) as studio:
-        return read_project(state.connection, state.settings, state.contexts.get(project_id).spec, studio,
-                            project_id, training)
+        spec = state.contexts.get(project_id).spec
+        report = read_project(state.connection, state.settings, spec, studio, project_id, training)
+        if quality.built_at(state.connection, project_id) is None:
+            quality.rebuild(state.connection, state.settings, studio, spec, project_id, _auto(state, project_id))
+        return report
+
+
+# ---- live quality -------------------------------------------------------------------------------
+
+def review_annotations(project_id: int, task_ids: list[int]) -> dict:
+    """Compare the annotations of these tasks (after annotation events) with the predictions their annotators
+    saw; a project never read in full is read in full first."""
+    state = _state()
+    with studio_for(state.connection, state.settings, project_id) as studio:
+        spec = _quality_spec(state, studio, project_id)
+        auto = _auto(state, project_id)
+        if quality.built_at(state.connection, project_id) is None:
+            found = quality.rebuild(state.connection, state.settings, studio, spec, project_id, auto)
+        else:
+            found = quality.review_tasks(state.connection, state.settings, studio, spec, project_id, task_ids, auto)
+    return {"reviewed": found["reviewed"], "accepted_share": found["accepted_share"]}
+
+
+def rebuild_quality(project_id: int) -> dict:
+    """Read the project's live quality from Label Studio again (after a loss of Redis, or on request)."""
+    state = _state()
+    with studio_for(state.connection, state.settings, project_id) as studio:
+        found = quality.rebuild(state.connection, state.settings, studio, _quality_spec(state, studio, project_id),
+                                project_id, _auto(state, project_id))
+    return {"reviewed": found["reviewed"], "accepted_share": found["accepted_share"]}
+
+
+def refresh_quality(project_id: int) -> dict:
+    """Recompute the figures from the records (after annotations were deleted)."""
+    state = _state()
+    found = quality.refresh(state.connection, state.settings, project_id, state.contexts.get(project_id).spec,
+                            _auto(state, project_id))
+    return {"reviewed": found["reviewed"]}
+
+
+def _quality_spec(state: WorkerState, studio: Studio, project_id: int):
+    """The registered config's spec, else (Redis lost it) the one Label Studio has."""
+    record = store.load_project(state.connection, project_id)
+    if record and record.label_config:
+        return state.contexts.get(project_id).spec
+    return parse_spec(studio.project(project_id).get("label_config") or "")
+
+
+def _auto(state: WorkerState, project_id: int) -> bool:
+    record = store.load_project(state.connection, project_id)
+    return quality.uses_auto(record.options if record else None)
 
 
 def refresh_task(project_id: int, task_id: int) -> dict:

@@ -449,9 +449,13 @@ class StudioAPI:
         """Delete the given tasks, or all tasks of the project when task_ids is None."""
         return self._dm_action(project_id, "delete_tasks", task_ids)
 
-    def create_annotation(self, task_id: int, result: list, was_cancelled: bool = False) -> dict:
-        body = {"result": result, "was_cancelled": was_cancelled}
+    def create_annotation(self, task_id: int, result: list, was_cancelled: bool = False, **fields: object) -> dict:
+        """fields: more annotation fields, e.g. parent_prediction (the prediction the annotator started from)."""
+        body = {"result": result, "was_cancelled": was_cancelled, **fields}
         return self._call("POST", f"/api/tasks/{task_id}/annotations/", json=body)
+
+    def update_annotation(self, annotation_id: int, result: list) -> dict:
+        return self._call("PATCH", f"/api/annotations/{annotation_id}/", json={"result": result})
 
     def delete_annotation(self, annotation_id: int) -> None:
         self._call("DELETE", f"/api/annotations/{annotation_id}/")

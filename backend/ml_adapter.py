@@ -176,6 +176,7 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     _route(app, "/health", "health", ["GET"], lambda: _reply(*reversed(service.health())))
     _route(app, "/metrics", "metrics", ["GET"], lambda: _reply(service.metrics()))
     _route(app, "/status", "status", ["GET"], lambda: _reply(service.status(request.args.get("project"))))
+    _route(app, "/quality", "quality", ["GET"], lambda: _quality(service))
     _route(app, "/is_training", "_is_training", ["GET"], lambda: _reply({"is_training": False}))
     _route(app, "/openapi.json", "openapi", ["GET"], lambda: _reply(openapi.spec()))
     # label-studio-ml has one module-level Flask app: replace (never stack) our hook when an app is made again.
@@ -205,6 +206,16 @@ def _predict(service: Service) -> Response:
     params = body.get("params") if isinstance(body.get("params"), dict) else {}
     results = model.predict(body.get("tasks"), context=params.get("context"))
     return _reply({"results": results, "model_version": model.model_version})
+
+
+def _quality(service: Service) -> Response:
+    """JSON, or the self-contained HTML page when the caller (a browser) prefers text/html."""
+    answer = service.quality(request.args.get("project"))
+    if request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html":
+        from .evaluation.quality_report import html
+
+        return Response(html(answer["project_id"], answer, answer["threshold_auto"]), mimetype="text/html")
+    return _reply(answer)
 
 
 def _train(service: Service) -> Response:

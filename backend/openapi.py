@@ -178,6 +178,15 @@ def spec() -> dict:
             "parameters": [_PROJECT_QUERY],
             "responses": {"200": _ok("status", {"type": "object", "required": ["projects", "queued", "workers"]}),
                           **_errors(400, 404, *_COMMON)}}},
+        "/quality": {"get": {
+            "summary": "live quality: how often annotators kept the pre-labels, per model_version, label and "
+                       "score, and the threshold that reaches QUALITY_TARGET (an HTML page for text/html)",
+            "parameters": [{**_PROJECT_QUERY, "required": True}],
+            "responses": {"200": {"description": "the figures (README, \"Live quality\")", "content": {
+                "application/json": {"schema": {"type": "object", "required": [
+                    "project_id", "rebuilding", "reviewed", "accepted_share", "by_model_version", "controls"]}},
+                "text/html": {"schema": {"type": "string"}}}},
+                          **_errors(400, *_COMMON)}}},
         "/train": {"post": {
             "summary": "legacy Start training: re-read the project's annotations",
             "requestBody": {"required": False, **_json({"type": "object", "properties": {"project": _PROJECT}})},

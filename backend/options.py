@@ -10,6 +10,8 @@ from .labeling.prompt import MODES, SCORINGS, PromptSettings, check_template
 from .labeling.selection import STRATEGIES, TFIDF, Selection
 from .settings import CALIBRATIONS, LOW_SCORE_ACTIONS, Settings
 
+AUTO = "auto"  # "threshold": "auto" follows the live quality figures (quality.py)
+
 # option name -> (type, what it means); the environment gives every default.
 OPTIONS = {
     "model": (str, "model name (LLM_MODEL)"),
@@ -20,7 +22,8 @@ OPTIONS = {
     "k": (int, "k of first-k, balanced-k, nearest-k and mmr-k, and of auto when it picks nearest-k (DEMO_K)"),
     "calibration": (str, "none or contextual, logprobs mode and echo scoring (CALIBRATION)"),
     "scoring": (str, f"how scores are computed, one of {list(SCORINGS)} (LLM_SCORING)"),
-    "threshold": (float, "score below which no pre-annotation is written, or it is flagged (SCORE_THRESHOLD)"),
+    "threshold": (float, "score below which no pre-annotation is written, or it is flagged (SCORE_THRESHOLD); "
+                  "\"auto\": the live quality's recommendation once AUTO_THRESHOLD_MIN_REVIEWS reviews back it"),
     "low_score": (str, "skip or flag: what happens below the threshold (LOW_SCORE_ACTION)"),
     "batch": (int, "tasks answered by one request, json mode only (BATCH_SIZE)"),
 }
@@ -47,16 +50,19 @@ def parse_options(raw, settings: Settings) -> dict:
         raise BadOptions(f"unknown option {unknown[0]!r}; known options: {', '.join(sorted(OPTIONS))}")
     for name, value in raw.items():
         kind, meaning = OPTIONS[name]
+        if name == "threshold" and value == AUTO:
+            continue
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise BadOptions(f"option {name!r} must be a {kind.__name__} ({meaning}), got {value!r}")
+            also = ' or "auto"' if name == "threshold" else ""
+            raise BadOptions(f"option {name!r} must be a {kind.__name__}{also} ({meaning}), got {value!r}")
     options = dict(raw)
     if options.get("calibration", "none") not in CALIBRATIONS:
         raise BadOptions(f"option 'calibration' must be one of {list(CALIBRATIONS)}, got {options['calibration']!r}")
     if options.get("low_score", "skip") not in LOW_SCORE_ACTIONS:
         raise BadOptions(f"option 'low_score' must be one of {list(LOW_SCORE_ACTIONS)}, got {options['low_score']!r}")
-    if not 0.0 <= float(options.get("threshold", 0.0)) <= 1.0:
+    if options.get("threshold") != AUTO and not 0.0 <= float(options.get("threshold", 0.0)) <= 1.0:
         raise BadOptions(f"option 'threshold' must be between 0 and 1, got {options['threshold']!r}")
     prompt_for(settings, options)  # raises BadOptions on bad values
     return options

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import redis
 
-from . import store
+from . import quality, store
 from .embeddings import VectorCache, embedder_for, similarity_model
 from .labeler import Labeler
 from .labeling.errors import BadExamples, LabelingError, UnsupportedConfig
@@ -121,17 +121,26 @@ class Contexts:
         active_id = record.active_id if record else ""
         key = (project_id, stable_hash(config), stable_hash(options), active_id)
         with self._lock:
-            if key in self._cache:
+            cached = self._cache.get(key)
+            if cached is not None:
                 self._cache.move_to_end(key)
-                return self._cache[key]
+        if cached is not None:
+            return self._live_threshold(cached, options)
         context = self._build(project_id, config, options, active_id)
-        if not context.labeler.ready:
-            return context  # built again next time: the workers may have embedded the demonstrations by then
-        with self._lock:
-            self._cache[key] = context
-            while len(self._cache) > 32:
-                self._cache.popitem(last=False)
-        return context
+        if context.labeler.ready:  # else built again next time: the workers may have embedded the demonstrations
+            with self._lock:
+                self._cache[key] = context
+                while len(self._cache) > 32:
+                    self._cache.popitem(last=False)
+        return self._live_threshold(context, options)
+
+    def _live_threshold(self, context: ProjectContext, options: dict) -> ProjectContext:
+        """With "threshold": "auto", the threshold the live quality backs now (it moves without a rebuild)."""
+        if not quality.uses_auto(options):
+            return context
+        applied = quality.applied_threshold(self.connection, context.project_id) or {}
+        live = applied.get("threshold")
+        return replace(context, threshold=self.settings.score_threshold if live is None else float(live))
 
     def _build(self, project_id: int, config: str, options: dict, active_id: str) -> ProjectContext:
         spec = parse_spec(config)
@@ -145,7 +154,8 @@ class Contexts:
             log.info("project %s has no demonstrations yet: labeling zero-shot from the label names and hints",
                      project_id)
         return ProjectContext(project_id, spec, labeler, active_id, len(labeler.examples),
-                              threshold=float(options.get("threshold", self.settings.score_threshold)),
+                              threshold=float(self.settings.score_threshold if quality.uses_auto(options)
+                                              else options.get("threshold", self.settings.score_threshold)),
                               low_score_action=options.get("low_score", self.settings.low_score_action))
 
     def guard(self, project_id: int, model: str) -> SpendGuard:

@@ -11,9 +11,10 @@ import time
 import redis
 from rq import Queue, Worker
 
-from . import __version__, cache, dispatch, failures, outbox, store
+from . import __version__, cache, dispatch, failures, outbox, quality, store
 from .claims import Claims, claim_ttl
 from .embeddings import MissingEmbeddings
+from .evaluation.live import controls_of, figures, summary
 from .labeling.budget import BudgetExceeded, TokenCounter
 from .labeling.errors import MissingText, UnsupportedConfig
 from .labeling.spec import parse_spec
@@ -248,15 +249,57 @@ class Service:
                 "failures": dict(list(listed.items())[:20]),
                 "write_back_queue": outbox.size(self.connection, project_id),
                 "spend_today": self.contexts.guard(project_id, self.settings.model).status(),
+                "quality": self._quality_summary(project_id),
             })
         return {"projects": projects, "queued": self.queue.count, "workers": Worker.count(queue=self.queue),
                 "cache_entries": cache.size(self.connection)}
+
+    # ---- /quality -------------------------------------------------------------------------------
+
+    def quality(self, project) -> dict:
+        """The live quality figures of a project; a project whose records Redis lost (or never had) is read
+        again from Label Studio by a worker, and the answer says so ("rebuilding")."""
+        project_id = _project(project)
+        built = quality.built_at(self.connection, project_id)
+        rebuilding = False
+        if built is None:
+            rebuilding = self._rebuild_quality(project_id)
+        found = quality.stored_figures(self.connection, project_id)
+        if found is None:
+            record = store.load_project(self.connection, project_id)
+            spec = parse_spec(record.label_config) if record and record.label_config else None
+            found = figures([], controls_of(spec) if spec else [], self.settings.quality_target)
+        return {"project_id": project_id, "rebuilding": rebuilding, "built_at": built,
+                "threshold_auto": quality.applied_threshold(self.connection, project_id), **found}
+
+    def _rebuild_quality(self, project_id: int) -> bool:
+        """Start a full read (once at a time) when Label Studio can be reached; True if one is under way."""
+        record = store.load_project(self.connection, project_id)
+        if not (self.settings.studio_url or (record and record.studio_url)):
+            return False
+        job_id = f"quality-rebuild-{project_id}"
+        job = self.queue.fetch_job(job_id)
+        if job is not None and job.get_status(refresh=True) in ("queued", "started", "scheduled", "deferred"):
+            return True
+        if job is not None:
+            job.delete()
+        self.queue.enqueue("backend.jobs.rebuild_quality", project_id, job_id=job_id, job_timeout=3600,
+                           result_ttl=10, failure_ttl=600)
+        return True
 
     def metrics(self) -> dict:
         return {"cache_entries": cache.size(self.connection), "projects": store.project_ids(self.connection),
                 "queued": self.queue.count, "workers": Worker.count(queue=self.queue)}
 
     # ---- helpers --------------------------------------------------------------------------------
+
+    def _quality_summary(self, project_id: int) -> dict | None:
+        """The live quality in short (GET /quality has it all); None before any figure was computed."""
+        found = quality.stored_figures(self.connection, project_id)
+        if found is None:
+            return None
+        applied = quality.applied_threshold(self.connection, project_id) or {}
+        return {**summary(found), "threshold_auto": applied.get("threshold")}
 
     def _known(self, project_id: int) -> bool:
         record = store.load_project(self.connection, project_id)

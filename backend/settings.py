@@ -62,6 +62,8 @@ class Settings:
     calibration: str = _env("CALIBRATION", "none", help="none or contextual: in logprobs mode and with echo scoring, divide out the prompt's own bias measured with content-free inputs (3 extra calls per demonstration set)")
     confidence_samples: int = _num("CONFIDENCE_SAMPLES", 0, int, help="when the server gives no logprobs: sample this many extra answers and use their agreement as the score (0: no score)")
     score_threshold: float = _num("SCORE_THRESHOLD", 0.0, float, help="predictions scoring below this are not written, or are flagged (LOW_SCORE_ACTION); 0: off")
+    quality_target: float = _num("QUALITY_TARGET", 0.95, float, help="accepted-as-is share the live quality figures recommend a score threshold for (GET /quality, threshold auto, export --min-score auto)")
+    auto_threshold_min_reviews: int = _num("AUTO_THRESHOLD_MIN_REVIEWS", 100, int, help="scored reviews (annotations compared with the prediction their annotator saw) needed before threshold auto and --min-score auto use the live recommendation")
     low_score_action: str = _env("LOW_SCORE_ACTION", "skip", help="skip (no pre-annotation) or flag (written, with a low-confidence note on the region)")
     template: str = _env("PROMPT_TEMPLATE", DEFAULT_TEMPLATE, help="demonstration template; needs {text} and ends with {label}")
     instruction: str = _env("PROMPT_INSTRUCTION", help="extra task instruction placed first in the system message")
@@ -154,6 +156,9 @@ class Settings:
             raise SettingsError(f"LOW_SCORE_ACTION must be one of {list(LOW_SCORE_ACTIONS)}, got {self.low_score_action!r}")
         if not 0.0 <= self.score_threshold <= 1.0 or self.confidence_samples < 0:
             raise SettingsError("SCORE_THRESHOLD must be between 0 and 1 and CONFIDENCE_SAMPLES at least 0")
+        if not 0.0 < self.quality_target <= 1.0 or self.auto_threshold_min_reviews < 1:
+            raise SettingsError("QUALITY_TARGET must be above 0 and at most 1, AUTO_THRESHOLD_MIN_REVIEWS at least 1; "
+                                f"got {self.quality_target!r} and {self.auto_threshold_min_reviews!r}")
         if self.selection == "mmr-k" and self.embedding_model == TFIDF:
             raise SettingsError("DEMO_SELECTION=mmr-k needs embedding vectors, and EMBEDDING_MODEL is tfidf: leave "
                                 "it empty (the local model) or name an embedding model")

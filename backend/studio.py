@@ -38,7 +38,7 @@ _ANNOTATED = {
     ],
 }
 # `include` also trims nested annotations and predictions to the same names.
-_ANNOTATION_FIELDS = ("id", "result", "was_cancelled", "ground_truth", "created_at", "updated_at")
+_ANNOTATION_FIELDS = ("id", "result", "was_cancelled", "ground_truth", "created_at", "updated_at", "parent_prediction")
 _PREDICTION_FIELDS = ("id", "result", "score", "model_version", "created_at", "updated_at")
 _CHEAP_TASK_FIELDS = "id,data,meta,project,total_annotations,cancelled_annotations,total_predictions"
 

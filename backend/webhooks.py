@@ -10,9 +10,9 @@ import logging
 from datetime import datetime, timezone
 
 import redis
-from rq import Queue
+from rq import Queue, Retry
 
-from . import store
+from . import quality, store
 from .labeling.errors import LabelingError
 from .labeling.examples import example_from_task
 from .labeling.spec import LabelingSpec
@@ -64,16 +64,44 @@ def handle_event(connection: redis.Redis, queue: Queue, settings: Settings, spec
     if action == "TASKS_DELETED":
         ids = [int(t["id"]) for t in _as_list(body.get("tasks")) if isinstance(t, dict) and "id" in t]
         changed = store.remove_live_demos(connection, project_id, ids)
+        if quality.remove_tasks(connection, project_id, ids):
+            enqueue_quality(queue, "refresh_quality", project_id)
     elif action == "ANNOTATIONS_DELETED":
         changed = _annotations_deleted(connection, queue, project_id, body)
     elif action in ANNOTATION_EVENTS:
         if spec is None:
             raise BadEvent(f"project {project_id} has no labeling config yet; call /setup first")
         changed = _annotations_changed(connection, queue, spec, project_id, body)
+        # Live quality: a worker re-reads the tasks (with their predictions) and compares, when it can reach
+        # Label Studio (a backend given neither LABEL_STUDIO_URL nor a /setup hostname cannot).
+        if _studio_known(connection, settings, project_id):
+            enqueue_quality(queue, "review_annotations", project_id, _task_ids(body))
     else:
         return {"action": action, "ignored": True}
     moved = apply_version_policy(connection, settings, project_id) if changed else False
     return {"action": action, "changed": changed, "version_moved": moved}
+
+
+def enqueue_quality(queue: Queue, job: str, project_id: int, *args) -> None:
+    queue.enqueue(f"backend.jobs.{job}", project_id, *args, result_ttl=60, failure_ttl=24 * 3600,
+                  retry=Retry(max=3, interval=[5, 30, 120]))
+
+
+def _studio_known(connection, settings: Settings, project_id: int) -> bool:
+    if settings.studio_url:
+        return True
+    record = store.load_project(connection, project_id)
+    return bool(record and record.studio_url)
+
+
+def _task_ids(body: dict) -> list[int]:
+    ids = []
+    for annotation in _as_list(body.get("annotation")):
+        task = annotation.get("task") if isinstance(annotation, dict) else None
+        task = task.get("id") if isinstance(task, dict) else task
+        if isinstance(task, int) and task not in ids:
+            ids.append(task)
+    return ids
 
 
 def _annotations_changed(connection, queue, spec: LabelingSpec, project_id: int, body: dict) -> int:
@@ -118,6 +146,8 @@ def _annotations_deleted(connection, queue, project_id: int, body: dict) -> int:
     deleted = {a.get("id") for a in _as_list(body.get("annotations")) if isinstance(a, dict)}
     if not deleted:
         return 0
+    if quality.remove_annotations(connection, project_id, deleted):
+        enqueue_quality(queue, "refresh_quality", project_id)
     live = store.read_demos(connection, project_id, "live")
     hit = [task_id for task_id, demo in live.items() if demo.get("annotation") in deleted]
     store.remove_live_demos(connection, project_id, hit)

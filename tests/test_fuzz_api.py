@@ -181,7 +181,8 @@ def removed(value, path):
 
 EXPECTED_OPERATIONS = {("/health", "get"), ("/setup", "post"), ("/predict", "post"), ("/webhook", "post"),
                        ("/versions", "get"), ("/versions", "post"), ("/metrics", "get"), ("/status", "get"),
-                       ("/train", "post"), ("/is_training", "get"), ("/openapi.json", "get")}
+                       ("/train", "post"), ("/is_training", "get"), ("/openapi.json", "get"),
+                       ("/quality", "get")}
 
 
 def test_openapi_json_describes_every_endpoint(client):

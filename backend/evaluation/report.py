@@ -350,16 +350,16 @@ class Frame:
         return "".join(parts)
 
 
-def reliability_svg(calibration: dict) -> str:
-    """Accuracy per score bin (bars over the bin, a dot at its mean score) against the diagonal."""
+def reliability_svg(calibration: dict, y_label: str = "accuracy") -> str:
+    """Accuracy (or another share) per score bin (bars over the bin, a dot at its mean score) against the diagonal."""
     frame = Frame()
-    parts = [frame.axes("mean score in bin (confidence)", "accuracy")]
+    parts = [frame.axes("mean score in bin (confidence)", y_label)]
     for b in calibration["bins"]:
         if not b["count"]:
             continue
         x0, x1, y = frame.x(b["low"]), frame.x(b["high"]), frame.y(b["accuracy"])
         tip = (f"scores [{b['low']:.2f}, {b['high']:.2f}]: {b['count']} tasks, mean score {b['mean_score']:.3f}, "
-               f"accuracy {b['accuracy']:.3f}")
+               f"{y_label} {b['accuracy']:.3f}")
         parts.append(f'<g><title>{esc(tip)}</title><rect x="{x0 + 1:.1f}" y="{y:.1f}" width="{x1 - x0 - 2:.1f}" '
                      f'height="{frame.y(0) - y:.1f}" fill="#9ecae1" fill-opacity="0.7" stroke="#3182bd"/>'
                      f'<circle cx="{frame.x(b["mean_score"]):.1f}" cy="{y:.1f}" r="4" fill="#08519c"/></g>\n')
@@ -368,14 +368,15 @@ def reliability_svg(calibration: dict) -> str:
                       'stroke="#57606a" stroke-width="1.5" stroke-dasharray="5 4"'))
     parts.append(text(frame.x(0) + 6, frame.top + 14, f"ECE {calibration['ece']:.3f}", 12, "start",
                       ' font-weight="bold"'))
-    return svg(frame.width, frame.height, "Reliability diagram: accuracy against mean score per bin",
+    return svg(frame.width, frame.height, f"Reliability diagram: {y_label} against mean score per bin",
                "".join(parts))
 
 
-def coverage_svg(curve: list[dict], target: float, chosen: float | None) -> str:
-    """Accuracy against coverage as the score threshold falls, with the target and the recommended threshold."""
+def coverage_svg(curve: list[dict], target: float, chosen: float | None, y_label: str = "accuracy") -> str:
+    """Accuracy (or another share) against coverage as the score threshold falls, with the target and the
+    recommended threshold."""
     frame = Frame()
-    parts = [frame.axes("coverage (share of all tasks with score \u2265 threshold)", "accuracy")]
+    parts = [frame.axes("coverage (share of all tasks with score \u2265 threshold)", y_label)]
     parts.append(line(frame.x(0), frame.y(target), frame.x(1), frame.y(target),
                       'stroke="#cf222e" stroke-dasharray="6 4"'))
     parts.append(text(frame.x(1) - 4, frame.y(target) - 6, f"target {target:.2f}", 11, "end", ' fill="#cf222e"'))
@@ -391,8 +392,11 @@ def coverage_svg(curve: list[dict], target: float, chosen: float | None) -> str:
             x, y = frame.x(p["coverage"]), frame.y(p["accuracy"])
             parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="6" fill="none" stroke="#cf222e" stroke-width="2">'
                          f"<title>{esc('recommended: ' + point_tip(p))}</title></circle>\n")
-            parts.append(text(x - 8, y + 18, f"threshold {chosen:.3g}", 11, "end", ' fill="#cf222e"'))
-    return svg(frame.width, frame.height, "Accuracy against coverage by score threshold", "".join(parts))
+            left = x < frame.x(0.5)  # the label goes where the plot has room
+            parts.append(text(x + 8 if left else x - 8, y + 18, f"threshold {chosen:.3g}", 11,
+                              "start" if left else "end", ' fill="#cf222e"'))
+    return svg(frame.width, frame.height, f"{y_label.capitalize()} against coverage by score threshold",
+               "".join(parts))
 
 
 def point_tip(point: dict) -> str:

@@ -126,7 +126,8 @@ def test_annotated_tasks_pages_through_exactly_the_annotated_tasks(client, revie
         (choice("Negative"), True),
     ]
     assert [a["was_cancelled"] for a in by_id[ids[2]]["annotations"]] == [True]
-    assert set(first[0]) == {"id", "result", "was_cancelled", "ground_truth", "created_at", "updated_at"}
+    assert set(first[0]) == {"id", "result", "was_cancelled", "ground_truth", "created_at", "updated_at",
+                             "parent_prediction"}  # which prediction the annotator started from (live quality)
     assert first[0]["created_at"].endswith("Z") and first[0]["created_at"] < first[1]["created_at"]
 
 
