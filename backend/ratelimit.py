@@ -34,10 +34,10 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_TOKENS = 256  # what a request without max_tokens is assumed to spend on its answer
 SAFETY = 0.97  # the pace, as a share of the limit in force
 BURST_S = 0.5 * (1 / SAFETY - 1)  # half the room SAFETY leaves in a second; the rest absorbs arrival jitter
-BACKOFF = 0.75  # a 429 multiplies the pace by this (at most once per BACKOFF_GAP_S)
+BACKOFF = 0.9  # a 429 multiplies the pace by this (at most once per BACKOFF_GAP_S): 0.59 after 5 in a row
 BACKOFF_GAP_S = 1.0  # 429s of one burst lower the pace once
 MIN_FACTOR = 0.1
-RECOVERY_PER_S = 0.01  # after a 429 the pace climbs back by 1 % of the limit per second
+RECOVERY_PER_S = 0.02  # after a 429 the pace climbs back by 2 % of the limit per second
 DEFAULT_RETRY_S = 1.0  # a 429 without Retry-After holds everyone this long
 PROBE_S = 5.0  # learning: a first request that has not answered within this long lets another one go
 KEY_TTL_S = 3600  # the shared state vanishes after an hour without requests
@@ -343,9 +343,10 @@ def read_headers(headers: Mapping[str, str]) -> dict:
 
 
 def _jitter(delay: float) -> float:
-    # Waiters blocked by the same entry would all wake at once and all but one go back to sleep;
-    # a little randomness spreads them out. Never zero, so a retry cannot spin.
-    return random.uniform(0.001, 0.005 + min(0.25, 0.1 * delay))
+    # Waiters blocked by the same slot would all wake at once and all but one go back to sleep; a little
+    # randomness spreads them out. Small: a waiter that wakes late leaves its slot unused (the pace is lost),
+    # and the burst tolerance (BURST_S) lets it come a little early instead. Never zero, so a retry cannot spin.
+    return random.uniform(0.0005, 0.002 + min(0.05, 0.02 * delay))
 
 
 def limiter_name(base_url: str, model: str) -> str:
