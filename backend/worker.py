@@ -119,6 +119,7 @@ class FewshotWorker(SimpleWorker):
         try:
             self.perform_job(job, queue, execution)
         finally:
+            threading.current_thread().handed_over.set()  # ended without handing calls over: no wait for it
             with self._jobs_changed:
                 self._jobs.discard(threading.current_thread())
                 if not self._jobs:
