@@ -17,13 +17,19 @@ def _key(project_id: int) -> str:
     return f"{PREFIX}:failures:{project_id}"
 
 
+def is_prediction(message: dict) -> bool:
+    """An outcome that is a prediction: it has a result and no error. An empty result is one too: the model
+    found nothing to mark (a span config with no entity in the text), which is an answer, not a failure."""
+    return message.get("result") is not None and not message.get("error")
+
+
 def record(connection: redis.Redis, project_id: int, messages: list[dict]) -> None:
     """Record the failed outcomes among messages ({task, result, error, detail, model_version}); clear the
     tasks that succeeded."""
     failed = {str(m["task"]): json.dumps({"error": m.get("error"), "detail": m.get("detail", ""),
                                           "model_version": m.get("model_version", ""), "at": time.time()})
-              for m in messages if not m.get("result")}
-    succeeded = [str(m["task"]) for m in messages if m.get("result")]
+              for m in messages if not is_prediction(m)}
+    succeeded = [str(m["task"]) for m in messages if is_prediction(m)]
     with connection.pipeline(transaction=False) as pipe:
         if failed:
             pipe.hset(_key(project_id), mapping=failed)

@@ -6,7 +6,7 @@ Jobs take ids and plain values and build their clients inside (one set per worke
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
@@ -15,7 +15,8 @@ import redis
 from rq import Queue, get_current_job
 from rq.exceptions import AbandonedJobError
 
-from . import cache, dispatch, failures, outbox, quality, store
+from . import cache, callpool, dispatch, failures, outbox, quality, store
+from .callpool import CallPool
 from .claims import claim_ttl
 from .demonstrations import read_project, read_task
 from .labeling.budget import BudgetExceeded
@@ -41,6 +42,11 @@ class WorkerState:
     settings: Settings
     connection: redis.Redis
     contexts: Contexts
+    calls: CallPool | None = None  # the process's LABEL_CONCURRENCY call slots, shared by its jobs
+
+    def __post_init__(self) -> None:
+        if self.calls is None:
+            self.calls = CallPool(self.settings.concurrency)
 
 
 @lru_cache(maxsize=1)
@@ -48,14 +54,26 @@ def _state() -> WorkerState:
     settings = Settings.from_env()
     job = get_current_job()
     connection = job.connection if job else store.connect(settings.redis_url)
-    limiter = None
-    if settings.rate_limit_rpm or settings.rate_limit_tpm:
-        # One limiter per LLM endpoint and model (the project's, which may not be LLM_MODEL), shared
-        # through Redis by every worker on every machine.
-        limiter = ModelRateLimits(connection, settings.openai_base_url, rpm=settings.rate_limit_rpm,
-                                  tpm=settings.rate_limit_tpm)
-    client = LLMClient(settings, before_request=limiter)
+    # One limiter per LLM endpoint and model (the project's, which may not be LLM_MODEL), shared through Redis
+    # by every worker on every machine. Always on: with no RATE_LIMIT_* set it keeps to what the provider's
+    # rate-limit headers and 429s say.
+    limits = ModelRateLimits(connection, settings.openai_base_url, rpm=settings.rate_limit_rpm,
+                             tpm=settings.rate_limit_tpm)
+    client = LLMClient(settings, before_request=limits, after_response=limits.observe)
     return WorkerState(settings, connection, Contexts(settings, connection, client))
+
+
+def preload() -> WorkerState:
+    """Pay a worker's start-up once, before its first job: the labeling stack, the LLM client, the token
+    counter and the config parser (a project's context is then built once per fingerprint, by Contexts)."""
+    from .labeling.budget import TokenCounter
+    from .labeling.spec import parse_spec
+
+    state = _state()
+    TokenCounter(state.settings.model).text("warm up")
+    parse_spec('<View><Text name="text" value="$text"/><Choices name="label" toName="text">'
+               '<Choice value="a"/><Choice value="b"/></Choices></View>')
+    return state
 
 
 # ---- labeling -----------------------------------------------------------------------------------
@@ -75,8 +93,9 @@ def label_tasks(request_id: str, project_id: int, task_ids: list[int]) -> dict:
         queued = queue_write_back(state, project_id, messages, meta.get("run_id", ""))
     if meta.get("run_id"):
         record_progress(state.connection, meta["run_id"], messages)
-    figures = {"labeled": sum(1 for m in messages if m["result"]), "cached": sum(1 for m in messages if m.get("cached")),
-               "failed": sum(1 for m in messages if not m["result"]), "queued_for_write_back": queued,
+    labeled = [m for m in messages if failures.is_prediction(m)]
+    figures = {"labeled": len(labeled), "cached": sum(1 for m in messages if m.get("cached")),
+               "failed": len(messages) - len(labeled), "queued_for_write_back": queued,
                "truncated": sum(1 for m in messages if m.get("truncated_chars")),
                **{k: sum(int(m.get(k) or 0) for m in messages) for k in ("requests", "prompt_tokens",
                                                                         "completion_tokens")}}
@@ -105,14 +124,22 @@ def label_chunk(state: WorkerState, context: ProjectContext, data: dict[int, dic
     vectors = dict(zip(texts, labeler.query_vectors(list(texts.values()))))  # one embeddings call per chunk
     ids = list(texts)
     groups = [ids[i:i + labeler.batch_size] for i in range(0, len(ids), labeler.batch_size)]
-    # Each group is keyed, looked up and asked in its own thread: building prompts overlaps the model's
-    # answers instead of delaying the first call until every prompt of the chunk is built.
-    with ThreadPoolExecutor(max_workers=state.settings.concurrency, thread_name_prefix="llm") as pool:
-        futures = [pool.submit(_label_group, state, context, base, {t: texts[t] for t in group},
-                               {t: vectors[t] for t in group}) for group in groups]
-        for future in as_completed(futures):
-            for message in future.result():
-                emit(message)
+    # Each group is keyed, looked up and asked in a slot of the process's call pool: building prompts overlaps
+    # the model's answers, and the jobs of this worker share the slots (worker.py takes the next job while
+    # this one's last calls run).
+    futures = {state.calls.submit(_label_group, state, context, base, {t: texts[t] for t in group},
+                                  {t: vectors[t] for t in group}) for group in groups}
+    callpool.handed_over()
+    try:
+        while futures:
+            # Short waits: a job thread's timeout (rq's TimerDeathPenalty) is raised between two of them.
+            done, futures = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
+            for future in done:
+                for message in future.result():
+                    emit(message)
+    finally:
+        for future in futures:  # the job failed or timed out: its calls not yet started are not made
+            future.cancel()
     return messages
 
 
@@ -178,7 +205,7 @@ def studio_for(connection: redis.Redis, settings: Settings, project_id: int) -> 
 def queue_write_back(state: WorkerState, project_id: int, messages: list[dict], run_id: str = "") -> int:
     """Put labeled tasks nobody waits for into the project's outbox and make sure a flush is coming."""
     rows = [{"task": m["task"], "result": m["result"], "score": m["score"], "model_version": m["model_version"],
-             "run": run_id} for m in messages if m["result"]]
+             "run": run_id} for m in messages if failures.is_prediction(m)]
     if rows:
         outbox.push(state.connection, project_id, rows)
         enqueue_flush(state.connection, state.settings, project_id)

@@ -7,9 +7,10 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, TypeVar
+from typing import Callable, Mapping, TypeVar
 
 import openai
+from openai._constants import RAW_RESPONSE_HEADER
 from openai.types import Completion
 from openai.types.chat import ChatCompletion
 
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 FAKE_FINGERPRINT = "fake-llm-stand-in"
 MAX_BACKOFF_S = 30.0
 MAX_RETRY_AFTER_S = 120.0
+RAW = {"headers": {RAW_RESPONSE_HEADER: "true"}}  # the SDK returns the raw response: headers, then parse()
 
 _T = TypeVar("_T")
 
@@ -81,12 +83,16 @@ class LLMClient:
     """Chat completions at temperature 0; transient failures retried with backoff that honours Retry-After."""
 
     def __init__(self, settings: Settings, *, sleep: Callable[[float], None] = time.sleep,
-                 before_request: Callable[[dict], None] | None = None):
+                 before_request: Callable[[dict], None] | None = None,
+                 after_response: Callable[[dict, int, Mapping[str, str]], None] | None = None):
         self.settings = settings
         self.usage = Usage()
         self._sleep = sleep
         # A hook for shared rate limits: called before every HTTP request with the request body.
         self._before_request = before_request
+        # ... and after every answer (429s included) with the request body, the status and the headers: the
+        # provider's x-ratelimit-* headers and Retry-After teach the shared limiter.
+        self._after_response = after_response
         self._warned_fake = False
         self._client = openai.OpenAI(
             api_key=settings.openai_api_key.reveal() or "not-set",
@@ -111,7 +117,8 @@ class LLMClient:
         if not texts:
             return [], 0
         body = {"model": model, "input": list(texts), "encoding_format": "float"}
-        response = self._retrying(lambda attempt: self._call(body, lambda: self._client.embeddings.create(**body)))
+        response = self._retrying(lambda attempt: self._call(
+            body, lambda: self._client.embeddings.with_raw_response.create(**body)))
         usage = getattr(response, "usage", None)
         prompt = (usage.prompt_tokens or 0) if usage else 0
         self.usage.add(prompt_tokens=prompt)
@@ -137,29 +144,44 @@ class LLMClient:
     def _send(self, body: dict, attempt: int) -> Reply:
         # The low-level post skips the SDK's recursive TypedDict transform of the body, which costs
         # ~2 ms per message (60 ms for a 64-example prompt); the body is already plain JSON.
-        response = self._call(body, lambda: self._client.post("/chat/completions", body=body, cast_to=ChatCompletion))
+        response = self._call(body, lambda: self._client.post("/chat/completions", body=body, cast_to=ChatCompletion,
+                                                              options=RAW))
         return self._reply(response, attempt)
 
     def _send_completion(self, body: dict, attempt: int) -> CompletionReply:
-        response = self._call(body, lambda: self._client.post("/completions", body=body, cast_to=Completion))
+        response = self._call(body, lambda: self._client.post("/completions", body=body, cast_to=Completion,
+                                                              options=RAW))
         prompt, completion = self._note(response)
         choices = sorted(response.choices or [], key=lambda c: c.index)
         return CompletionReply([_echo_choice(c) for c in choices], prompt, completion, attempt,
                                getattr(response, "model", ""))
 
     def _call(self, body: dict, request: Callable[[], _T]) -> _T:
-        """One HTTP request: the rate-limit hook, one counted request, openai errors as LLMError."""
+        """One HTTP request: the rate-limit hooks, one counted request, openai errors as LLMError.
+
+        `request` returns the SDK's raw response (its headers feed the limiter); this returns it parsed.
+        """
         if self._before_request:
             self._before_request(body)
         self.usage.add(requests=1)
         try:
-            return request()
+            raw = request()
         except openai.APIStatusError as exc:
+            self._report(body, exc.status_code, exc.response.headers)
             raise _translate_status(exc, self.settings.openai_api_key.reveal()) from None
         except openai.APITimeoutError:
             raise LLMError("timeout", f"no answer within {self.settings.timeout:g} s (LLM_TIMEOUT)") from None
         except openai.APIConnectionError as exc:
             raise LLMError("connection", f"cannot reach the LLM server: {type(exc.__cause__).__name__}") from None
+        self._report(body, raw.status_code, raw.headers)
+        return raw.parse()
+
+    def _report(self, body: dict, status: int, headers) -> None:
+        if self._after_response:
+            try:
+                self._after_response(body, status, headers)
+            except Exception as exc:  # noqa: BLE001 - the answer is good; a limiter hiccup must not lose it
+                log.warning("the rate limiter could not take an answer's headers: %s", exc)
 
     def _note(self, response) -> tuple[int, int]:
         """Warn once when the server is the fake stand-in; count and return (prompt, completion) tokens."""

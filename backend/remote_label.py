@@ -8,7 +8,7 @@ import redis
 from rq import Queue, Worker
 from rq.job import Job
 
-from . import dispatch, store
+from . import dispatch, failures, store
 from .labeler import Outcome
 from .labeling.examples import Example
 from .projects import Contexts, demo_from_example, register
@@ -73,7 +73,7 @@ class WorkerLabeling:
 
 
 def outcome_of(message: dict) -> Outcome:
-    ok = bool(message.get("result"))
+    ok = failures.is_prediction(message)
     labels = tuple(message.get("labels") or ()) if ok else None
     return Outcome(labels=labels, values=message.get("answer") if ok else None, score=message.get("score"),
                    error=None if ok else (message.get("error") or "failed"), detail=message.get("detail", ""),

@@ -140,7 +140,7 @@ def failed_tasks(connection: redis.Redis, run_id: str) -> list[int]:
 
 
 def _state(message: dict) -> str:
-    if message.get("result"):
+    if failures.is_prediction(message):
         return "labeled"
     return "withheld" if message.get("error") == "low_score" else "failed"
 

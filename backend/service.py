@@ -225,6 +225,7 @@ class Service:
 
     def status(self, project=None) -> dict:
         """Progress of background runs, failures and demonstrations, per project (or every project)."""
+        from .ratelimit import limits_status
         from .runs import project_runs
 
         ids = [_project(project)] if project not in (None, "") else store.project_ids(self.connection)
@@ -252,7 +253,9 @@ class Service:
                 "quality": self._quality_summary(project_id),
             })
         return {"projects": projects, "queued": self.queue.count, "workers": Worker.count(queue=self.queue),
-                "cache_entries": cache.size(self.connection)}
+                "cache_entries": cache.size(self.connection),
+                # per LLM endpoint and model: the limits in force, where they came from, the 429s seen
+                "rate_limits": limits_status(self.connection)}
 
     # ---- /quality -------------------------------------------------------------------------------
 

@@ -91,7 +91,7 @@ class Settings:
     worker_wait: int = _num("WORKER_WAIT", 60, int, help="seconds prelabel and label --redis-url wait while no worker listens on the queue before they stop and say so")
     rate_limit_rpm: int = _num("RATE_LIMIT_RPM", 0, int, help="LLM requests per minute for all workers together (0: no limit)")
     rate_limit_tpm: int = _num("RATE_LIMIT_TPM", 0, int, help="LLM tokens per minute for all workers together, estimated before sending (0: no limit)")
-    chunk_size: int = _num("JOB_CHUNK_SIZE", 32, int, help="tasks per RQ job (a few times LABEL_CONCURRENCY keeps the calls in flight between jobs)")
+    chunk_size: int = _num("JOB_CHUNK_SIZE", 8, int, help="tasks per RQ job; a worker takes the next job while its last calls run, so small jobs cost little and spread a run's tail over every worker")
     cache_ttl: int = _num("CACHE_TTL", 2592000, int, help="seconds a cached prediction is kept")
     cache_max_entries: int = _num("CACHE_MAX_ENTRIES", 1000000, int, help="cached predictions kept at most (oldest dropped first)")
     basic_auth_user: str = _env("BASIC_AUTH_USER", help="user name of optional HTTP basic auth on every endpoint")

@@ -1,4 +1,5 @@
-"""The `worker` command: an RQ worker on the backend's queue that keeps its per-process caches between jobs."""
+"""The `worker` command: an RQ worker on the backend's queue that runs its jobs side by side, so its
+LABEL_CONCURRENCY call slots stay busy across job boundaries, and keeps its per-process caches between jobs."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ import redis
 
 from rq import Queue, SimpleWorker
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
+from rq.exceptions import StopRequested
 from rq.scheduler import RQScheduler
+from rq.timeouts import TimerDeathPenalty
+from rq.worker import WorkerStatus
 
 from . import store
 from .logs import configure_logging
@@ -29,6 +33,9 @@ log = logging.getLogger(__name__)
 # shorter than the connection's socket timeout (store.connect: 10 s) does not end in a timeout error.
 WORKER_TTL = 20
 HEARTBEAT_SLACK_S = 15
+MAX_JOBS_AT_ONCE = 64  # a bound on job threads however the call slots are used (flushes use none)
+LABEL_JOB = "backend.jobs.label_tasks"
+ROOM_POLL_S = 2.0  # while every slot is taken the worker waits for room, heartbeating this often
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -69,17 +76,93 @@ def die_with_parent(parent: int) -> None:
 
 
 class FewshotWorker(SimpleWorker):
-    """SimpleWorker whose job heartbeat lasts the job's timeout plus a short slack instead of a minute.
+    """SimpleWorker that runs its jobs side by side in threads and feeds its call slots continuously.
 
-    A job in this process cannot outlive its timeout (the death penalty stops it), so once that
-    heartbeat expires the job's worker is dead and maintenance may re-queue the job at once. Its
-    maintenance also schedules a flush for any outbox left without one, and a thread keeps an alive key
+    A job is taken from the queue as soon as the process's call pool (jobs.CallPool, LABEL_CONCURRENCY
+    slots) has a slot that nothing waits for, and runs in its own thread with rq's whole bookkeeping (its
+    own execution and heartbeat, retries, failure callback): the tail of one job (a retried answer) runs
+    while the next job's calls already fill the other slots. Each job keeps its own timeout (rq's
+    thread-based death penalty) and its heartbeat lasts that timeout plus a short slack instead of a
+    minute: once it expires the job's worker is dead and maintenance may re-queue the job at once.
+    Maintenance also schedules a flush for any outbox left without one, and a thread keeps an alive key
     that lets prelabel and /status tell a running job from one whose worker stopped.
     """
 
-    def __init__(self, *args, settings: Settings, **kwargs):
+    death_penalty_class = TimerDeathPenalty  # SIGALRM reaches only the main thread; jobs run in others
+
+    def __init__(self, *args, settings: Settings, calls=None, **kwargs):
         super().__init__(*args, name=f"{WORKER_PREFIX}{uuid.uuid4().hex}", **kwargs)
         self.settings = settings
+        self.calls = calls  # the process's call pool (None: jobs run one at a time, as in a plain SimpleWorker)
+        self._jobs: set[threading.Thread] = set()
+        self._jobs_changed = threading.Condition()
+        self._cold = False
+
+    def execute_job(self, job, queue):
+        """Start the job in its own thread, then return once the process has room for another job."""
+        if self.calls is None:
+            return super().execute_job(job, queue)
+        execution = self.prepare_execution(job)
+        thread = threading.Thread(target=self._perform, args=(job, queue, execution), name=f"job-{job.id}",
+                                  daemon=True)
+        thread.handed_over = threading.Event()  # set by callpool.handed_over() from the job's thread
+        with self._jobs_changed:
+            self._jobs.add(thread)
+        thread.start()
+        if job.func_name == LABEL_JOB:
+            # Its calls are not in the pool yet: wait for them, or the free slots would draw more jobs.
+            while not thread.handed_over.wait(ROOM_POLL_S) and thread.is_alive():
+                self.heartbeat()
+        self._wait_for_room()
+
+    def _perform(self, job, queue, execution) -> None:
+        try:
+            self.perform_job(job, queue, execution)
+        finally:
+            threading.current_thread().handed_over.set()  # ended without handing calls over: no wait for it
+            with self._jobs_changed:
+                self._jobs.discard(threading.current_thread())
+                if not self._jobs:
+                    self.set_state(WorkerStatus.IDLE)
+                self._jobs_changed.notify_all()
+
+    def _wait_for_room(self) -> None:
+        """Block until a call slot has nothing queued behind it (and the job threads are below their bound)."""
+        while not self._stop_requested:
+            with self._jobs_changed:
+                if len(self._jobs) >= MAX_JOBS_AT_ONCE:
+                    self._jobs_changed.wait(ROOM_POLL_S)
+                    self.heartbeat()
+                    continue
+            if self.calls.wait_for_room(ROOM_POLL_S):
+                return
+            self.heartbeat()  # the worker's key outlives a long wait
+
+    def running_jobs(self) -> int:
+        with self._jobs_changed:
+            return len(self._jobs)
+
+    def _shutdown(self):
+        """Warm shutdown: stop taking jobs, let the running ones finish (rq's own checks one job's state)."""
+        if self.running_jobs():
+            self._stop_requested = True
+            self.set_shutdown_requested_date()
+            if self.scheduler:
+                self.stop_scheduler()
+            return
+        raise StopRequested()
+
+    def request_force_stop(self, signum, frame):
+        self._cold = True
+        return super().request_force_stop(signum, frame)
+
+    def teardown(self):
+        if not self._cold:
+            with self._jobs_changed:
+                if self._jobs:
+                    log.info("worker %s: waiting for %d running jobs before stopping", self.name, len(self._jobs))
+                self._jobs_changed.wait_for(lambda: not self._jobs or self._cold)
+        super().teardown()
 
     def run_maintenance_tasks(self):
         super().run_maintenance_tasks()
@@ -141,10 +224,16 @@ def run_worker(settings: Settings, burst: bool = False) -> int:
     if not store.ping(connection):
         log.error("Redis is unreachable at %s: start it or set REDIS_URL", settings.redis_url.split("@")[-1])
         return 1
+    from .jobs import preload  # the labeling stack, loaded once per worker before its first job
+
+    started = time.monotonic()
+    state = preload()
+    log.info("worker ready in %.1f s (labeling stack, LLM client, token counter)", time.monotonic() - started)
     queue = Queue(settings.queue_name, connection=connection)
     worker = FewshotWorker([queue], connection=connection, maintenance_interval=settings.worker_maintenance,
-                           worker_ttl=WORKER_TTL, settings=settings)
+                           worker_ttl=WORKER_TTL, settings=settings, calls=state.calls)
     worker.keep_alive()
-    log.info("worker %s listening on queue %r", worker.name, settings.queue_name)
+    log.info("worker %s listening on queue %r with %d call slots", worker.name, settings.queue_name,
+             settings.concurrency)
     worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level.upper())
     return 0

@@ -1,15 +1,27 @@
-"""Benchmark: tasks through /predict with rq workers against the fake LLM at 200 ms latency.
+"""Benchmark: throughput through the rq workers against the in-flight ideal, and provider rate limits kept.
 
-Prints tasks/s, the ideal (total concurrency / latency), their ratio (target >= 0.8), the speed-up over
-one request at a time (target >= 20x), and p50/p95 /predict latency for one cached task and for one
-uncached task minus the LLM latency (target < 20 ms at p50).
-Run: python -m benchmarks.bench_queue [--tasks 2000] [--workers 2] [--concurrency 16]
+Part 1, in one run: 300, 1,200 and 10,000 tasks (sizes configurable) through `label --redis-url` (the CLI as a
+subprocess, its start-up included) and through one /predict each (gunicorn), with 2 workers x LABEL_CONCURRENCY
+8 against the stand-in at --latency-ms, with retries and messy answers in the mix (500s, malformed and
+out-of-set answers). The in-flight ideal is requests x latency / calls in flight: the time the model alone
+would need for the requests the run made; the figure is ideal / elapsed (targets: >= 0.9 for 1,200 and
+10,000, >= 0.8 for 300).
+
+Part 2: a stand-in enforcing 600 requests per minute as 10 per 1-second window (quantized, as providers do)
+and sending x-ratelimit-* headers; 600 tasks through 2 workers, once with RATE_LIMIT_RPM=600 and once with
+no RATE_LIMIT_* (the headers only). Prints requests per second achieved (between the first and the last
+request the stand-in let in), the 429s received and the share of the limit used (targets: <= 1 % 429s,
+>= 95 % of the limit).
+
+Run: python -m benchmarks.bench_queue [--sizes 300,1200,10000] [--latency-ms 500] [--skip-limits]
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import json
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,113 +34,171 @@ from backend.processes import backend_env, start_backend, start_redis, start_wor
 from benchmarks.common import REPO, choices_config, read_jsonl, split_seeds
 
 PROJECT = "1.1700000000"
+MESSY = {"rate_500": 0.005, "rate_malformed": 0.02, "rate_out_of_set": 0.01}  # retries and messy answers
 
 
 def wait_for_workers(url: str, count: int, queue: str) -> None:
     from rq import Queue, Worker
 
     connection = redis.Redis.from_url(url)
-    deadline = time.time() + 30
+    deadline = time.time() + 60
     while Worker.count(queue=Queue(queue, connection=connection)) < count:
         if time.time() > deadline:
             raise SystemExit("workers did not start")
         time.sleep(0.1)
 
 
-def predict(client: httpx.Client, url: str, tasks: list[dict], config: str) -> dict:
-    response = client.post(url + "/predict", json={"tasks": tasks, "project": PROJECT, "label_config": config},
-                           timeout=300)
+class Stack:
+    """A stand-in, a private Redis, rq workers and (for /predict) the backend."""
+
+    def __init__(self, log_dir: Path, workers: int, concurrency: int, web: bool, env: dict | None = None,
+                 **knobs):
+        self.fake = spawn_fake_llm(**knobs)
+        self.redis, self.redis_url = start_redis(log_dir)
+        self.env = backend_env({"REDIS_URL": self.redis_url, "OPENAI_BASE_URL": self.fake.url,
+                                "OPENAI_API_KEY": "sk-bench", "LLM_MODEL": "fake-llm",
+                                "LABEL_CONCURRENCY": concurrency, "QUEUE_NAME": "bench", "PYTHONPATH": str(REPO),
+                                "LOG_LEVEL": "WARNING", "PREDICT_DEADLINE": 900, "WORKER_WAIT": 120,
+                                **(env or {})})
+        self.procs = [self.redis, *start_workers(workers, log_dir, self.env, prefix=f"bench-worker-{id(self)}")]
+        self.url = ""
+        if web:
+            backend, self.url = start_backend(log_dir, self.env, workers=1)
+            self.procs.append(backend)
+        wait_for_workers(self.redis_url, workers, "bench")
+
+    def model_requests(self) -> int:
+        stats = self.fake.stats()["by_endpoint"]
+        return stats.get("/v1/chat/completions", 0) + stats.get("/v1/completions", 0)
+
+    def stop(self) -> None:
+        stop_all(self.procs)
+        self.fake.stop()
+
+
+def label_file(stack: Stack, tmp: Path, config: Path, seeds: Path, texts: list[str]) -> tuple[float, int]:
+    """`label --redis-url` as a user runs it; (seconds from launch to exit, rows labeled)."""
+    source, out = tmp / f"in-{len(texts)}.jsonl", tmp / f"out-{len(texts)}.jsonl"
+    source.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "backend.cli", "label", "--config", str(config), "--seeds",
+                           str(seeds), "--input", str(source), "--output", str(out), "--no-progress", "--redis-url",
+                           stack.redis_url], env=stack.env, cwd=REPO, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode not in (0, 1):
+        raise SystemExit(f"label failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    return seconds, sum(1 for r in rows if not r.get("error"))
+
+
+def predict(stack: Stack, config: str, texts: list[str], first_id: int) -> tuple[float, int]:
+    tasks = [{"id": first_id + i, "data": {"text": t}} for i, t in enumerate(texts)]
+    started = time.perf_counter()
+    response = httpx.post(stack.url + "/predict", json={"tasks": tasks, "project": PROJECT, "label_config": config},
+                          timeout=1200)
+    seconds = time.perf_counter() - started
     response.raise_for_status()
-    return response.json()
+    return seconds, sum(1 for r in response.json()["results"] if r.get("result"))
 
 
-def annotate(client: httpx.Client, url: str, seeds: list[dict], config: str) -> None:
-    client.post(url + "/setup", json={"project": PROJECT, "schema": config}).raise_for_status()
+def annotate(url: str, seeds: list[dict], config: str) -> None:
+    httpx.post(url + "/setup", json={"project": PROJECT, "schema": config}, timeout=60).raise_for_status()
     for i, row in enumerate(seeds, start=1):
         event = {"action": "ANNOTATION_CREATED", "project": {"id": 1}, "task": {"id": 10_000_000 + i,
                  "data": {"text": row["text"]}}, "annotation": {"id": i, "task": 10_000_000 + i,
                  "updated_at": "2026-01-01", "result": [{"from_name": "topic", "to_name": "text",
                                                          "type": "choices", "value": {"choices": [row["label"]]}}]}}
-        client.post(url + "/webhook", json=event).raise_for_status()
+        httpx.post(url + "/webhook", json=event, timeout=60).raise_for_status()
 
 
-def percentile(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
+def unique_texts(rows: list[dict], count: int, tag: str) -> list[str]:
+    """`count` task texts never seen before in this run (the cache must not answer them)."""
+    return [f"{rows[i % len(rows)]['text']} ({tag} #{i})" for i in range(count)]
 
 
-def run_stack(args, concurrency: int, workers: int, log_dir: Path):
-    fake = spawn_fake_llm(latency_ms=args.latency_ms)
-    redis_proc, redis_url = start_redis(log_dir)
-    env = backend_env({"REDIS_URL": redis_url, "OPENAI_BASE_URL": fake.url, "OPENAI_API_KEY": "sk-bench",
-                       "LLM_MODEL": "fake-llm", "LABEL_CONCURRENCY": concurrency, "JOB_CHUNK_SIZE": args.chunk,
-                       "QUEUE_NAME": "bench", "PYTHONPATH": str(REPO), "LOG_LEVEL": "WARNING",
-                       "PREDICT_DEADLINE": 250, "DEMO_SELECTION": "nearest-k", "DEMO_K": 8})
-    procs = start_workers(workers, log_dir, env, prefix=f"bench-worker-c{concurrency}")
-    backend, url = start_backend(log_dir, env, workers=2)
-    wait_for_workers(redis_url, workers, "bench")
-    return fake, [redis_proc, *procs, backend], url
+def throughput(args, log_dir: Path, seeds: list[dict], rows: list[dict]) -> None:
+    in_flight = args.workers * args.concurrency
+    latency = args.latency_ms / 1000
+    labels = sorted({r["label"] for r in seeds})
+    config = choices_config(labels, "topic")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-queue-files-"))
+    (tmp / "config.xml").write_text(config)
+    seed_dir = tmp / "seeds"
+    seed_dir.mkdir()
+    (seed_dir / "seeds.jsonl").write_text("".join(json.dumps({"text": r["text"], "label": r["label"]}) + "\n"
+                                                  for r in seeds))
+    stack = Stack(log_dir, args.workers, args.concurrency, web=True, latency_ms=args.latency_ms, **MESSY)
+    print(f"{args.workers} workers x LABEL_CONCURRENCY {args.concurrency} = {in_flight} calls in flight; stand-in "
+          f"at {args.latency_ms:g} ms with {MESSY}; ideal = requests x latency / {in_flight}", flush=True)
+    try:
+        annotate(stack.url, seeds, config)
+        first_id = 1
+        for size in args.sizes:
+            for path in ("label --redis-url", "/predict"):
+                texts = unique_texts(rows, size, f"{path} {size}")
+                before = stack.model_requests()
+                if path == "/predict":
+                    seconds, labeled = predict(stack, config, texts, first_id)
+                    first_id += size
+                else:
+                    seconds, labeled = label_file(stack, tmp, tmp / "config.xml", seed_dir, texts)
+                requests = stack.model_requests() - before
+                ideal = requests * latency / in_flight
+                print(f"{size:>6} tasks via {path:<17} {seconds:7.1f} s, {requests} requests, {labeled} labeled; "
+                      f"ideal {ideal:6.1f} s; fraction of the in-flight ideal {ideal / seconds:.2f}", flush=True)
+    finally:
+        stack.stop()
+
+
+def limits(args, log_dir: Path, rows: list[dict], seeds: list[dict]) -> None:
+    labels = sorted({r["label"] for r in seeds})
+    tmp = Path(tempfile.mkdtemp(prefix="bench-queue-limits-"))
+    (tmp / "config.xml").write_text(choices_config(labels, "topic"))
+    seed_dir = tmp / "seeds"
+    seed_dir.mkdir()
+    (seed_dir / "seeds.jsonl").write_text("".join(json.dumps({"text": r["text"], "label": r["label"]}) + "\n"
+                                                  for r in seeds))
+    per_s = args.limit_rpm / 60
+    print(f"\nprovider limit {args.limit_rpm} requests/minute enforced as {per_s:g} per 1-s window, with "
+          f"x-ratelimit-* headers; {args.limit_tasks} tasks, {args.workers} workers x {args.concurrency}, "
+          f"stand-in at {args.limit_latency_ms:g} ms", flush=True)
+    for name, env in (("RATE_LIMIT_RPM set", {"RATE_LIMIT_RPM": args.limit_rpm}), ("headers only", {})):
+        stack = Stack(log_dir, args.workers, args.concurrency, web=False, env=env, latency_ms=args.limit_latency_ms,
+                      limit_rpm=args.limit_rpm, limit_window_s=1)
+        try:
+            texts = unique_texts(rows, args.limit_tasks, f"limit {name}")
+            seconds, labeled = label_file(stack, tmp, tmp / "config.xml", seed_dir, texts)
+            log = [r for r in stack.fake.requests() if r["path"] in ("/v1/chat/completions", "/v1/completions")]
+            refused = sum(1 for r in log if r["status"] == 429)
+            taken = sorted(r["t"] for r in log if r["status"] != 429)
+            span = taken[-1] - taken[0] if len(taken) > 1 else float("nan")
+            rate = (len(taken) - 1) / span
+            print(f"{name:<18}: {len(log)} requests, {refused} 429s ({100 * refused / len(log):.2f} %), "
+                  f"{rate:.2f} req/s while running = {100 * rate / per_s:.1f} % of the limit; {labeled} labeled "
+                  f"in {seconds:.1f} s (start-up included: {len(taken) / seconds:.2f} req/s)", flush=True)
+        finally:
+            stack.stop()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", type=int, default=2000)
+    parser.add_argument("--sizes", default="300,1200,10000", type=lambda v: [int(x) for x in v.split(",") if x])
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--concurrency", type=int, default=16, help="LLM calls in flight per worker")
-    parser.add_argument("--chunk", type=int, default=128, help="tasks per rq job (JOB_CHUNK_SIZE)")
-    parser.add_argument("--latency-ms", type=float, default=200)
-    parser.add_argument("--sequential-tasks", type=int, default=40)
-    parser.add_argument("--latency-samples", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=8, help="LABEL_CONCURRENCY of each worker")
+    parser.add_argument("--latency-ms", type=float, default=500)
+    parser.add_argument("--limit-rpm", type=int, default=600)
+    parser.add_argument("--limit-tasks", type=int, default=600)
+    parser.add_argument("--limit-latency-ms", type=float, default=200)
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-limits", action="store_true")
     args = parser.parse_args()
     log_dir = Path(tempfile.mkdtemp(prefix="bench-queue-"))
-    seeds, rows = split_seeds(read_jsonl("ag_news_test.jsonl"), 8, args.tasks + args.sequential_tasks
-                              + 2 * args.latency_samples)
-    config = choices_config(sorted({r["label"] for r in seeds}), "topic")
-    tasks = [{"id": i + 1, "data": {"text": r["text"]}} for i, r in enumerate(rows)]
-    latency = args.latency_ms / 1000
-
-    fake, procs, url = run_stack(args, args.concurrency, args.workers, log_dir)
-    try:
-        with httpx.Client() as client:
-            annotate(client, url, seeds, config)
-            batch = tasks[:args.tasks]
-            started = time.perf_counter()
-            answer = predict(client, url, batch, config)
-            seconds = time.perf_counter() - started
-            labeled = sum(1 for r in answer["results"] if r.get("result"))
-            rate = len(batch) / seconds
-            ideal = args.workers * args.concurrency / latency
-            print(f"{len(batch)} tasks in one /predict: {seconds:.1f} s = {rate:.1f} tasks/s "
-                  f"({labeled} labeled); ideal {ideal:.0f} tasks/s ({args.workers} workers x {args.concurrency} "
-                  f"in flight / {args.latency_ms:g} ms); ratio {rate / ideal:.2f} (target >= 0.8)")
-            cached, uncached = [], []
-            pool = tasks[args.tasks + args.sequential_tasks:]
-            for i in range(args.latency_samples):
-                t0 = time.perf_counter()
-                predict(client, url, [batch[i % len(batch)]], config)
-                cached.append(time.perf_counter() - t0)
-                t0 = time.perf_counter()
-                predict(client, url, [pool[i]], config)
-                uncached.append(time.perf_counter() - t0 - latency)
-            for name, values in (("cached task", cached), ("uncached task minus LLM latency", uncached)):
-                print(f"/predict latency, one {name}: p50 {1000 * percentile(values, 50):.1f} ms, "
-                      f"p95 {1000 * percentile(values, 95):.1f} ms (target p50 < 20 ms)")
-    finally:
-        stop_all(procs)
-        fake.stop()
-
-    fake, procs, url = run_stack(args, 1, 1, log_dir)
-    try:
-        with httpx.Client() as client:
-            annotate(client, url, seeds, config)
-            sample = tasks[args.tasks:args.tasks + args.sequential_tasks]
-            started = time.perf_counter()
-            for task in sample:
-                predict(client, url, [task], config)
-            sequential = len(sample) / (time.perf_counter() - started)
-        print(f"one request at a time: {sequential:.2f} tasks/s; speed-up {rate / sequential:.1f}x (target >= 20x)")
-    finally:
-        stop_all(procs)
-        fake.stop()
+    seeds, rows = split_seeds(read_jsonl("ag_news_test.jsonl"), 8, 5000)
+    if not args.skip_throughput:
+        throughput(args, log_dir, seeds, rows)
+    if not args.skip_limits:
+        limits(args, log_dir, rows, seeds)
+    print(f"logs: {log_dir}")
 
 
 if __name__ == "__main__":

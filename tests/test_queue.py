@@ -12,6 +12,7 @@ from backend.cli import main
 from backend.fake_llm import spawn_fake_llm
 from backend.processes import spawn, start_workers, stop_all
 from backend.runs import record_progress, run_status
+from backend.settings import Settings
 from tests.conftest import SEEDS, clean_redis, stack_env, wait_for_workers
 
 SUPPORT = SEEDS / "support"
@@ -79,7 +80,7 @@ def test_a_plain_rq_worker_on_the_same_queue_works_too(client_env, redis_url, lo
     assert code == 0 and all(r["label"] for r in rows)
 
 
-def test_four_workers_share_one_requests_per_minute_limit(client_env, redis_url, logs_dir, tmp_path):
+def test_four_workers_share_one_paced_requests_per_minute_limit(client_env, redis_url, logs_dir, tmp_path):
     limit = 10
     env = stack_env(redis_url, client_env.url, RATE_LIMIT_RPM=limit, LABEL_CONCURRENCY=4, JOB_CHUNK_SIZE=2)
     workers = start_workers(4, logs_dir, env, prefix="limited-worker")
@@ -95,7 +96,9 @@ def test_four_workers_share_one_requests_per_minute_limit(client_env, redis_url,
     assert code == 0 and len(out) == 14 and all(r["label"] for r in out)
     assert stats["requests"] == 14
     assert stats["max_in_window"]["60"] <= limit, stats["max_in_window"]
-    assert elapsed >= 55  # the 11th request had to wait for the first minute to pass
+    # Paced, not a minute's budget at once: 10 per minute is one request every 6 s, for all workers together.
+    assert stats["max_in_window"]["10"] <= 2, stats["max_in_window"]
+    assert elapsed >= 13 * 6 - 1
 
 
 def test_the_prediction_cache_keeps_at_most_its_bound(redis_conn):
@@ -184,8 +187,8 @@ def test_the_rate_limit_is_kept_per_model_the_project_asks_for(client_env, redis
         stop_all(workers)
     assert code == 0
     assert {r["body"]["model"] for r in client_env.requests()} == {"fake-llm-large"}
-    names = {k.decode() for k in redis_lib.Redis.from_url(redis_url).scan_iter("fsp:ratelimit:*:log")}
-    assert names == {f"fsp:ratelimit:{client_env.url.rstrip('/')}|fake-llm-large:log"}, names
+    names = {k.decode() for k in redis_lib.Redis.from_url(redis_url).scan_iter("fsp:ratelimit:*")}
+    assert names == {f"fsp:ratelimit:{client_env.url.rstrip('/')}|fake-llm-large"}, names
 
 
 def test_label_through_workers_ends_with_the_rows_failed_when_a_job_fails_for_good(client_env, redis_url,
@@ -230,3 +233,44 @@ def test_label_through_workers_says_so_when_no_worker_listens(client_env, redis_
     assert all(r["error"].startswith("no_worker: no rq worker listened on queue 'fewshot-test' for 2 s") for r in rows)
     assert "no worker listens on the queue" in capsys.readouterr().err
     assert redis_lib.Redis.from_url(redis_url).llen("rq:queue:fewshot-test") == 0  # its jobs left the queue
+
+
+def test_a_span_answer_with_no_entity_is_a_prediction_not_a_failure(client_env, redis_url, logs_dir, tmp_path,
+                                                                    capsys):
+    """The model found nothing to mark (result []): a valid answer, counted and written as a prediction."""
+    entities = SEEDS / "entities"
+    workers = start_workers(1, logs_dir, stack_env(redis_url, client_env.url), prefix="empty-span-worker")
+    try:
+        wait_for_workers(redis_url, 1)
+        source, out = tmp_path / "spans.jsonl", tmp_path / "spans-out.jsonl"
+        rows = [{"text": "nothing of note happened here today."}, {"text": "Maria Lopez flew to Oslo."}]
+        source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        code = main(["label", "--config", str(entities / "config.xml"), "--seeds", str(entities), "--input",
+                     str(source), "--output", str(out), "--no-progress", "--redis-url", redis_url])
+    finally:
+        stop_all(workers)
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert code == 0, capsys.readouterr().err[-2000:]
+    assert not any(r.get("error") for r in written), written
+    assert written[0]["label"] == {"entities": []}  # nothing marked, and said so
+    assert {e["text"] for e in written[1]["label"]["entities"]} == {"Maria Lopez", "Oslo"}
+    assert "labeled 2  failed 0" in capsys.readouterr().out
+
+
+def test_an_empty_result_counts_labeled_in_a_run_and_goes_to_the_outbox(redis_conn):
+    from backend import failures, jobs, outbox
+
+    redis_conn.hset("fsp:run:r-empty", mapping={"run_id": "r-empty", "project_id": 6, "model_version": "fsp-e",
+                                                "total": 2, "started": time.time(), "mode": "missing",
+                                                "cached": 0, "requests": 0, "prompt_tokens": 0,
+                                                "completion_tokens": 0})
+    messages = [{"task": 1, "result": [], "score": None, "model_version": "fsp-e"},
+                {"task": 2, "result": None, "score": None, "error": "llm_error", "model_version": "fsp-e"}]
+    failures.record(redis_conn, 6, messages)
+    record_progress(redis_conn, "r-empty", messages)
+    state = jobs.WorkerState(Settings.from_env({}), redis_conn, contexts=None)  # type: ignore[arg-type]
+    assert jobs.queue_write_back(state, 6, messages, "r-empty") == 1
+    status = run_status(redis_conn, "r-empty")
+    assert (status["done"], status["failed"]) == (1, 1)
+    assert set(failures.read(redis_conn, 6)) == {2}
+    assert [int(r["task"]) for batch in outbox.batches(redis_conn, 6) for r in batch] == [1]

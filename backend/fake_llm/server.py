@@ -54,8 +54,15 @@ KNOBS: dict[str, tuple[type, object]] = {
     "prior_last": (float, 0.0),  # score bonus for the last demonstration's label (a recency bias)
     "reference": (int, 0),  # 1: answer from the truths declared for each task text (reference.py)
     "echo": (int, 1),  # 0: refuse /v1/completions with echo and logprobs, as OpenAI's current models do
+    # A provider's rate limit, enforced as providers quantize it: limit_rpm requests (limit_tpm tokens, the
+    # prompt's plus max_tokens) per minute, counted over any limit_window_s seconds (1: 10 per second for
+    # 600 per minute). Over it: 429 with Retry-After. limit_headers 1 sends x-ratelimit-* on every answer.
+    "limit_rpm": (int, 0),
+    "limit_tpm": (int, 0),
+    "limit_window_s": (float, 1.0),
+    "limit_headers": (int, 1),
 }
-SWITCHES = ("reference", "echo")
+SWITCHES = ("reference", "echo", "limit_headers")
 # Faults are drawn in this order; the first that fires wins.
 FAULTS = (("429", "rate_429"), ("500", "rate_500"), ("hang", "rate_hang"),
           ("malformed", "rate_malformed"), ("out_of_set", "rate_out_of_set"))
@@ -170,6 +177,8 @@ class FakeState:
         self.in_flight = 0
         self.max_in_flight = 0
         self.log: deque = deque(maxlen=REQUEST_LOG_SIZE)
+        self.admitted: deque = deque()  # (arrival, tokens) of the requests the rate limit let in
+        self.limited = 0  # 429s sent by the rate limit (not the injected rate_429 faults)
 
     def configure(self, updates: dict) -> dict:
         parsed = parse_knobs(updates)
@@ -232,6 +241,51 @@ class FakeState:
                 stamps.popleft()
             self.max_in_window[width] = max(self.max_in_window[width], len(stamps))
 
+    def take_limit(self, knobs: dict, tokens: int) -> tuple[bool, float, dict]:
+        """(admitted, seconds until it would be, x-ratelimit-* headers) under the limit_* knobs."""
+        rpm, tpm, window = knobs["limit_rpm"], knobs["limit_tpm"], knobs["limit_window_s"] or 1.0
+        if not rpm and not tpm:
+            return True, 0.0, {}
+        allowed_r, allowed_t = rpm * window / 60, tpm * window / 60
+        with self.lock:
+            now = time.monotonic()
+            while self.admitted and self.admitted[0][0] <= now - window:
+                self.admitted.popleft()
+            count, used = len(self.admitted), sum(t for _, t in self.admitted)
+            wait = 0.0
+            if rpm and count + 1 > allowed_r:
+                wait = self.admitted[count - int(allowed_r)][0] + window - now if count >= int(allowed_r) >= 1 \
+                    else window
+            if tpm and used + tokens > allowed_t:
+                freed, need = 0, used + tokens - allowed_t
+                for stamp, spent in self.admitted:
+                    freed += spent
+                    if freed >= need:
+                        wait = max(wait, stamp + window - now)
+                        break
+                else:
+                    wait = max(wait, window)
+            ok = wait <= 0
+            if ok:
+                self.admitted.append((now, tokens))
+                count, used = count + 1, used + tokens
+            else:
+                self.limited += 1
+            reset = (self.admitted[0][0] + window - now) if self.admitted else 0.0
+        if not knobs["limit_headers"]:
+            return ok, max(wait, 0.0), {}
+        scale = 60 / window  # remaining is stated in the minute's terms, as the limit is
+        headers = {}
+        if rpm:
+            headers.update({"x-ratelimit-limit-requests": str(rpm),
+                            "x-ratelimit-remaining-requests": str(max(0, int((allowed_r - count) * scale))),
+                            "x-ratelimit-reset-requests": f"{max(reset, 0.0) * 1000:.0f}ms"})
+        if tpm:
+            headers.update({"x-ratelimit-limit-tokens": str(tpm),
+                            "x-ratelimit-remaining-tokens": str(max(0, int((allowed_t - used) * scale))),
+                            "x-ratelimit-reset-tokens": f"{max(reset, 0.0) * 1000:.0f}ms"})
+        return ok, max(wait, 0.0), headers
+
     def finish(self, entry: dict, usage: dict | None) -> None:
         status = str(entry["status"])
         with self.lock:
@@ -258,6 +312,7 @@ class FakeState:
                 "max_in_window": {str(w): n for w, n in self.max_in_window.items()},
                 "in_flight": self.in_flight,
                 "max_in_flight": self.max_in_flight,
+                "rate_limited": self.limited,
                 "models": [DEFAULT_MODEL] + [m for m in self.models_seen if m != DEFAULT_MODEL],
                 "config": dict(self.config),
                 "truths": len(self.truths),
@@ -295,6 +350,19 @@ def validate(path: str, body) -> str | None:
         if not (isinstance(value, str) or (isinstance(value, list) and value)):
             return "missing or invalid 'input': a string or a list of strings is required"
     return None
+
+
+def request_tokens(body) -> int:
+    """What a request counts against a token limit, as OpenAI counts it: its prompt plus max_tokens."""
+    if not isinstance(body, dict):
+        return 0
+    prompt = sum(answers.count_tokens(answers.message_text(m.get("content"))) + 4
+                 for m in body.get("messages") or [] if isinstance(m, dict))
+    prompts = body.get("prompt") or []
+    prompt += sum(answers.count_tokens(p) for p in ([prompts] if isinstance(prompts, str) else prompts)
+                  if isinstance(p, str))
+    answer = body.get("max_tokens") or body.get("max_completion_tokens") or 16
+    return prompt + int(answer) if isinstance(answer, (int, float)) else prompt
 
 
 def chat_usage(messages: list[dict], content: str) -> dict:
@@ -598,6 +666,16 @@ class FakeHandler(BaseHTTPRequestHandler):
         if (path == "/v1/embeddings" or draw.reference) and draw.fault in ("malformed", "out_of_set"):
             draw.fault = None  # vectors, and declared truths, have no label to break; transport faults apply
         entry["fault"], entry["biased"] = draw.fault, draw.biased
+        admitted, retry, limit_headers = state.take_limit(knobs, request_tokens(body)) if path in MODEL_PATHS \
+            else (True, 0.0, {})
+        self._limit_headers = limit_headers
+        if not admitted:  # refused at once, as providers do; a refused request does not count
+            entry["fault"] = "rate_limit"
+            body = error_body(f"Rate limit reached: {knobs['limit_rpm']} requests / {knobs['limit_tpm']} tokens "
+                              f"per minute, enforced per {knobs['limit_window_s']:g} s", "requests",
+                              "rate_limit_exceeded")
+            return self._reply(entry, 429, body, {"Retry-After": f"{retry:.3f}",
+                                                  "retry-after-ms": str(int(retry * 1000) + 1)})
         state.stop_event.wait(draw.latency_s)
         if draw.fault in ("429", "500"):
             return self._reply_fault(entry, draw.fault, knobs)
@@ -635,6 +713,8 @@ class FakeHandler(BaseHTTPRequestHandler):
     def _reply(self, entry: dict, status: int, payload: dict, headers: dict | None = None) -> None:
         entry["status"] = status
         self.server.state.finish(entry, payload.get("usage") if status == 200 else None)
+        headers = {**getattr(self, "_limit_headers", {}), **(headers or {})}
+        self._limit_headers = {}
         self._send_json(status, payload, headers)
 
 
