@@ -33,34 +33,39 @@ def _key(request_id: str, part: str = "") -> str:
 
 
 @dataclass
-class LabelRequest:
-    """Tasks handed to the workers for one /predict call or one background run."""
+class Fanout:
+    """Tasks handed to the workers for one /predict call or one background run (under one request id; the tasks
+    may be submitted in several parts)."""
 
     project_id: int
-    tasks: dict[int, dict]  # task id -> task data
     waiter: bool = True  # False for background runs: workers always write back
     run_id: str = ""
     model_version: str = ""  # stamped on the failures of a job that fails for good
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
-def submit(connection: redis.Redis, queue: Queue, request: LabelRequest, chunk_size: int,
-           job_timeout: int = 300) -> list[str]:
-    """Store the request's tasks and enqueue one job per chunk; returns the job ids."""
-    rid = request.request_id
-    meta = {"project_id": request.project_id, "abandoned": 0 if request.waiter else 1, "run_id": request.run_id,
-            "model_version": request.model_version, "created": time.time()}
-    ids = sorted(request.tasks)
+def submit(connection: redis.Redis, queue: Queue, fanout: Fanout, tasks: dict[int, dict], chunk_size: int,
+           job_timeout: int = 300, calls: dict[int, dict] | None = None) -> list[str]:
+    """Store tasks (id -> data) of the fan-out, with the model calls already prepared for some of them (id ->
+    PreparedCall.to_json(), so the worker does not build their prompts again), and enqueue one job per chunk;
+    returns the job ids."""
+    rid = fanout.request_id
+    meta = {"project_id": fanout.project_id, "abandoned": 0 if fanout.waiter else 1, "run_id": fanout.run_id,
+            "model_version": fanout.model_version, "created": time.time()}
+    ids = sorted(tasks)
     with connection.pipeline(transaction=True) as pipe:
         pipe.hset(_key(rid), mapping=meta)
-        pipe.hset(_key(rid, "tasks"), mapping={str(t): json.dumps(request.tasks[t]) for t in ids})
+        pipe.hset(_key(rid, "tasks"), mapping={str(t): json.dumps(tasks[t]) for t in ids})
         pipe.expire(_key(rid), REQUEST_TTL)
         pipe.expire(_key(rid, "tasks"), REQUEST_TTL)
+        if calls:
+            pipe.hset(_key(rid, "calls"), mapping={str(t): json.dumps(call) for t, call in calls.items()})
+            pipe.expire(_key(rid, "calls"), REQUEST_TTL)
         pipe.execute()
     chunks = [ids[i:i + chunk_size] for i in range(0, len(ids), chunk_size)]
     # Named by their first task: one request may submit its tasks in several calls, ids never collide.
     # By dotted path: importing jobs would load the Label Studio SDK into the web process (3 s on a busy machine).
-    jobs = [Queue.prepare_data("backend.jobs.label_tasks", args=(rid, request.project_id, chunk), job_id=f"label-{rid}-{chunk[0]}",
+    jobs = [Queue.prepare_data("backend.jobs.label_tasks", args=(rid, fanout.project_id, chunk), job_id=f"label-{rid}-{chunk[0]}",
                                timeout=job_timeout, retry=JOB_RETRY, result_ttl=600, failure_ttl=7 * 24 * 3600,
                                on_failure=Callback("backend.jobs.label_failed"))
             for chunk in chunks]
@@ -128,6 +133,12 @@ def load_request(connection: redis.Redis, request_id: str, task_ids: list[int]) 
     meta = {k.decode(): v.decode() for k, v in connection.hgetall(_key(request_id)).items()}
     raw = connection.hmget(_key(request_id, "tasks"), [str(t) for t in task_ids]) if task_ids else []
     return meta, {t: json.loads(v) for t, v in zip(task_ids, raw) if v is not None}
+
+
+def load_calls(connection: redis.Redis, request_id: str, task_ids: list[int]) -> dict[int, dict]:
+    """The prepared model calls stored with these tasks (task id -> PreparedCall.to_json()), where any."""
+    raw = connection.hmget(_key(request_id, "calls"), [str(t) for t in task_ids]) if task_ids else []
+    return {t: json.loads(v) for t, v in zip(task_ids, raw) if v is not None}
 
 
 def is_abandoned(connection: redis.Redis, request_id: str) -> bool:

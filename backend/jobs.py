@@ -19,6 +19,7 @@ from . import cache, callpool, dispatch, failures, outbox, quality, store
 from .callpool import CallPool
 from .claims import claim_ttl
 from .demonstrations import read_project, read_task
+from .labeler import PreparedCall
 from .labeling.budget import BudgetExceeded
 from .labeling.errors import MissingText
 from .labeling.results import structured_regions
@@ -87,7 +88,9 @@ def label_tasks(request_id: str, project_id: int, task_ids: list[int]) -> dict:
                     request_id, len(task_ids))
         return {"lost": len(task_ids)}
     context = state.contexts.get(project_id)
-    messages = label_chunk(state, context, data, request_id)
+    calls = {task_id: PreparedCall.from_json(call)
+             for task_id, call in dispatch.load_calls(state.connection, request_id, task_ids).items()}
+    messages = label_chunk(state, context, data, request_id, calls)
     queued = 0
     if dispatch.is_abandoned(state.connection, request_id):
         queued = queue_write_back(state, project_id, messages, meta.get("run_id", ""))
@@ -103,8 +106,11 @@ def label_tasks(request_id: str, project_id: int, task_ids: list[int]) -> dict:
     return figures
 
 
-def label_chunk(state: WorkerState, context: ProjectContext, data: dict[int, dict], request_id: str) -> list[dict]:
-    """Outcome messages for each task, pushed as they finish; cache hits first, misses in batches."""
+def label_chunk(state: WorkerState, context: ProjectContext, data: dict[int, dict], request_id: str,
+                calls: dict[int, PreparedCall] | None = None) -> list[dict]:
+    """Outcome messages for each task, pushed as they finish; cache hits first, misses in batches. `calls` are
+    the model calls the web process already built (used when built for this context's model_version)."""
+    calls = {t: c for t, c in (calls or {}).items() if c.model_version == context.model_version}
     messages: list[dict] = []
 
     def emit(message: dict) -> None:
@@ -121,14 +127,17 @@ def label_chunk(state: WorkerState, context: ProjectContext, data: dict[int, dic
         except MissingText as exc:
             emit({**base, "task": task_id, "error": "no_text", "detail": str(exc)})
     labeler = context.labeler
-    vectors = dict(zip(texts, labeler.query_vectors(list(texts.values()))))  # one embeddings call per chunk
+    # One embeddings call per chunk, for the prompts still to build (a batch prompt selects for all its texts).
+    unbuilt = [t for t in texts if t not in calls or labeler.batch_size > 1]
+    vectors = dict.fromkeys(texts) | dict(zip(unbuilt, labeler.query_vectors([texts[t] for t in unbuilt])))
     ids = list(texts)
     groups = [ids[i:i + labeler.batch_size] for i in range(0, len(ids), labeler.batch_size)]
     # Each group is keyed, looked up and asked in a slot of the process's call pool: building prompts overlaps
     # the model's answers, and the jobs of this worker share the slots (worker.py takes the next job while
     # this one's last calls run).
     futures = {state.calls.submit(_label_group, state, context, base, {t: texts[t] for t in group},
-                                  {t: vectors[t] for t in group}) for group in groups}
+                                  {t: vectors[t] for t in group}, {t: calls[t] for t in group if t in calls})
+               for group in groups}
     callpool.handed_over()
     try:
         while futures:
@@ -144,25 +153,28 @@ def label_chunk(state: WorkerState, context: ProjectContext, data: dict[int, dic
 
 
 def _label_group(state: WorkerState, context: ProjectContext, base: dict, texts: dict[int, str],
-                 vectors: dict) -> list[dict]:
-    """Messages for a group of tasks (one batch request): from the cache, else from the model."""
-    messages, keys = [], {}
+                 vectors: dict, calls: dict[int, PreparedCall]) -> list[dict]:
+    """Messages for a group of tasks (one batch request): from the cache, else from the model. Each task's call
+    is built once: by the web process (`calls`), else here."""
+    messages, prepared = [], {}
     for task_id, text in texts.items():
         try:
-            keys[task_id] = context.labeler.cache_key(text, vectors[task_id])
+            prepared[task_id] = calls.get(task_id) or context.labeler.prepare(text, vectors[task_id])
         except BudgetExceeded as exc:
             messages.append({**base, "task": task_id, "error": "too_long", "detail": str(exc)})
     misses = []
-    for (task_id, key), cached in zip(keys.items(), cache.get_many(state.connection, list(keys.values()))):
+    keys = [call.cache_key for call in prepared.values()]
+    for task_id, cached in zip(prepared, cache.get_many(state.connection, keys)):
         if cached is None:
             misses.append(task_id)
         else:
             messages.append({**base, "task": task_id, "cached": True, **_prediction(context, cached)})
     if misses:
-        outcomes = context.labeler.ask_batch([texts[t] for t in misses], [vectors[t] for t in misses])
+        outcomes = context.labeler.ask_batch([texts[t] for t in misses], [vectors[t] for t in misses],
+                                             [prepared[t] for t in misses])
         for task_id, outcome in zip(misses, outcomes):
             messages.append({**base, "task": task_id,
-                             **_from_outcome(state, context, outcome, texts[task_id], keys[task_id])})
+                             **_from_outcome(state, context, outcome, texts[task_id], prepared[task_id].cache_key)})
     return messages
 
 

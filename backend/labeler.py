@@ -60,6 +60,36 @@ class Outcome:
         return self.labels is not None
 
 
+@dataclass(frozen=True)
+class PreparedCall:
+    """The model call for one text, built once (fitted to the token budget): the body sent to the model, its
+    prediction-cache key, and what fitting left out. The web process builds it to look the cache up and hands
+    it to the worker with the task, so that a task's prompt is built once on the way to the model."""
+
+    body: dict  # the chat (or, for echo scoring, completions) request body
+    cache_key: str
+    model_version: str  # the labeler it was built by: a worker of another version builds its own
+    messages: list[dict]  # the fitted chat messages (echo scoring builds its probes from them)
+    truncated_chars: int = 0
+    dropped: int = 0
+    demonstrations: tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        data = {"body": self.body, "cache_key": self.cache_key, "model_version": self.model_version,
+                "truncated_chars": self.truncated_chars, "dropped": self.dropped,
+                "demonstrations": list(self.demonstrations)}
+        if self.body.get("messages") != self.messages:  # sent once when the body carries them
+            data["messages"] = self.messages
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> PreparedCall:
+        body = data["body"]
+        return cls(body, data["cache_key"], data["model_version"], data.get("messages", body.get("messages")),
+                   int(data.get("truncated_chars", 0)), int(data.get("dropped", 0)),
+                   tuple(data.get("demonstrations", ())))
+
+
 class Labeler:
     """Labels texts for one labeling spec with one set of demonstrations."""
 
@@ -129,20 +159,21 @@ class Labeler:
             raise MissingEmbeddings(1, self.prompt.embedding_model)
         return self.selector.select(text, vector)
 
-    def prepare(self, text: str, vector=None) -> tuple[dict, Fitted]:
-        """The chat request for one text, fitted to the token budget, and what fitting left out."""
+    def prepare(self, text: str, vector=None) -> PreparedCall:
+        """The model call for one text, fitted to the token budget; raises BudgetExceeded when it cannot fit."""
         build = partial(_build_single, self.spec, self.prompt)
         fitted = fit(self._demonstrations(text, vector), text, build, self.counter, self.budget,
                      self.prompt.selection.strategy)
         if self.echo:
-            return echo_request(fitted.messages, self.spec, self.prompt.model), fitted
-        request = {"model": self.prompt.model, "messages": fitted.messages, "max_tokens": self.prompt.max_tokens}
-        mode = self.mode
-        if mode == "json":
-            request["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": "labels", "strict": not self.spec.structured, "schema": json_schema(self.spec)}}
-        self._ask_logprobs(request)
-        return request, fitted
+            body = echo_request(fitted.messages, self.spec, self.prompt.model)
+        else:
+            body = {"model": self.prompt.model, "messages": fitted.messages, "max_tokens": self.prompt.max_tokens}
+            if self.mode == "json":
+                body["response_format"] = {"type": "json_schema", "json_schema": {
+                    "name": "labels", "strict": not self.spec.structured, "schema": json_schema(self.spec)}}
+            self._ask_logprobs(body)
+        return PreparedCall(body, self.fingerprint.cache_key(body), self.model_version, fitted.messages,
+                            fitted.truncated_chars, fitted.dropped, tuple(e.ref for e in fitted.demonstrations))
 
     def _ask_logprobs(self, request: dict) -> None:
         # The alternatives at the label's position are what the score is read from, in every answer mode.
@@ -151,13 +182,13 @@ class Labeler:
             if self.prompt.top_logprobs:
                 request["top_logprobs"] = self.prompt.top_logprobs
 
-    def request(self, text: str, vector=None) -> dict:
-        """The chat request for one text: messages plus the answer mode's parameters."""
-        return self.prepare(text, vector)[0]
+    def chat_request(self, text: str, vector=None) -> dict:
+        """The body of the model call for one text: messages plus the answer mode's parameters."""
+        return self.prepare(text, vector).body
 
     def cache_key(self, text: str, vector=None) -> str:
-        """The prediction-cache key of one text: its request under this labeler's fingerprint."""
-        return self.fingerprint.cache_key(self.request(text, vector))
+        """The prediction-cache key of one text: its call body under this labeler's fingerprint."""
+        return self.prepare(text, vector).cache_key
 
     def _chat(self, request: dict):
         """Every model call goes through here: the project's spend limit first, its cost recorded after."""
@@ -171,12 +202,16 @@ class Labeler:
     def label_text(self, text: str, vector=None) -> Outcome:
         """Label one text; a bad answer is retried, then reported as data, never raised."""
         try:
-            request, fitted = self.prepare(text, vector)
+            call = self.prepare(text, vector)
         except BudgetExceeded as exc:
             return Outcome(error="too_long", detail=str(exc), model_version=self.model_version)
-        outcome = self.ask_echo(request, fitted.messages) if self.echo else self.ask(request, text)
-        outcome.truncated_chars, outcome.dropped = fitted.truncated_chars, fitted.dropped
-        outcome.demonstrations = tuple(e.ref for e in fitted.demonstrations)
+        return self.ask_prepared(call, text)
+
+    def ask_prepared(self, call: PreparedCall, text: str) -> Outcome:
+        """Make a call `prepare` built (here or in another process) and read its answer."""
+        outcome = self.ask_echo(call.body, call.messages) if self.echo else self.ask(call.body, text)
+        outcome.truncated_chars, outcome.dropped = call.truncated_chars, call.dropped
+        outcome.demonstrations = call.demonstrations
         return outcome
 
     def ask(self, request: dict, text: str = "") -> Outcome:
@@ -238,11 +273,19 @@ class Labeler:
         kept = self.counter.truncate(text, max_tokens)
         return kept + TRUNCATION_MARKER.format(n=len(text) - len(kept))
 
-    def ask_batch(self, texts: list[str], vectors: list | None = None) -> list[Outcome]:
-        """Label texts with one request; items missing or invalid in the answer are asked again alone."""
+    def ask_batch(self, texts: list[str], vectors: list | None = None,
+                  calls: list[PreparedCall | None] | None = None) -> list[Outcome]:
+        """Label texts with one request; items missing or invalid in the answer are asked again alone (with
+        their prepared call, when given)."""
         vectors = vectors or [None] * len(texts)
+        calls = calls or [None] * len(texts)
+
+        def alone(index: int) -> Outcome:
+            call = calls[index]
+            return self.ask_prepared(call, texts[index]) if call else self.label_text(texts[index], vectors[index])
+
         if len(texts) == 1:
-            return [self.label_text(texts[0], vectors[0])]
+            return [alone(0)]
         outcomes = [Outcome(model_version=self.model_version) for _ in texts]
         try:
             request, fitted = self.prepare_batch(texts, vectors)
@@ -259,7 +302,7 @@ class Labeler:
             if isinstance(labels, tuple):
                 _take(outcome, score_answer(reply.tokens, reply.content, self.spec, True, labels, item=str(number)))
             else:
-                _merge(outcome, self.label_text(texts[number - 1], vectors[number - 1]))
+                _merge(outcome, alone(number - 1))
         return outcomes
 
     def label_datas(self, datas: list) -> list[Outcome]:

@@ -43,14 +43,14 @@ class WorkerLabeling:
         if not tasks:
             return
         version = Contexts(self.settings, self.connection).get(self.project_id).model_version
-        request = dispatch.LabelRequest(self.project_id, tasks, model_version=version)
-        job_ids = dispatch.submit(self.connection, self.queue, request, self.settings.chunk_size,
+        fanout = dispatch.Fanout(self.project_id, model_version=version)
+        job_ids = dispatch.submit(self.connection, self.queue, fanout, tasks, self.settings.chunk_size,
                                   self.settings.job_timeout)
         # Every job ends with an outcome per task (a job that fails for good reports its tasks failed), so
         # this ends once the workers are done; only while no worker listens at all does it give up.
         watch = WorkerWatch(self.queue, self.settings.worker_wait)
         received: set[int] = set()
-        for message in dispatch.follow(self.connection, request.request_id, len(tasks),
+        for message in dispatch.follow(self.connection, fanout.request_id, len(tasks),
                                        lambda: 0 if watch.gave_up() else 1):
             received.add(int(message["task"]))
             yield keys[int(message["task"])], outcome_of(message)

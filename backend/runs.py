@@ -52,10 +52,9 @@ def start_run(connection: redis.Redis, queue: Queue, contexts: Contexts, studio:
             unreadable.append({"task": task_id, "result": None, "error": "no_text", "detail": str(exc),
                                "model_version": context.model_version})
     run_id = uuid.uuid4().hex[:12]
-    request = dispatch.LabelRequest(project_id, labelable, waiter=False, run_id=run_id,
-                                    model_version=context.model_version)
+    fanout = dispatch.Fanout(project_id, waiter=False, run_id=run_id, model_version=context.model_version)
     record = {"run_id": run_id, "project_id": project_id, "model_version": context.model_version,
-              "model": context.labeler.prompt.model, "request_id": request.request_id,
+              "model": context.labeler.prompt.model, "request_id": fanout.request_id,
               "total": len(tasks), "started": time.time(), "mode": "missing" if missing else "all",
               **{c: 0 for c in COUNTERS}}
     with connection.pipeline(transaction=True) as pipe:
@@ -68,7 +67,7 @@ def start_run(connection: redis.Redis, queue: Queue, contexts: Contexts, studio:
         failures.record(connection, project_id, unreadable)
         record_progress(connection, run_id, unreadable)
     if labelable:
-        dispatch.submit(connection, queue, request, chunk_size, contexts.settings.job_timeout)
+        dispatch.submit(connection, queue, fanout, labelable, chunk_size, contexts.settings.job_timeout)
     return run_status(connection, run_id)
 
 

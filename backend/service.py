@@ -17,6 +17,7 @@ from .embeddings import MissingEmbeddings
 from .evaluation.live import controls_of, figures, summary
 from .labeling.budget import BudgetExceeded, TokenCounter
 from .labeling.errors import MissingText, UnsupportedConfig
+from .labeler import PreparedCall
 from .labeling.spec import parse_spec
 from .options import BadOptions, parse_options
 from .projects import Contexts, ProjectContext, UnknownProject, parse_project_id, register
@@ -111,15 +112,17 @@ class Service:
             except MissingText as exc:
                 entries[task["id"]] = _empty(context, f"no_text: {exc}")
         data = {t["id"]: t["data"] for t in tasks}
-        request = dispatch.LabelRequest(context.project_id, {})
+        fanout = dispatch.Fanout(context.project_id, model_version=context.model_version)
         submitted = 0
         ids = list(texts)
         # Prompts are built (for their cache keys) a group at a time and each group's misses go to the
-        # workers at once: with thousands of tasks the workers start while the rest is still being keyed.
+        # workers at once, with the calls built here: with thousands of tasks the workers start while the rest
+        # is still being keyed, and no task's prompt is built twice.
         for start in range(0, len(ids), KEY_GROUP):
             group = {task_id: texts[task_id] for task_id in ids[start:start + KEY_GROUP]}
-            keys = self._request_keys(context, group)
-            hits = dict(zip(keys, cache.get_many(self.connection, list(keys.values()))))
+            calls = self._prepare_calls(context, group)
+            keys = [calls[t].cache_key for t in calls]
+            hits = dict(zip(calls, cache.get_many(self.connection, keys)))
             misses = {}
             for task_id in group:
                 if hits.get(task_id) is None:
@@ -127,31 +130,32 @@ class Service:
                 else:
                     entries[task_id] = {"model_version": context.model_version, **context.prediction(hits[task_id])}
             if misses:
-                request.tasks = misses
-                dispatch.submit(self.connection, self.queue, request, self.settings.chunk_size,
-                                self.settings.job_timeout)
+                dispatch.submit(self.connection, self.queue, fanout, misses, self.settings.chunk_size,
+                                self.settings.job_timeout,
+                                calls={t: calls[t].to_json() for t in misses if t in calls})
                 submitted += len(misses)
         if submitted:
-            outcomes, _ = self._gather(context, request.request_id, submitted, deadline)
+            outcomes, _ = self._gather(context, fanout.request_id, submitted, deadline)
             entries.update(outcomes)
         # Every task answered with a prediction is claimed, cache hits and outcomes in time too: a prelabel
         # run or an abandoned request's write-back may be delivering the same task and version right now.
-        self._claim(context, entries, request.request_id)
+        self._claim(context, entries, fanout.request_id)
         return [_lean(entries.get(t["id"]) or _empty(context, "not labeled before the deadline")) for t in tasks]
 
-    def _request_keys(self, context: ProjectContext, texts: dict[int, str]) -> dict[int, str]:
-        """Cache keys of the tasks whose prompt this process can build; the rest go to the workers as misses
-        (with embedding selection, a text whose vector no worker has cached yet)."""
+    def _prepare_calls(self, context: ProjectContext, texts: dict[int, str]) -> dict[int, PreparedCall]:
+        """The model calls (with their cache keys) of the tasks whose prompt this process can build; the rest
+        go to the workers as misses, which build them (with embedding selection, a text whose vector no worker
+        has cached yet; a text too long for the budget, which the worker reports)."""
         if not context.labeler.ready:
             return {}
         vectors = context.labeler.query_vectors(list(texts.values()))
-        keys = {}
+        calls = {}
         for (task_id, text), vector in zip(texts.items(), vectors):
             try:
-                keys[task_id] = context.labeler.cache_key(text, vector)
+                calls[task_id] = context.labeler.prepare(text, vector)
             except (MissingEmbeddings, BudgetExceeded):
                 continue
-        return keys
+        return calls
 
     def _gather(self, context: ProjectContext, request_id: str, count: int,
                 deadline: float) -> tuple[dict[int, dict], bool]:

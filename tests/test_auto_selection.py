@@ -49,7 +49,7 @@ def test_auto_keeps_every_demonstration_for_the_shipped_seeds(fake_llm, seed_set
     labeler = Labeler(spec, examples, settings, LLMClient(settings))
     assert labeler.choice.setting == "auto" and labeler.choice.selection.strategy == "all"
     assert "fit comfortably" in labeler.choice.reason
-    assert demonstrations_in(labeler.request("Where is my parcel?")) == len(examples) > 0
+    assert demonstrations_in(labeler.chat_request("Where is my parcel?")) == len(examples) > 0
     explicit = Labeler(spec, examples, llm_settings(fake_llm, model=model, selection="all"), None)
     assert labeler.model_version == explicit.model_version  # the same prompts: the same version, the same cache
 
@@ -66,7 +66,7 @@ def test_auto_switches_to_nearest_k_by_the_local_model_when_the_demonstrations_e
     assert "400 demonstrations take more than 8,064 of the 16,128-token prompt budget" in many.choice.reason
     assert "selection auto: 400 demonstrations take more" in caplog.text
     text = "Stocks slid on Wall Street as oil prices jumped after the OPEC meeting."
-    request = many.request(text, many.query_vectors([text])[0])
+    request = many.chat_request(text, many.query_vectors([text])[0])
     assert demonstrations_in(request) == 8
     nearest = Labeler(spec, news(400), llm_settings(fake_llm, selection="nearest-k"), LLMClient(settings))
     everything = Labeler(spec, news(400), llm_settings(fake_llm, selection="all"), None)

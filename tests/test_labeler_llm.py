@@ -187,8 +187,8 @@ def test_mmr_needs_embedding_vectors_not_tfidf():
 def test_a_long_text_is_truncated_to_the_budget_and_says_so(fake_llm):
     labeler = labeler_for(fake_llm, context_window=1024, max_tokens=64)
     text = "Lisa is happy. " * 2000
-    request, fitted = labeler.prepare(text)
-    assert labeler.counter.messages(request["messages"]) <= 1024 - 64
-    assert fitted.truncated_chars > 0 and "truncated" in request["messages"][-1]["content"]
+    call = labeler.prepare(text)
+    assert labeler.counter.messages(call.body["messages"]) <= 1024 - 64
+    assert call.truncated_chars > 0 and "truncated" in call.body["messages"][-1]["content"]
     outcome = labeler.label_text(text)
-    assert outcome.labels == ("positive",) and outcome.truncated_chars == fitted.truncated_chars
+    assert outcome.labels == ("positive",) and outcome.truncated_chars == call.truncated_chars

@@ -69,7 +69,7 @@ def test_options_change_the_prompt_and_the_version(redis_conn):
     register(redis_conn, 1, options={"mode": "text", "instruction": "Rate the mood."})
     after = Contexts(settings, redis_conn).get(1)
     assert after.model_version != before.model_version
-    request = after.labeler.request("x")
+    request = after.labeler.chat_request("x")
     assert "response_format" not in request and "Rate the mood." in json.dumps(request["messages"])
 
 
