@@ -27,7 +27,8 @@ from .fake_llm import FakeLLMProcess, spawn_fake_llm
 from .labeling.examples import Example, load_seed_file
 from .labeling.results import result_regions
 from .labeling.spec import parse_spec
-from .local_studio import REPO_ROOT, LocalStudio, StudioAPI, StudioError, ensure_installed, free_port
+from .local_studio import REPO_ROOT, LocalStudio, ensure_installed, free_port
+from .studio import StudioAdmin, StudioError
 from .processes import Proc, ProcessError, backend_env, start_backend, start_redis, start_workers, wait_until
 
 SEEDS = REPO_ROOT / "seeds" / "support"
@@ -71,7 +72,7 @@ class Demo:
                 print(f"{tag} {message}", flush=True)
 
     @property
-    def api(self) -> StudioAPI:
+    def api(self) -> StudioAdmin:
         return self.studio.api
 
     @property
@@ -195,14 +196,14 @@ class Demo:
         # Label Studio averages only the predictions of the project's selected model version into the
         # "Prediction score" column (Settings -> Annotation); by default none is selected and it stays empty.
         version = self.api.ml_backends(self.project_id)[0]["model_version"]
-        self.api._call("PATCH", f"/api/projects/{self.project_id}/", json={"model_version": version})
+        self.api.rest("PATCH", f"/api/projects/{self.project_id}/", json={"model_version": version})
         hidden = [f"tasks:{c}" for c in _HIDDEN_COLUMNS]
         labeling = hidden + [f"tasks:{c}" for c in ("id", "total_predictions", "annotators", "annotations_results",
                                                     "predictions_results", "total_annotations")]
         view = {"title": "Pre-labels", "type": "list", "target": "tasks",
                 "hiddenColumns": {"explore": hidden, "labeling": labeling},
                 "filters": {"conjunction": "and", "items": []}}
-        self.api._call("POST", "/api/dm/views/", json={"project": self.project_id, "data": view})
+        self.api.rest("POST", "/api/dm/views/", json={"project": self.project_id, "data": view})
 
     def _failed_tasks(self) -> dict:
         try:

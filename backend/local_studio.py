@@ -13,9 +13,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import httpx
+
+from .studio import StudioAdmin, StudioError
 
 LABEL_STUDIO_VERSION = "1.23.2"
 # Fixed credentials: the user and its legacy token are created together with the
@@ -30,10 +32,6 @@ CONSTRAINTS_FILE = REPO_ROOT / "tools" / "label-studio-constraints.txt"
 _INSTALL_MARKER = ".fewshot-install-complete"
 _TEMPLATE_MARKER = ".fewshot-template-complete"
 _DB_NAME = "label_studio.sqlite3"
-
-
-class StudioError(RuntimeError):
-    """Installing, starting or calling the local Label Studio failed."""
 
 
 def _log(message: str) -> None:
@@ -256,7 +254,7 @@ class LocalStudio:
         self.log_path = self.data_dir / "label-studio.log"
         self.username, self.password, self.token = USERNAME, PASSWORD, TOKEN
         self._proc: subprocess.Popen[bytes] | None = None
-        self._api: StudioAPI | None = None
+        self._api: StudioAdmin | None = None
 
     @property
     def url(self) -> str:
@@ -271,9 +269,9 @@ class LocalStudio:
         return self._proc is not None and self._proc.poll() is None
 
     @property
-    def api(self) -> StudioAPI:
+    def api(self) -> StudioAdmin:
         if self._api is None:
-            self._api = StudioAPI(self.url, self.token)
+            self._api = StudioAdmin(self.url, self.token, timeout=120)
         return self._api
 
     def __enter__(self) -> LocalStudio:
@@ -339,7 +337,7 @@ class LocalStudio:
     def _check_token(self) -> None:
         try:
             self.api.whoami()
-        except StudioAPIError as exc:
+        except StudioError as exc:
             hint = "the database in the data dir was not built from this module's template"
             raise StudioError(f"Label Studio rejects token {self.token!r} ({hint}): {exc}") from exc
 
@@ -374,157 +372,6 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
     except ProcessLookupError:
         pass
-
-
-class StudioAPIError(StudioError):
-    """Label Studio answered a REST call with an error status."""
-
-    def __init__(self, method: str, path: str, status: int, body: str) -> None:
-        super().__init__(f"{method} {path} -> HTTP {status}: {body[:2000]}")
-        self.status, self.body = status, body
-
-
-def _selection(task_ids: list[int] | None) -> dict:
-    # Sent explicitly: data-manager actions apply to ALL tasks when selectedItems is missing.
-    return {"all": True, "excluded": []} if task_ids is None else {"all": False, "included": list(task_ids)}
-
-
-class StudioAPI:
-    """The Label Studio REST calls the tests and the demo need (legacy token auth)."""
-
-    def __init__(self, url: str, token: str, timeout: float = 120) -> None:
-        headers = {"Authorization": f"Token {token}"}
-        self._http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> StudioAPI:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def _call(self, method: str, path: str, **kwargs: object) -> Any:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise StudioError(
-                f"{method} {path} failed: {exc!r}; is Label Studio running at {self._http.base_url}?"
-            ) from exc
-        if response.is_error:
-            raise StudioAPIError(method, path, response.status_code, response.text)
-        return response.json() if response.content else None
-
-    def whoami(self) -> dict:
-        return self._call("GET", "/api/current-user/whoami")
-
-    def create_project(self, title: str, label_config: str, **fields: object) -> dict:
-        return self._call("POST", "/api/projects/", json={"title": title, "label_config": label_config, **fields})
-
-    def project(self, project_id: int) -> dict:
-        return self._call("GET", f"/api/projects/{project_id}/")
-
-    def import_tasks(self, project_id: int, tasks: list[dict]) -> list[int]:
-        """Import tasks ({"data": {...}} or flat dicts); return the new task ids in order."""
-        # Community edition imports synchronously and lists the ids on request.
-        params = {"return_task_ids": "true"}
-        return self._call("POST", f"/api/projects/{project_id}/import", params=params, json=tasks)["task_ids"]
-
-    def list_tasks(self, project_id: int, page_size: int = 500) -> list[dict]:
-        """All tasks of a project with data, annotations, predictions and drafts."""
-        tasks: list[dict] = []
-        for page in range(1, 1_000_000):
-            params = {"project": project_id, "fields": "all", "page": page, "page_size": page_size}
-            answer = self._call("GET", "/api/tasks/", params=params)
-            tasks += answer["tasks"]
-            if not answer["tasks"] or len(tasks) >= answer["total"]:
-                return tasks
-        return tasks
-
-    def get_task(self, task_id: int) -> dict:
-        return self._call("GET", f"/api/tasks/{task_id}/")
-
-    def delete_tasks(self, project_id: int, task_ids: list[int] | None = None) -> dict:
-        """Delete the given tasks, or all tasks of the project when task_ids is None."""
-        return self._dm_action(project_id, "delete_tasks", task_ids)
-
-    def create_annotation(self, task_id: int, result: list, was_cancelled: bool = False, **fields: object) -> dict:
-        """fields: more annotation fields, e.g. parent_prediction (the prediction the annotator started from)."""
-        body = {"result": result, "was_cancelled": was_cancelled, **fields}
-        return self._call("POST", f"/api/tasks/{task_id}/annotations/", json=body)
-
-    def update_annotation(self, annotation_id: int, result: list) -> dict:
-        return self._call("PATCH", f"/api/annotations/{annotation_id}/", json={"result": result})
-
-    def delete_annotation(self, annotation_id: int) -> None:
-        self._call("DELETE", f"/api/annotations/{annotation_id}/")
-
-    def create_prediction(
-        self, task_id: int, result: list, score: float | None = None, model_version: str = ""
-    ) -> dict:
-        body = {"task": task_id, "result": result, "score": score, "model_version": model_version}
-        return self._call("POST", "/api/predictions/", json=body)
-
-    def list_predictions(self, project_id: int | None = None, task_id: int | None = None) -> list[dict]:
-        """The predictions of one project or one task (not paginated)."""
-        if (project_id is None) == (task_id is None):
-            raise ValueError(f"pass exactly one of project_id and task_id, got {project_id!r} and {task_id!r}")
-        params = {"project": project_id} if task_id is None else {"task": task_id}
-        return self._call("GET", "/api/predictions/", params=params)
-
-    def connect_ml(
-        self,
-        project_id: int,
-        url: str,
-        is_interactive: bool = True,
-        extra: dict | None = None,
-        auth_user: str | None = None,
-        auth_pass: str | None = None,
-        **fields: object,
-    ) -> dict:
-        """Connect an ML backend; Label Studio calls its /health and /setup and adds a /webhook."""
-        body: dict[str, object] = {"project": project_id, "url": url, "is_interactive": is_interactive, **fields}
-        if extra is not None:
-            body["extra_params"] = extra
-        if auth_user is not None:
-            if not auth_pass:  # Label Studio answers a missing password with HTTP 500
-                raise ValueError(f"basic auth for user {auth_user!r} needs auth_pass")
-            body.update(auth_method="BASIC_AUTH", basic_auth_user=auth_user, basic_auth_pass=auth_pass)
-        return self._call("POST", "/api/ml/", json=body)
-
-    def ml_backends(self, project_id: int) -> list[dict]:
-        # Side effect: Label Studio health-checks every backend of the project.
-        return self._call("GET", "/api/ml/", params={"project": project_id})
-
-    def update_ml(self, ml_id: int, **fields: object) -> dict:
-        return self._call("PATCH", f"/api/ml/{ml_id}", json=fields)
-
-    def retrieve_predictions(self, project_id: int, task_ids: list[int] | None = None) -> dict:
-        """Ask the project's ML backend for predictions (one synchronous /predict call)."""
-        return self._dm_action(project_id, "retrieve_tasks_predictions", task_ids)
-
-    def _dm_action(self, project_id: int, action: str, task_ids: list[int] | None) -> dict:
-        params = {"id": action, "project": project_id}
-        return self._call("POST", "/api/dm/actions/", params=params, json={"selectedItems": _selection(task_ids)})
-
-    def interactive(self, ml_id: int, task_id: int, context: dict | None = None) -> dict:
-        """Interactive pre-annotation; Label Studio answers 200 even on failure, so check "errors"."""
-        body = {"task": task_id, "context": context or {}}
-        return self._call("POST", f"/api/ml/{ml_id}/interactive-annotating", json=body)
-
-    def train(self, ml_id: int) -> Any:
-        return self._call("POST", f"/api/ml/{ml_id}/train", json={})
-
-    def webhooks(self, project_id: int) -> list[dict]:
-        return self._call("GET", "/api/webhooks/", params={"project": project_id})
-
-    def update_webhook(self, webhook_id: int, headers: dict[str, str], **fields: object) -> dict:
-        """Set the webhook's extra HTTP headers (e.g. an Authorization for the backend)."""
-        # A PATCH without "actions" clears the webhook's action list, so resend it.
-        current = self._call("GET", f"/api/webhooks/{webhook_id}/")
-        body = {"actions": current["actions"], "headers": headers, **fields}
-        return self._call("PATCH", f"/api/webhooks/{webhook_id}/", json=body)
 
 
 def main(argv: list[str] | None = None) -> int:

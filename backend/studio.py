@@ -247,6 +247,19 @@ class Studio:
             raise
         return [_as_dict(task) for task in pager.items or []], pager.response.total
 
+    def rest(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One REST call by path, with the SDK's authentication and the same errors as every SDK call (for the
+        administration calls of StudioAdmin, which the SDK offers in other shapes)."""
+
+        def call() -> Any:
+            headers = self._sdk._client_wrapper.get_headers()  # legacy token or JWT access token, refreshed
+            response = self._http.request(method, self.url + path, headers=headers, **kwargs)
+            if response.is_error:
+                raise ApiError(status_code=response.status_code, body=_body(response))
+            return response.json() if response.content else None
+
+        return self._call(f"{method} {path}", call)
+
     def _call(self, what: str, call: Callable[[], T]) -> T:
         """Run one SDK call; lower-layer errors leave as StudioError, with a hint and without the token."""
         try:
@@ -294,6 +307,118 @@ class Studio:
         return text.replace(self._token, "***") if self._token else text
 
 
+class StudioAdmin(Studio):
+    """The administration calls the demo and the end-to-end tests make (create projects, import tasks, submit
+    annotations, connect the backend): the same client, authentication and errors as the backend's calls."""
+
+    def whoami(self) -> dict:
+        return self.rest("GET", "/api/current-user/whoami")
+
+    def create_project(self, title: str, label_config: str, **fields: object) -> dict:
+        return self.rest("POST", "/api/projects/", json={"title": title, "label_config": label_config, **fields})
+
+    def import_tasks(self, project_id: int, tasks: list[dict]) -> list[int]:
+        """Import tasks ({"data": {...}} or flat dicts); return the new task ids in order."""
+        # Community edition imports synchronously and lists the ids on request.
+        params = {"return_task_ids": "true"}
+        return self.rest("POST", f"/api/projects/{project_id}/import", params=params, json=tasks)["task_ids"]
+
+    def list_tasks(self, project_id: int, page_size: int = 500) -> list[dict]:
+        """All tasks of a project with data, annotations, predictions and drafts."""
+        tasks: list[dict] = []
+        for page in range(1, 1_000_000):
+            params = {"project": project_id, "fields": "all", "page": page, "page_size": page_size}
+            answer = self.rest("GET", "/api/tasks/", params=params)
+            tasks += answer["tasks"]
+            if not answer["tasks"] or len(tasks) >= answer["total"]:
+                return tasks
+        return tasks
+
+    def get_task(self, task_id: int) -> dict:
+        return self.rest("GET", f"/api/tasks/{task_id}/")
+
+    def delete_tasks(self, project_id: int, task_ids: list[int] | None = None) -> dict:
+        """Delete the given tasks, or all tasks of the project when task_ids is None."""
+        return self._dm_action(project_id, "delete_tasks", task_ids)
+
+    def create_annotation(self, task_id: int, result: list, was_cancelled: bool = False, **fields: object) -> dict:
+        """fields: more annotation fields, e.g. parent_prediction (the prediction the annotator started from)."""
+        body = {"result": result, "was_cancelled": was_cancelled, **fields}
+        return self.rest("POST", f"/api/tasks/{task_id}/annotations/", json=body)
+
+    def update_annotation(self, annotation_id: int, result: list) -> dict:
+        return self.rest("PATCH", f"/api/annotations/{annotation_id}/", json={"result": result})
+
+    def delete_annotation(self, annotation_id: int) -> None:
+        self.rest("DELETE", f"/api/annotations/{annotation_id}/")
+
+    def create_prediction(
+        self, task_id: int, result: list, score: float | None = None, model_version: str = ""
+    ) -> dict:
+        body = {"task": task_id, "result": result, "score": score, "model_version": model_version}
+        return self.rest("POST", "/api/predictions/", json=body)
+
+    def list_predictions(self, project_id: int | None = None, task_id: int | None = None) -> list[dict]:
+        """The predictions of one project or one task (not paginated)."""
+        if (project_id is None) == (task_id is None):
+            raise ValueError(f"pass exactly one of project_id and task_id, got {project_id!r} and {task_id!r}")
+        params = {"project": project_id} if task_id is None else {"task": task_id}
+        return self.rest("GET", "/api/predictions/", params=params)
+
+    def connect_ml(
+        self,
+        project_id: int,
+        url: str,
+        is_interactive: bool = True,
+        extra: dict | None = None,
+        auth_user: str | None = None,
+        auth_pass: str | None = None,
+        **fields: object,
+    ) -> dict:
+        """Connect an ML backend; Label Studio calls its /health and /setup and adds a /webhook."""
+        body: dict[str, object] = {"project": project_id, "url": url, "is_interactive": is_interactive, **fields}
+        if extra is not None:
+            body["extra_params"] = extra
+        if auth_user is not None:
+            if not auth_pass:  # Label Studio answers a missing password with HTTP 500
+                raise ValueError(f"basic auth for user {auth_user!r} needs auth_pass")
+            body.update(auth_method="BASIC_AUTH", basic_auth_user=auth_user, basic_auth_pass=auth_pass)
+        return self.rest("POST", "/api/ml/", json=body)
+
+    def ml_backends(self, project_id: int) -> list[dict]:
+        # Side effect: Label Studio health-checks every backend of the project.
+        return self.rest("GET", "/api/ml/", params={"project": project_id})
+
+    def update_ml(self, ml_id: int, **fields: object) -> dict:
+        return self.rest("PATCH", f"/api/ml/{ml_id}", json=fields)
+
+    def retrieve_predictions(self, project_id: int, task_ids: list[int] | None = None) -> dict:
+        """Ask the project's ML backend for predictions (one synchronous /predict call)."""
+        return self._dm_action(project_id, "retrieve_tasks_predictions", task_ids)
+
+    def _dm_action(self, project_id: int, action: str, task_ids: list[int] | None) -> dict:
+        params = {"id": action, "project": project_id}
+        return self.rest("POST", "/api/dm/actions/", params=params, json={"selectedItems": _selection(task_ids)})
+
+    def interactive(self, ml_id: int, task_id: int, context: dict | None = None) -> dict:
+        """Interactive pre-annotation; Label Studio answers 200 even on failure, so check "errors"."""
+        body = {"task": task_id, "context": context or {}}
+        return self.rest("POST", f"/api/ml/{ml_id}/interactive-annotating", json=body)
+
+    def train(self, ml_id: int) -> Any:
+        return self.rest("POST", f"/api/ml/{ml_id}/train", json={})
+
+    def webhooks(self, project_id: int) -> list[dict]:
+        return self.rest("GET", "/api/webhooks/", params={"project": project_id})
+
+    def update_webhook(self, webhook_id: int, headers: dict[str, str], **fields: object) -> dict:
+        """Set the webhook's extra HTTP headers (e.g. an Authorization for the backend)."""
+        # A PATCH without "actions" clears the webhook's action list, so resend it.
+        current = self.rest("GET", f"/api/webhooks/{webhook_id}/")
+        body = {"actions": current["actions"], "headers": headers, **fields}
+        return self.rest("PATCH", f"/api/webhooks/{webhook_id}/", json=body)
+
+
 def studio_from(url: str | None, token: str | None, timeout: float = 30.0) -> Studio:
     """A Studio for this URL and token; StudioError saying which setting is missing."""
     if not url:
@@ -325,3 +450,15 @@ def _as_dict(model: Any) -> dict:
 
 def _pick(item: dict, keys: Iterable[str]) -> dict:
     return {key: item[key] for key in keys if key in item}
+
+
+def _selection(task_ids: list[int] | None) -> dict:
+    # Sent explicitly: data-manager actions apply to ALL tasks when selectedItems is missing.
+    return {"all": True, "excluded": []} if task_ids is None else {"all": False, "included": list(task_ids)}
+
+
+def _body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text

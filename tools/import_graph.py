@@ -21,9 +21,9 @@ from pathlib import Path
 # client (studio.py); the others here talk HTTP to something else or are development equipment.
 HTTP_CLIENTS = ("httpx", "requests", "urllib.request", "label_studio_sdk.client")
 HTTP_ALLOWED = {
-    "backend.studio": "the Label Studio client",
-    "backend.local_studio": "the local Label Studio harness (development equipment; its StudioAPI is to merge "
-                            "into the one client)",
+    "backend.studio": "the one Label Studio client (the SDK, and StudioAdmin's REST calls with its auth)",
+    "backend.local_studio": "the local Label Studio harness probes /health of the server it starts (its REST "
+                            "calls go through the one client, studio.StudioAdmin)",
     "backend.demo": "the demo command waits for the processes it starts",
     "backend.processes": "health probes of the backend processes it starts",
     "backend.fake_llm.server": "the stand-in LLM server's own client (development equipment)",

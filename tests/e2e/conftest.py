@@ -51,7 +51,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def studio(tmp_path_factory):
-    """A running Label Studio; `.api` is a StudioAPI logged in with the legacy token."""
+    """A running Label Studio; `.api` is a StudioAdmin logged in with the legacy token."""
     venv = ensure_installed()  # ~80 s the first time on a machine, then cached
     ensure_migrated_db(venv)  # ~20 s the first time, then cached
     # A pytest tmp dir (not LocalStudio's own) keeps the server log after the run.

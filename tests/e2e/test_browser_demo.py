@@ -103,7 +103,7 @@ def test_a_task_opens_with_the_predicted_spans_highlighted(studio, env, browser,
     (prediction,) = task["predictions"]
     expected = sorted(r["value"]["text"] for r in prediction["result"])
     assert expected == ["Alice", "Berlin", "Lufthansa", "Paris"]
-    studio.api._call("PATCH", f"/api/projects/{task['project']}/", json={"model_version": prediction["model_version"]})
+    studio.api.rest("PATCH", f"/api/projects/{task['project']}/", json={"model_version": prediction["model_version"]})
     page = browser.new_page(viewport={"width": 1280, "height": 720})
     page.set_default_timeout(30_000)
     screenshot = tmp_path / "span-task.png"

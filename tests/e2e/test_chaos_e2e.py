@@ -19,7 +19,7 @@ import pytest
 import redis as redis_lib
 
 from backend import jobs, outbox
-from backend.local_studio import StudioAPIError
+from backend.studio import StudioError
 from backend.prelabel import prelabel
 from backend.processes import start_backend
 from tests.conftest import REPO, stack_env
@@ -83,7 +83,7 @@ def connect(api, project_id: int, url: str, attempts: int = 3) -> None:
         try:
             api.connect_ml(project_id, url)
             return
-        except StudioAPIError as exc:
+        except StudioError as exc:
             if "Read timed out" not in str(exc) or attempt == attempts - 1:
                 raise
 

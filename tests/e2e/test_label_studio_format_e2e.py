@@ -32,7 +32,7 @@ def label_to_studio_file(tmp_path: Path, config: str, seeds: Path, rows: list[di
 def import_and_read_back(studio, title: str, config: str, tasks: list[dict]) -> list[dict]:
     api = studio.api
     project = api.create_project(title, config)
-    answer = api._call("POST", f"/api/projects/{project['id']}/import", json=tasks)
+    answer = api.rest("POST", f"/api/projects/{project['id']}/import", json=tasks)
     assert answer["task_count"] == len(tasks)
     return sorted(api.list_tasks(project["id"]), key=lambda t: t["id"])
 
@@ -108,7 +108,7 @@ def test_a_projects_span_export_teaches_as_seeds(studio, env, tmp_path):
     ids = api.import_tasks(project["id"], [{"text": r["text"]} for r in annotated])
     for task_id, row in zip(ids, annotated):
         api.create_annotation(task_id, wnut_annotation(row))
-    export = api._call("GET", f"/api/projects/{project['id']}/export", params={"exportType": "JSON"})
+    export = api.rest("GET", f"/api/projects/{project['id']}/export", params={"exportType": "JSON"})
     seeds = tmp_path / "export.json"
     seeds.write_text(json.dumps(export))
     (tmp_path / "config.xml").write_text(NER_CONFIG)

@@ -234,7 +234,7 @@ def test_span_reviews_count_exact_and_overlap_per_label(stack):
     api = stack["api"]
     project = api.create_project("Live quality: spans", NER_CONFIG)
     examples = json.loads((DATA / "ner_export.json").read_text())
-    api._call("POST", f"/api/projects/{project['id']}/import",
+    api.rest("POST", f"/api/projects/{project['id']}/import",
               json=[{"data": e["data"], "annotations": [{"result": e["annotations"][0]["result"]}]} for e in examples
                     if e.get("annotations")])
     # Names the demonstrations hold, so the fake LLM (nearest demonstration) marks spans in them.
