@@ -17,10 +17,13 @@ from typing import Any, Iterator
 
 import httpx
 
+from .lifetime import child_preexec
+
 LABEL_STUDIO_VERSION = "1.23.2"
 # Fixed credentials: the user and its legacy token are created together with the
 # organisation, i.e. when the template database is built, so every server started
-# from that template knows exactly these.
+# from that template knows exactly these. docker-compose.yml's demo Label Studio has the same defaults: one
+# demo login everywhere.
 USERNAME = "admin@example.com"
 PASSWORD = "fewshot-admin-pass"
 TOKEN = "fewshot-e2e-token-0123456789"
@@ -297,6 +300,7 @@ class LocalStudio:
             self._proc = subprocess.Popen(
                 cmd, env=studio_env(self.data_dir, self.extra_env), cwd=self.data_dir,
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                preexec_fn=child_preexec,  # SIGTERM if the starting process dies without stopping it
             )  # fmt: skip
         try:
             self._wait_ready(timeout)

@@ -511,7 +511,7 @@ def parse_controls(interface) -> tuple[Control, ...]:
         if control.tag not in SUPPORTED_TAGS:
             raise UnsupportedConfig(f"{where} is not supported; {SUPPORTED_HELP}")
         refuse_per_region(control, where)
-        obj = _object_of(control, where)
+        obj = _object_of(interface, control, where)
         if control.tag == "Labels" and obj.tag != "Text":
             raise UnsupportedConfig(f"{where} labels <{obj.tag} name={obj.name!r}>: {SPAN_OBJECTS_HELP}")
         parsed.append(_control(interface, control, obj, where))
@@ -530,11 +530,13 @@ def refuse_per_region(control, where: str) -> None:
                                     f"not supported; {SUPPORTED_HELP}")
 
 
-def _object_of(control, where: str):
+def _object_of(interface, control, where: str):
+    from .spec import config_inventory
+
     objects = list(control.objects or [])
     if len(objects) != 1:
-        raise UnsupportedConfig(f"{where} must point (toName) at exactly one object, got {control.to_name!r}; "
-                                f"{SUPPORTED_HELP}")
+        raise UnsupportedConfig(f"{where} must point (toName) at exactly one object, got {control.to_name!r} "
+                                f"({config_inventory(interface)}); {SUPPORTED_HELP}")
     obj = objects[0]
     if obj.tag not in SUPPORTED_OBJECTS:
         raise UnsupportedConfig(f"{where} labels object <{obj.tag} name={obj.name!r}>, which is not supported; "

@@ -119,7 +119,8 @@ def _structured_spec(config: str, interface: LabelInterface, controls: list) -> 
             objects.append(obj)
     if len(objects) != 1:
         names = ", ".join(repr(o.name) for o in objects)
-        raise UnsupportedConfig(f"every control must label the same object, got {names}; {SUPPORTED_HELP}")
+        raise UnsupportedConfig(f"every control must label the same object, got {names} "
+                                f"({config_inventory(interface)}); {SUPPORTED_HELP}")
     obj = objects[0]
     parsed = parse_controls(interface)
     return LabelingSpec(
@@ -144,12 +145,20 @@ def interface_of(spec: LabelingSpec) -> LabelInterface:
     return _interface(spec.config)
 
 
+def config_inventory(interface: LabelInterface) -> str:
+    """What a config has, for messages about it: its objects and controls by tag and name."""
+    def tags(items) -> str:
+        return ", ".join(f"<{item.tag} name={item.name!r}>" for item in items or []) or "none"
+
+    return f"the config has objects {tags(interface.objects)} and controls {tags(interface.controls)}"
+
+
 def _target_object(interface: LabelInterface, control):
     objects = list(control.objects or [])
     if len(objects) != 1:
         raise UnsupportedConfig(
             f"control <{control.tag} name={control.name!r}> must point (toName) at exactly one "
-            f"object, got {control.to_name!r}; {SUPPORTED_HELP}"
+            f"object, got {control.to_name!r} ({config_inventory(interface)}); {SUPPORTED_HELP}"
         )
     obj = objects[0]
     if obj.tag not in SUPPORTED_OBJECTS:
