@@ -219,6 +219,8 @@ def studio_env(data_dir: Path, extra_env: dict[str, str] | None = None) -> dict[
     env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV and not k.startswith(_DROPPED_PREFIXES)}
     env.update(
         LABEL_STUDIO_BASE_DATA_DIR=str(data_dir),
+        # Its analytics user id goes to ~/.config/label-studio otherwise (and stays there).
+        XDG_CONFIG_HOME=str(data_dir / "config"),
         # Without these two, a backend or webhook on 127.0.0.1 gets 403.
         ML_BLOCK_LOCAL_IP="false",
         SSRF_PROTECTION_ENABLED="false",

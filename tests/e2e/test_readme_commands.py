@@ -21,11 +21,13 @@ must pass against it.
 from __future__ import annotations
 
 import os
+import queue
 import re
 import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -149,22 +151,38 @@ def wait_gone(pids: set[int], timeout: float = 60) -> set[int]:
 
 
 def read_until(proc: subprocess.Popen, pattern: str, timeout: float, seen: list[str]) -> re.Match:
-    """Lines of proc's stdout until one matches (stdout is line-buffered text)."""
-    import selectors
-
-    selector = selectors.DefaultSelector()
-    selector.register(proc.stdout, selectors.EVENT_READ)
+    """Lines of proc's stdout until one matches (a thread reads them: select() cannot see Python's buffer)."""
+    lines = _reader(proc)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if selector.select(timeout=1):
-            line = proc.stdout.readline()
-            if not line:
-                break
-            seen.append(line.rstrip("\n"))
-            if match := re.search(pattern, line):
-                return match
+        try:
+            line = lines.get(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
+        except queue.Empty:
+            continue
+        if line is None:
+            break
+        seen.append(line.rstrip("\n"))
+        if match := re.search(pattern, line):
+            return match
     raise AssertionError(f"no line matching {pattern!r} within {timeout:.0f} s (exit {proc.poll()}):\n"
                          + "\n".join(seen[-40:]))
+
+
+_READERS: dict[int, queue.Queue] = {}
+
+
+def _reader(proc: subprocess.Popen) -> queue.Queue:
+    if proc.pid not in _READERS:
+        lines: queue.Queue = queue.Queue()
+
+        def pump() -> None:
+            for line in proc.stdout:
+                lines.put(line)
+            lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+        _READERS[proc.pid] = lines
+    return _READERS[proc.pid]
 
 
 class Session:
