@@ -145,6 +145,7 @@ def _label(args) -> int:
     if args.redis_url:
         summary = _label_with_workers(args, settings, spec, examples, labeler)
     else:
+        _check_llm(settings)
         summary = label_file(labeler, args.input, args.output, settings.concurrency, progress=not args.no_progress,
                              fmt=args.format)
     for line in summary.lines():
@@ -229,7 +230,20 @@ def _evaluate(args) -> int:
     settings = Settings.from_env(answer_mode=args.mode, selection=args.selection, selection_k=args.k,
                                  calibration=args.calibration, concurrency=args.concurrency, scoring=args.scoring)
     configure_logging(settings)
+    _check_llm(settings)
     return run_evaluate(args, settings)
+
+
+def _check_llm(settings: Settings) -> None:
+    """One clean line, before any work, when the LLM server cannot be reached at all."""
+    from .cli_errors import redacted
+    from .llm import unreachable
+
+    reason = unreachable(settings)
+    if reason:
+        url = redacted(settings.openai_base_url or "https://api.openai.com/v1")
+        raise LabelingError(f"the LLM server is unreachable at {url} ({reason}): start it, or set OPENAI_BASE_URL "
+                            "to a running OpenAI-compatible server")
 
 
 def _fake_llm(args) -> int:

@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from . import store
+from .cli_errors import redacted
 from .lifetime import die_with_parent, ignore_stop_signals, stop_signals
 from .processes import ProcessError, backend_env, spawn, start_redis, start_workers, stop_all
 from .settings import Settings
@@ -18,13 +19,13 @@ from .settings import Settings
 def run_stack(settings: Settings, workers: int, log_dir: Path | None = None) -> int:
     """Start everything, print where it is, and stop everything it started on Ctrl-C, SIGTERM, SIGHUP or when
     its parent dies (`make run` stopped with SIGTERM)."""
-    stop_signals()
-    die_with_parent()
-    redis_url = settings.redis_url.split("@")[-1]  # no password in messages
+    redis_url = redacted(settings.redis_url)  # no password in messages
     if not store.ping(store.connect(settings.redis_url)) and not shutil.which("redis-server"):
         print(f"error: no Redis answers at {redis_url} (REDIS_URL) and redis-server is not installed to start one: "
               "install it (Debian: apt-get install redis-server) or set REDIS_URL to a running Redis", file=sys.stderr)
         return 2
+    stop_signals()
+    die_with_parent()
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="fewshot-run-"))
     started = []
     env = backend_env()

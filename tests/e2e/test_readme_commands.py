@@ -402,3 +402,12 @@ def test_the_compose_services_commands_run_and_pass_their_health_checks(tmp_path
                     proc.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_a_broken_readme_command_fails_the_test(tmp_path):
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
+    session = Session(tmp_path, env)
+    with pytest.raises(AssertionError, match="exited 2"):
+        session.run("fewshot-prelabel evaluate --input ../shared/eval-data/sst2_test.jsonl --config sst2.xml")
+    with pytest.raises(AssertionError, match="exited 2"):
+        session.run("fewshot-prelabel fake-llm --port 8911 --no-such-option")
