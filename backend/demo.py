@@ -28,7 +28,7 @@ from .labeling.results import result_regions
 from .labeling.spec import parse_spec
 from .lifetime import die_with_parent, ignore_stop_signals, stop_signals
 from .local_studio import (REPO_ROOT, LocalStudio, StudioAPI, StudioError, default_cache_dir, ensure_installed,
-                           free_port)
+                           free_port, installed_venv)
 from .processes import Proc, ProcessError, backend_env, start_backend, start_redis, start_workers, wait_until
 
 SEEDS = REPO_ROOT / "seeds" / "support"
@@ -94,8 +94,11 @@ class Demo:
         return self
 
     def start_studio(self) -> None:
-        self.say(f"Label Studio: installing into {default_cache_dir()} (FEWSHOT_CACHE_DIR) once, about 80 s, "
-                 "if it is not there")
+        cache = default_cache_dir()
+        if installed_venv(cache) is None:
+            self.say(f"Label Studio: installing into {cache} once, about 80 s (FEWSHOT_CACHE_DIR moves it)")
+        else:
+            self.say(f"Label Studio: installed in {cache} (FEWSHOT_CACHE_DIR moves it)")
         venv = ensure_installed()
         port = self.port or free_port()
         if not _port_free(port):

@@ -87,6 +87,12 @@ def _venv_ready(venv: Path) -> bool:
     return (venv / "bin" / "label-studio").exists() and (venv / _INSTALL_MARKER).exists()
 
 
+def installed_venv(cache_dir: Path | None = None) -> Path | None:
+    """The Label Studio venv if it is installed (nothing is installed here), else None."""
+    venv = _home(cache_dir) / "venv"
+    return venv if _venv_ready(venv) else None
+
+
 def ensure_installed(cache_dir: Path | None = None) -> Path:
     """Return the Label Studio venv, installing it once (about 80 s) if needed."""
     home = _home(cache_dir)
