@@ -139,8 +139,8 @@ def run_worker(settings: Settings, burst: bool = False) -> int:
     configure_logging(settings)
     connection = store.connect(settings.redis_url)
     if not store.ping(connection):
-        log.error("Redis is unreachable at %s: start it or set REDIS_URL", settings.redis_url.split("@")[-1])
-        return 1
+        log.error("Redis is unreachable at %s (REDIS_URL): start it or set REDIS_URL", settings.redis_url.split("@")[-1])
+        return 2  # a usage error, as every command's
     queue = Queue(settings.queue_name, connection=connection)
     worker = FewshotWorker([queue], connection=connection, maintenance_interval=settings.worker_maintenance,
                            worker_ttl=WORKER_TTL, settings=settings)

@@ -4,6 +4,7 @@ nothing listens is what an unreachable service is."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -123,3 +124,12 @@ def test_fake_llm_takes_its_options_and_a_taken_port_is_one_line():
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [f"[FAKE LLM STAND-IN] cannot listen on 127.0.0.1:{port}: Address "
                                                 "already in use; choose another --port (0 = a free one)"]
+
+
+def test_a_worker_without_redis_says_so_in_one_line():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REDIS_")}
+    env["REDIS_URL"] = "redis://:hunter2@127.0.0.1:9/0"
+    done = subprocess.run([sys.executable, "-m", "backend.cli", "worker"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and "hunter2" not in done.stderr
+    assert "Redis is unreachable at 127.0.0.1:9/0 (REDIS_URL)" in done.stderr

@@ -192,13 +192,21 @@ class Session:
         self.tmp, self.env = tmp, env
         self.subs: dict[str, str] = {}
         self.background: list[subprocess.Popen] = []
+        # The reader's checkout, where relative outputs (`evaluation/`, `sft.jsonl`) land: the repository's
+        # entries linked into a temp dir, with ../shared next to it as in the worktree.
+        self.cwd = tmp / "checkout"
+        self.cwd.mkdir()
+        for entry in REPO.iterdir():
+            if entry.name != ".git":
+                (self.cwd / entry.name).symlink_to(entry)
+        (tmp / "shared").symlink_to(REPO.parent / "shared")
 
     def rewrite(self, command: str) -> str:
         # Fixed ports: a free one, the same wherever the port recurs.
         for port in sorted(set(re.findall(r"--port (\d+)", command))):
             self.subs.setdefault(port, str(free_port()))
-        # Paths the commands write: temporary ones.
-        for path in re.findall(r"(?:--output|--output-dir) (\S+)", command):
+        # Absolute paths the commands write (/tmp/...): temporary ones. Relative ones land in the checkout.
+        for path in re.findall(r"(?:--output|--output-dir) (/\S+)", command):
             self.subs.setdefault(path, str(self.tmp / path.strip("/").replace("/", "_")))
         for old, new in sorted(self.subs.items(), key=lambda kv: -len(kv[0])):
             command = re.sub(rf"(?<![\w.-]){re.escape(old)}(?![\w-])", new, command)
@@ -207,13 +215,13 @@ class Session:
     def run(self, command: str) -> subprocess.CompletedProcess | None:
         command = self.rewrite(command)
         if command.endswith("&"):
-            proc = subprocess.Popen(["bash", "-c", f"exec {command[:-1].strip()}"], cwd=REPO, env=self.env,
+            proc = subprocess.Popen(["bash", "-c", f"exec {command[:-1].strip()}"], cwd=self.cwd, env=self.env,
                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                     start_new_session=True)
             self.background.append(proc)
             read_until(proc, r"http://127\.0\.0\.1:\d+", 30, [])  # its banner: it is listening
             return None
-        done = subprocess.run(["bash", "-c", command], cwd=REPO, env=self.env, capture_output=True, text=True,
+        done = subprocess.run(["bash", "-c", command], cwd=self.cwd, env=self.env, capture_output=True, text=True,
                               timeout=900)
         assert done.returncode == 0, f"`{command}` exited {done.returncode}:\n{done.stdout[-3000:]}\n" \
                                      f"{done.stderr[-3000:]}"
@@ -251,15 +259,16 @@ def test_every_readme_command_works_as_written(studio, project_stack, tmp_path):
             done = session.run(command)
             ran.append(f"README.md:{line}: {command}")
             if done and " --output " in command and " label " in command:
-                output = Path(session.rewrite(command).split(" --output ")[1].split()[0])
+                output = session.cwd / session.rewrite(command).split(" --output ")[1].split()[0]
                 assert output.stat().st_size > 0, command
     finally:
         session.stop()
     print("\n".join(ran))
     assert len(ran) >= 10
-    sft = Path(session.subs["sft.jsonl"])
+    sft = session.cwd / "sft.jsonl"
     assert sft.exists() and sft.read_text().strip()
-    assert (Path(session.subs["evaluation/"]) / "evaluation.json").exists()
+    assert (session.cwd / "evaluation" / "evaluation.json").exists()
+    assert not (REPO / "evaluation").exists() and not (REPO / "sft.jsonl").exists()  # nothing in the checkout
 
 
 def test_make_test_is_what_ci_runs_and_reaches_the_suite():
@@ -298,6 +307,14 @@ def stop_make_and_check_nothing_is_left(make: subprocess.Popen, env: dict, logs:
     assert left_tmp == [logs], f"left in the temp dir besides the logs {logs}: {left_tmp}"
 
 
+def kill_leftovers(make: subprocess.Popen) -> None:
+    """After a failed check: nothing of this test may outlive it."""
+    for pid in descendants(make.pid):
+        os.kill(pid, signal.SIGKILL)
+    if make.poll() is None:
+        make.kill()
+
+
 def test_make_run_starts_the_backend_and_sigterm_to_make_stops_everything(tmp_path):
     port, redis_port = free_port(), free_port()
     env = fresh_env(tmp_path, BACKEND_PORT=str(port), REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
@@ -321,10 +338,7 @@ def test_make_run_starts_the_backend_and_sigterm_to_make_stops_everything(tmp_pa
         assert any(f"started redis-server on redis://127.0.0.1:{redis_port}/0" in line for line in seen)
         stop_make_and_check_nothing_is_left(make, env, logs)
     finally:
-        if make.poll() is None:
-            make.kill()
-        for pid in descendants(make.pid):
-            os.kill(pid, signal.SIGKILL)
+        kill_leftovers(make)
 
 
 def test_make_demo_prints_url_login_and_token_and_sigterm_to_make_stops_everything(tmp_path):
@@ -349,10 +363,7 @@ def test_make_demo_prints_url_login_and_token_and_sigterm_to_make_stops_everythi
                           cookies=page.cookies).url.path != "/user/login/"
         stop_make_and_check_nothing_is_left(make, env, logs)
     finally:
-        if make.poll() is None:
-            make.kill()
-        for pid in descendants(make.pid):
-            os.kill(pid, signal.SIGKILL)
+        kill_leftovers(make)
 
 
 # ---- docker-compose.yml ------------------------------------------------------------------------------------
