@@ -307,6 +307,18 @@ def stop_make_and_check_nothing_is_left(make: subprocess.Popen, env: dict, logs:
     assert left_tmp == [logs], f"left in the temp dir besides the logs {logs}: {left_tmp}"
 
 
+def wait_healthy(port: int, seen: list[str]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError("run: /health never answered 200\n" + "\n".join(seen))
+
+
 def kill_leftovers(make: subprocess.Popen) -> None:
     """After a failed check: nothing of this test may outlive it."""
     for pid in descendants(make.pid):
@@ -325,20 +337,33 @@ def test_make_run_starts_the_backend_and_sigterm_to_make_stops_everything(tmp_pa
     try:
         match = read_until(make, r"logs in (\S+)", 120, seen)
         logs = Path(match.group(1))
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        else:
-            raise AssertionError("make run: /health never answered 200\n" + "\n".join(seen))
+        wait_healthy(port, seen)
         assert any(f"started redis-server on redis://127.0.0.1:{redis_port}/0" in line for line in seen)
         stop_make_and_check_nothing_is_left(make, env, logs)
     finally:
         kill_leftovers(make)
+
+
+def test_run_started_in_the_background_by_a_script_stops_when_the_script_is_killed(tmp_path):
+    """No make and no signal to `run` itself: its parent, a script, dies with SIGKILL (it cannot pass anything on)."""
+    port = free_port()
+    env = fresh_env(tmp_path, BACKEND_PORT=str(port), REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+                    OPENAI_BASE_URL="http://127.0.0.1:9/v1", OPENAI_API_KEY="x")
+    script = subprocess.Popen(["bash", "-c", f"{VENV_BIN / 'fewshot-prelabel'} run & wait"], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen: list[str] = []
+    try:
+        logs = Path(read_until(script, r"logs in (\S+)", 120, seen).group(1))
+        wait_healthy(port, seen)
+        tree = descendants(script.pid)
+        assert any("gunicorn" in " ".join(cmdline(p)) for p in tree) and len(tree) >= 4, tree
+        script.kill()
+        script.wait(timeout=10)
+        left = wait_gone(tree, timeout=60)
+        assert not left, f"still running after the script died: {[(p, cmdline(p)) for p in left]}"
+        assert list(Path(env["TMPDIR"]).iterdir()) == [logs] and not list(Path(env["HOME"]).iterdir())
+    finally:
+        kill_leftovers(script)
 
 
 def test_make_demo_prints_url_login_and_token_and_sigterm_to_make_stops_everything(tmp_path):
