@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import signal
 import sys
@@ -21,14 +20,22 @@ PR_SET_PDEATHSIG = 1
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
-def _prctl_pdeathsig(sig: int) -> bool:
+def _load_prctl():
+    # Loaded once, in the parent: child_preexec runs between fork and exec, where nothing may be imported or
+    # looked up (ctypes.util.find_library would even start a subprocess).
     if not sys.platform.startswith("linux"):
-        return False
+        return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+        return ctypes.CDLL(None, use_errno=True).prctl  # the process's own symbols: glibc's prctl
     except (OSError, AttributeError):
-        return False
+        return None
+
+
+_PRCTL = _load_prctl()
+
+
+def _prctl_pdeathsig(sig: int) -> bool:
+    return _PRCTL is not None and _PRCTL(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> bool:

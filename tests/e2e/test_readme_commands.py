@@ -366,6 +366,26 @@ def test_run_started_in_the_background_by_a_script_stops_when_the_script_is_kill
         kill_leftovers(script)
 
 
+def test_what_run_started_stops_even_when_run_itself_is_killed(tmp_path):
+    """SIGKILL to `run` leaves it no chance to clean up: each process it started asked for SIGTERM on its death."""
+    port = free_port()
+    env = fresh_env(tmp_path, BACKEND_PORT=str(port), REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+                    OPENAI_BASE_URL="http://127.0.0.1:9/v1", OPENAI_API_KEY="x")
+    run = subprocess.Popen([str(VENV_BIN / "fewshot-prelabel"), "run"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    seen: list[str] = []
+    try:
+        read_until(run, r"logs in (\S+)", 120, seen)
+        wait_healthy(port, seen)
+        tree = descendants(run.pid)
+        run.kill()
+        run.wait(timeout=10)
+        left = wait_gone(tree, timeout=60)
+        assert not left, f"still running after run was killed: {[(p, cmdline(p)) for p in left]}"
+    finally:
+        kill_leftovers(run)
+
+
 def test_make_demo_prints_url_login_and_token_and_sigterm_to_make_stops_everything(tmp_path):
     env = fresh_env(tmp_path)
     make = subprocess.Popen(["make", "demo"], cwd=REPO, env=env, stdout=subprocess.PIPE,
