@@ -79,7 +79,10 @@ def logical_commands(lines: list[str]) -> list[str]:
 
 
 def names_ours(command: str) -> bool:
-    words = shlex.split(command.rstrip("&"))
+    try:
+        words = shlex.split(command.rstrip("&"))
+    except ValueError:  # prose in a plain block ("the parent's death")
+        words = command.split()
     while words and re.match(r"^[A-Z_][A-Z0-9_]*=", words[0]):
         words.pop(0)  # VAR=value prefixes
     return bool(words) and (words[0] == "make" or Path(words[0]).name == "fewshot-prelabel")
