@@ -330,18 +330,27 @@ def kill_leftovers(make: subprocess.Popen) -> None:
         make.kill()
 
 
-def test_make_run_starts_the_backend_and_sigterm_to_make_stops_everything(tmp_path):
+def start_run(tmp_path: Path, argv: list[str]) -> tuple[subprocess.Popen, dict, list[str], Path]:
+    """`run` started by argv (make, a script, itself) with its own Redis port, backend port, temp dir and home;
+    returned once its backend answers /health: the process, its environment, its output and its log dir."""
     port, redis_port = free_port(), free_port()
     env = fresh_env(tmp_path, BACKEND_PORT=str(port), REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
                     OPENAI_BASE_URL="http://127.0.0.1:9/v1", OPENAI_API_KEY="x")
-    make = subprocess.Popen(["make", "run"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen: list[str] = []
     try:
-        match = read_until(make, r"logs in (\S+)", 120, seen)
-        logs = Path(match.group(1))
+        logs = Path(read_until(proc, r"logs in (\S+)", 120, seen).group(1))
         wait_healthy(port, seen)
-        assert any(f"started redis-server on redis://127.0.0.1:{redis_port}/0" in line for line in seen)
+    except BaseException:
+        kill_leftovers(proc)
+        raise
+    assert any(f"started redis-server on redis://127.0.0.1:{redis_port}/0" in line for line in seen), seen
+    return proc, env, seen, logs
+
+
+def test_make_run_starts_the_backend_and_sigterm_to_make_stops_everything(tmp_path):
+    make, env, _seen, logs = start_run(tmp_path, ["make", "run"])
+    try:
         stop_make_and_check_nothing_is_left(make, env, logs)
     finally:
         kill_leftovers(make)
@@ -349,15 +358,8 @@ def test_make_run_starts_the_backend_and_sigterm_to_make_stops_everything(tmp_pa
 
 def test_run_started_in_the_background_by_a_script_stops_when_the_script_is_killed(tmp_path):
     """No make and no signal to `run` itself: its parent, a script, dies with SIGKILL (it cannot pass anything on)."""
-    port = free_port()
-    env = fresh_env(tmp_path, BACKEND_PORT=str(port), REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
-                    OPENAI_BASE_URL="http://127.0.0.1:9/v1", OPENAI_API_KEY="x")
-    script = subprocess.Popen(["bash", "-c", f"{VENV_BIN / 'fewshot-prelabel'} run & wait"], cwd=REPO, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    seen: list[str] = []
+    script, env, _seen, logs = start_run(tmp_path, ["bash", "-c", f"{VENV_BIN / 'fewshot-prelabel'} run & wait"])
     try:
-        logs = Path(read_until(script, r"logs in (\S+)", 120, seen).group(1))
-        wait_healthy(port, seen)
         tree = descendants(script.pid)
         assert any("gunicorn" in " ".join(cmdline(p)) for p in tree) and len(tree) >= 4, tree
         script.kill()
@@ -371,15 +373,8 @@ def test_run_started_in_the_background_by_a_script_stops_when_the_script_is_kill
 
 def test_what_run_started_stops_even_when_run_itself_is_killed(tmp_path):
     """SIGKILL to `run` leaves it no chance to clean up: each process it started asked for SIGTERM on its death."""
-    port = free_port()
-    env = fresh_env(tmp_path, BACKEND_PORT=str(port), REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
-                    OPENAI_BASE_URL="http://127.0.0.1:9/v1", OPENAI_API_KEY="x")
-    run = subprocess.Popen([str(VENV_BIN / "fewshot-prelabel"), "run"], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
-    seen: list[str] = []
+    run, _env, _seen, _logs = start_run(tmp_path, [str(VENV_BIN / "fewshot-prelabel"), "run"])
     try:
-        read_until(run, r"logs in (\S+)", 120, seen)
-        wait_healthy(port, seen)
         tree = descendants(run.pid)
         run.kill()
         run.wait(timeout=10)
