@@ -8,9 +8,10 @@ import os
 import sys
 from pathlib import Path
 
+from .cli_errors import clean_message
 from .labeling.errors import LabelingError
 from .logs import configure_logging
-from .settings import Settings, SettingsError
+from .settings import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,8 +22,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.handler(args) or 0
-    except (LabelingError, SettingsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - only the errors a user can fix are caught below
+        message = clean_message(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
 
 
@@ -115,9 +119,11 @@ def _parser() -> argparse.ArgumentParser:
 
     add_export_parser(commands)
 
+    from .fake_llm.server import DESCRIPTION as FAKE_DESCRIPTION, add_arguments as add_fake_arguments
+
     fake = commands.add_parser("fake-llm", help="start the FAKE OpenAI-compatible stand-in server (tests, demos)",
-                               add_help=False)
-    fake.add_argument("rest", nargs=argparse.REMAINDER)
+                               description=FAKE_DESCRIPTION)
+    add_fake_arguments(fake)
     fake.set_defaults(handler=_fake_llm)
     return parser
 
@@ -147,6 +153,7 @@ def _label(args) -> int:
     if args.redis_url:
         summary = _label_with_workers(args, settings, spec, examples, labeler)
     else:
+        _check_llm(settings)
         summary = label_file(labeler, args.input, args.output, settings.concurrency, progress=not args.no_progress,
                              fmt=args.format)
     for line in summary.lines():
@@ -183,9 +190,18 @@ def _serve(args) -> int:
                "--workers", str(args.workers or settings.web_workers), "--threads", str(settings.web_threads),
                "--worker-class", "gthread", "--timeout", str(int(settings.predict_deadline) + 30),
                "--graceful-timeout", "10", "--access-logfile", "-", "--log-level", settings.log_level.lower()]
+    command += _gunicorn_no_control_socket()
     print(f"serving the ML backend on http://{host}:{port} (Redis {settings.redis_url.split('@')[-1]})",
           file=sys.stderr, flush=True)
     os.execv(sys.executable, command)
+
+
+def _gunicorn_no_control_socket() -> list[str]:
+    """gunicorn >= 25.1 opens a control socket, by default in ~/.gunicorn/ (one path for every instance on the
+    machine, left behind): the backend has no use for it."""
+    from gunicorn.config import KNOWN_SETTINGS
+
+    return ["--no-control-socket"] if any(s.name == "control_socket_disable" for s in KNOWN_SETTINGS) else []
 
 
 def _worker(args) -> int:
@@ -222,6 +238,7 @@ def _evaluate(args) -> int:
     settings = Settings.from_env(answer_mode=args.mode, selection=args.selection, selection_k=args.k,
                                  calibration=args.calibration, concurrency=args.concurrency, scoring=args.scoring)
     configure_logging(settings)
+    _check_llm(settings)
     return run_evaluate(args, settings)
 
 
@@ -233,10 +250,22 @@ def _quality(args) -> int:
     return run_quality(settings, args.project, args.json, args.target)
 
 
-def _fake_llm(args) -> int:
-    from .fake_llm.server import main as fake_main
+def _check_llm(settings: Settings) -> None:
+    """One clean line, before any work, when the LLM server cannot be reached at all."""
+    from .cli_errors import redacted
+    from .llm import unreachable
 
-    return fake_main(args.rest) or 0
+    reason = unreachable(settings)
+    if reason:
+        url = redacted(settings.openai_base_url or "https://api.openai.com/v1")
+        raise LabelingError(f"the LLM server is unreachable at {url} ({reason}): start it, or set OPENAI_BASE_URL "
+                            "to a running OpenAI-compatible server")
+
+
+def _fake_llm(args) -> int:
+    from .fake_llm.server import serve
+
+    return serve(args)
 
 
 def _read(path: Path) -> str:

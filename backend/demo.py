@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import sys
 import tempfile
@@ -27,7 +26,8 @@ from .fake_llm import FakeLLMProcess, spawn_fake_llm
 from .labeling.examples import Example, load_seed_file
 from .labeling.results import result_regions
 from .labeling.spec import parse_spec
-from .local_studio import REPO_ROOT, LocalStudio, ensure_installed, free_port
+from .lifetime import die_with_parent, ignore_stop_signals, stop_signals
+from .local_studio import REPO_ROOT, LocalStudio, default_cache_dir, ensure_installed, free_port, installed_venv
 from .studio import StudioAdmin, StudioError
 from .processes import Proc, ProcessError, backend_env, start_backend, start_redis, start_workers, wait_until
 
@@ -94,7 +94,11 @@ class Demo:
         return self
 
     def start_studio(self) -> None:
-        self.say("Label Studio: installing into ~/.cache/fewshot-prelabel once (about 80 s) if it is not there")
+        cache = default_cache_dir()
+        if installed_venv(cache) is None:
+            self.say(f"Label Studio: installing into {cache} once, about 80 s (FEWSHOT_CACHE_DIR moves it)")
+        else:
+            self.say(f"Label Studio: installed in {cache} (FEWSHOT_CACHE_DIR moves it)")
         venv = ensure_installed()
         port = self.port or free_port()
         if not _port_free(port):
@@ -280,6 +284,7 @@ def _summary(demo: Demo, elapsed: float) -> str:
     lines += [
         f"Label Studio:  {studio.url}",
         f"Log in:        {studio.username} / {studio.password}",
+        f"API token:     {studio.token}  (REST API: Authorization: Token <it>; LABEL_STUDIO_API_KEY)",
         f"Project:       {demo.project_url}",
         f"Look at:       open any of the first {len(demo.prelabeled)} tasks: the predicted intent is already",
         "               selected (the model's pre-annotation; submit or change it).",
@@ -293,16 +298,12 @@ def _summary(demo: Demo, elapsed: float) -> str:
     return "\n".join([rule, *lines, rule])
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def run_demo(port: int = 8080, workers: int = 2, exit_when_ready: bool = False) -> int:
     """The `demo` command: start, print where everything is, wait for Ctrl-C/SIGTERM, stop everything."""
     # `make demo` passes the time it started, so the figure includes `make install`.
     started = float(os.environ.get("FEWSHOT_DEMO_STARTED") or time.time())
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _interrupt)
+    stop_signals()  # Ctrl-C, SIGTERM, SIGHUP: stop everything below
+    die_with_parent()  # and so does the death of whoever started it (`make demo` stopped with SIGTERM)
     demo = Demo(port=port, workers=workers)
     try:
         demo.start()
@@ -318,6 +319,6 @@ def run_demo(port: int = 8080, workers: int = 2, exit_when_ready: bool = False) 
         print(f"[demo] error: {exc}", file=sys.stderr, flush=True)
         return 1
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        ignore_stop_signals()  # a second Ctrl-C must not cut the clean-up short
         demo.stop()
         demo.say(f"stopped everything it started; logs kept in {demo.log_dir}")

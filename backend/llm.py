@@ -264,3 +264,19 @@ def _echo_choice(choice) -> EchoChoice:
     if logprobs is None:
         return EchoChoice(choice.text or "", (), ())
     return EchoChoice(choice.text or "", tuple(logprobs.tokens or ()), tuple(logprobs.token_logprobs or ()))
+
+
+def unreachable(settings: Settings) -> str | None:
+    """Why no connection to the LLM server can be opened at all, or None when it answers anything (a 401 or
+    404 included: then the requests themselves say what is wrong). For commands that would otherwise report
+    every row as failed; nothing is sent but a GET of /models, without the API key."""
+    import httpx
+
+    base = (settings.openai_base_url or "https://api.openai.com/v1").rstrip("/")
+    try:
+        httpx.get(f"{base}/models", timeout=min(settings.timeout, 10.0))
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol, httpx.ProxyError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    except (httpx.HTTPError, ValueError):
+        return None
+    return None

@@ -18,11 +18,13 @@ from typing import Iterator
 import httpx
 
 from .studio import StudioAdmin, StudioError
+from .lifetime import child_preexec
 
 LABEL_STUDIO_VERSION = "1.23.2"
 # Fixed credentials: the user and its legacy token are created together with the
 # organisation, i.e. when the template database is built, so every server started
-# from that template knows exactly these.
+# from that template knows exactly these. docker-compose.yml's demo Label Studio has the same defaults: one
+# demo login everywhere.
 USERNAME = "admin@example.com"
 PASSWORD = "fewshot-admin-pass"
 TOKEN = "fewshot-e2e-token-0123456789"
@@ -80,6 +82,12 @@ def _tail(path: Path, lines: int = 40) -> str:
 
 def _venv_ready(venv: Path) -> bool:
     return (venv / "bin" / "label-studio").exists() and (venv / _INSTALL_MARKER).exists()
+
+
+def installed_venv(cache_dir: Path | None = None) -> Path | None:
+    """The Label Studio venv if it is installed (nothing is installed here), else None."""
+    venv = _home(cache_dir) / "venv"
+    return venv if _venv_ready(venv) else None
 
 
 def ensure_installed(cache_dir: Path | None = None) -> Path:
@@ -214,6 +222,8 @@ def studio_env(data_dir: Path, extra_env: dict[str, str] | None = None) -> dict[
     env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV and not k.startswith(_DROPPED_PREFIXES)}
     env.update(
         LABEL_STUDIO_BASE_DATA_DIR=str(data_dir),
+        # Its analytics user id goes to ~/.config/label-studio otherwise (and stays there).
+        XDG_CONFIG_HOME=str(data_dir / "config"),
         # Without these two, a backend or webhook on 127.0.0.1 gets 403.
         ML_BLOCK_LOCAL_IP="false",
         SSRF_PROTECTION_ENABLED="false",
@@ -295,6 +305,7 @@ class LocalStudio:
             self._proc = subprocess.Popen(
                 cmd, env=studio_env(self.data_dir, self.extra_env), cwd=self.data_dir,
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                preexec_fn=child_preexec,  # SIGTERM if the starting process dies without stopping it
             )  # fmt: skip
         try:
             self._wait_ready(timeout)

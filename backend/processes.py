@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from .lifetime import child_preexec
+
 
 class ProcessError(RuntimeError):
     """A process did not start or did not become ready; the message holds its log's tail."""
@@ -34,6 +36,7 @@ class Proc:
     popen: subprocess.Popen
     log_path: Path
     info: dict = field(default_factory=dict)
+    temp_dirs: list[Path] = field(default_factory=list)  # removed once the process has stopped
 
     @property
     def pid(self) -> int:
@@ -54,24 +57,28 @@ class Proc:
             os.kill(self.pid, sig)
 
     def stop(self, grace: float = 10.0) -> None:
-        if not self.alive():
-            return
         try:
-            os.killpg(self.pid, signal.SIGTERM)
-            self.popen.wait(timeout=grace)
+            if self.alive():
+                os.killpg(self.pid, signal.SIGTERM)
+                self.popen.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             os.killpg(self.pid, signal.SIGKILL)
             self.popen.wait(timeout=5)
         except ProcessLookupError:
             pass
+        finally:
+            if not self.alive():
+                for path in self.temp_dirs:
+                    shutil.rmtree(path, ignore_errors=True)
 
 
 def spawn(name: str, command: list[str], log_dir: Path, env: dict | None = None, cwd: Path | None = None) -> Proc:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     handle = open(log_path, "ab")
-    popen = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                             start_new_session=True)  # own group: stop() reaches its children too
+    # Own group: stop() reaches its children too. child_preexec: it gets SIGTERM if this process dies unannounced.
+    popen = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                             cwd=cwd, start_new_session=True, preexec_fn=child_preexec)
     handle.close()
     return Proc(name, popen, log_path)
 
@@ -93,11 +100,20 @@ def start_redis(log_dir: Path, port: int | None = None) -> tuple[Proc, str]:
     if not binary:
         raise ProcessError("redis-server is not installed (Debian: apt-get install redis-server)")
     port = port or free_port()
-    data = Path(tempfile.mkdtemp(prefix="fsp-redis-"))
-    proc = spawn(f"redis-{port}", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                   "--appendonly", "no", "--dir", str(data)], log_dir)
+    data = Path(tempfile.mkdtemp(prefix="fsp-redis-"))  # its working dir, empty (no persistence); removed on stop
+    try:
+        proc = spawn(f"redis-{port}", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                       "--appendonly", "no", "--dir", str(data)], log_dir)
+    except OSError:
+        shutil.rmtree(data, ignore_errors=True)
+        raise
     proc.info["port"] = port
-    wait_until(lambda: _tcp_open(port), proc, 15, "accepting connections")
+    proc.temp_dirs.append(data)
+    try:
+        wait_until(lambda: _tcp_open(port), proc, 15, "accepting connections")
+    except ProcessError:
+        proc.stop()
+        raise
     return proc, f"redis://127.0.0.1:{port}/0"
 
 

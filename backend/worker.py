@@ -222,8 +222,8 @@ def run_worker(settings: Settings, burst: bool = False) -> int:
     configure_logging(settings)
     connection = store.connect(settings.redis_url)
     if not store.ping(connection):
-        log.error("Redis is unreachable at %s: start it or set REDIS_URL", settings.redis_url.split("@")[-1])
-        return 1
+        log.error("Redis is unreachable at %s (REDIS_URL): start it or set REDIS_URL", settings.redis_url.split("@")[-1])
+        return 2  # a usage error, as every command's
     from .jobs import preload  # the labeling stack, loaded once per worker before its first job
 
     started = time.monotonic()

@@ -21,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
+from ..lifetime import child_preexec
 from . import answers, reference
 
 LOG_PREFIX = "[FAKE LLM STAND-IN]"
@@ -887,7 +888,9 @@ def spawn_fake_llm(*, port: int = 0, verbose: bool = False, env: dict | None = N
     root = str(Path(__file__).resolve().parents[2])  # so `backend` imports from any cwd
     child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     child_env["PYTHONPATH"] = os.pathsep.join(p for p in (root, child_env.get("PYTHONPATH")) if p)
-    popen = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=child_env, cwd=root)
+    # child_preexec: the stand-in goes when the process that started it dies, however it dies.
+    popen = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=child_env, cwd=root,
+                             preexec_fn=child_preexec)
     try:
         return FakeLLMProcess(popen, _read_banner(popen, startup_timeout))
     except BaseException:
@@ -899,13 +902,13 @@ def spawn_fake_llm(*, port: int = 0, verbose: bool = False, env: dict | None = N
 # ------------------------------------------------------------------------- CLI
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m backend.fake_llm",
-        description="Fake OpenAI-compatible LLM STAND-IN for tests, benchmarks and demos (binds 127.0.0.1 "
-                    "unless --host). "
-                    "Every knob can also be set by FAKE_LLM_<NAME> env vars, POST /_fake/config, "
-                    "URL query parameters or X-Fake-<Name> request headers.")
+DESCRIPTION = ("Fake OpenAI-compatible LLM STAND-IN for tests, benchmarks and demos (binds 127.0.0.1 unless --host). "
+               "Every knob can also be set by FAKE_LLM_<NAME> env vars, POST /_fake/config, URL query parameters or "
+               "X-Fake-<Name> request headers.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The server's options, on its own parser or on `fewshot-prelabel fake-llm` (one definition for both)."""
     parser.add_argument("--port", type=int, default=int(os.environ.get("FAKE_LLM_PORT", "0")),
                         help="port on 127.0.0.1 (0 = a free one; default $FAKE_LLM_PORT or 0)")
     parser.add_argument("--host", default=HOST,
@@ -918,8 +921,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_parser() -> argparse.ArgumentParser:
+    return add_arguments(argparse.ArgumentParser(prog="python -m backend.fake_llm", description=DESCRIPTION))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return serve(build_parser().parse_args(argv))
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the server with parsed options until SIGINT/SIGTERM."""
     try:
         knobs = knobs_from_env()
         knobs.update(parse_knobs({n: getattr(args, n) for n in KNOBS if getattr(args, n) is not None}))
@@ -927,7 +938,11 @@ def main(argv: list[str] | None = None) -> int:
         log(f"bad knob: {error}")
         return 2
     state = FakeState(knobs)
-    server = FakeServer(state, args.port, verbose=not args.quiet, host=args.host)
+    try:
+        server = FakeServer(state, args.port, verbose=not args.quiet, host=args.host)
+    except OSError as error:
+        log(f"cannot listen on {args.host}:{args.port}: {error.strerror}; choose another --port (0 = a free one)")
+        return 2
     print(banner(server.url), flush=True)  # the one stdout line; parents read the port from it
     signal.signal(signal.SIGTERM, _interrupt)
     try:

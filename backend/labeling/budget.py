@@ -154,9 +154,19 @@ def _canonical(name: str) -> str:
 
 @lru_cache(maxsize=8)
 def _load(registry_name: str) -> tiktoken.Encoding:
+    import os
+
     import tiktoken
 
-    return tiktoken.get_encoding(registry_name)
+    # Only bundled files are loaded, straight from the package: without this, tiktoken copies each one (1.6 MB)
+    # into $TMPDIR/data-gym-cache for every venv and leaves it there. A user's own cache setting is kept.
+    if "TIKTOKEN_CACHE_DIR" in os.environ or "DATA_GYM_CACHE_DIR" in os.environ:
+        return tiktoken.get_encoding(registry_name)
+    os.environ["TIKTOKEN_CACHE_DIR"] = ""  # tiktoken: "" disables its cache (read while loading, then restored)
+    try:
+        return tiktoken.get_encoding(registry_name)
+    finally:
+        del os.environ["TIKTOKEN_CACHE_DIR"]
 
 
 def offline_encoding(name: str) -> tiktoken.Encoding | None:

@@ -6,6 +6,7 @@ made from them here, once. UnsupportedConfig names the tag the labeler cannot se
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from .controls.base import Control
@@ -57,12 +58,12 @@ def parse_config(interface: LabelInterface) -> tuple[tuple[Control, ...], Object
         if kind is None:
             raise UnsupportedConfig(f"{where} is not supported; {SUPPORTED_HELP}")
         refuse_per_region(tag, where)
-        obj = _object_of(tag, where)
+        obj = _object_of(interface, tag, where)
         objects[obj.name or ""] = obj
         parsed.append(kind.from_tag(interface, tag, obj, where))
     if len(objects) > 1:
-        raise UnsupportedConfig(f"the controls label {len(objects)} objects ({', '.join(map(repr, sorted(objects)))}); "
-                                f"{SUPPORTED_HELP}")
+        raise UnsupportedConfig(f"every control must label the same object, got {', '.join(map(repr, sorted(objects)))} "
+                                f"({config_inventory(interface)}); {SUPPORTED_HELP}")
     return tuple(parsed), next(iter(objects.values()))
 
 
@@ -74,12 +75,21 @@ def refuse_per_region(tag: ControlTag, where: str) -> None:
                                     f"not supported; {SUPPORTED_HELP}")
 
 
-def _object_of(tag: ControlTag, where: str) -> ObjectTag:
+def config_inventory(interface: LabelInterface) -> str:
+    """What a config has, for messages about it: its objects and controls by tag and name."""
+
+    def tags(items: Iterable[ObjectTag] | Iterable[ControlTag] | None) -> str:
+        return ", ".join(f"<{item.tag} name={item.name!r}>" for item in items or []) or "none"
+
+    return f"the config has objects {tags(interface.objects)} and controls {tags(interface.controls)}"
+
+
+def _object_of(interface: LabelInterface, tag: ControlTag, where: str) -> ObjectTag:
     """The one object a control labels; UnsupportedConfig unless it is a supported object holding task text."""
     objects = list(tag.objects or [])
     if len(objects) != 1:
-        raise UnsupportedConfig(f"{where} must point (toName) at exactly one object, got {tag.to_name!r}; "
-                                f"{SUPPORTED_HELP}")
+        raise UnsupportedConfig(f"{where} must point (toName) at exactly one object, got {tag.to_name!r} "
+                                f"({config_inventory(interface)}); {SUPPORTED_HELP}")
     obj: ObjectTag = objects[0]
     if obj.tag not in SUPPORTED_OBJECTS:
         raise UnsupportedConfig(f"{where} labels object <{obj.tag} name={obj.name!r}>, which is not supported; "

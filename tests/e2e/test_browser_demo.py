@@ -38,7 +38,7 @@ def demo(tmp_path):
 @pytest.fixture
 def browser():
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install -y chromium (.ci/run does)")
+        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install -y chromium (`make test` does, as root: tools/system-deps)")
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
@@ -57,7 +57,7 @@ def stored_prediction(demo: Demo, task_id: int) -> list[str]:
     return sorted(names[value] for region in prediction["result"] for value in region["value"]["choices"])
 
 
-def test_a_task_opens_with_the_predicted_intent_selected(demo, browser, tmp_path):
+def test_a_task_opens_with_the_predicted_intent_selected(browser, demo, tmp_path):  # Chromium checked first
     task_id = demo.prelabeled[0]
     text = demo.api.get_task(task_id)["data"]["ticket"]
     predicted = stored_prediction(demo, task_id)

@@ -2,7 +2,7 @@
 
 Shapes verified against the running server by these tests (ids, times and counters vary):
 
-Task, from `StudioAPI.list_tasks` (GET /api/tasks/?project=P&fields=all, paged; the
+Task, from `StudioAdmin.list_tasks` (GET /api/tasks/?project=P&fields=all, paged; the
 answer is {"tasks": [...], "total", "total_annotations", "total_predictions"})
 and `get_task` (GET /api/tasks/ID/) alike:
     {"id": 2, "project": 1, "inner_id": 2, "data": {"text": "..."}, "meta": {},
