@@ -269,14 +269,20 @@ def _echo_choice(choice) -> EchoChoice:
 def unreachable(settings: Settings) -> str | None:
     """Why no connection to the LLM server can be opened at all, or None when it answers anything (a 401 or
     404 included: then the requests themselves say what is wrong). For commands that would otherwise report
-    every row as failed; nothing is sent but a GET of /models, without the API key."""
-    import httpx
-
-    base = (settings.openai_base_url or "https://api.openai.com/v1").rstrip("/")
+    every row as failed; nothing is sent but a GET of /models, through the same openai client."""
+    client = openai.OpenAI(api_key=settings.openai_api_key.reveal() or "not-set",
+                           base_url=settings.openai_base_url or None, timeout=min(settings.timeout, 10.0),
+                           max_retries=0)
     try:
-        httpx.get(f"{base}/models", timeout=min(settings.timeout, 10.0))
-    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol, httpx.ProxyError) as exc:
-        return f"{type(exc).__name__}: {exc}"
-    except (httpx.HTTPError, ValueError):
+        client.models.list()
+    except openai.APITimeoutError as exc:
+        if type(exc.__cause__).__name__ == "ConnectTimeout":  # httpx's: no connection within the timeout
+            return f"ConnectTimeout: {exc.__cause__}"
+        return None  # it accepted the connection: a slow /models says nothing about the chat requests
+    except openai.APIConnectionError as exc:
+        return f"{type(exc.__cause__ or exc).__name__}: {exc.__cause__ or exc}"
+    except (openai.OpenAIError, ValueError):
         return None
+    finally:
+        client.close()
     return None

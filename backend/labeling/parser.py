@@ -62,7 +62,8 @@ def parse_config(interface: LabelInterface) -> tuple[tuple[Control, ...], Object
         objects[obj.name or ""] = obj
         parsed.append(kind.from_tag(interface, tag, obj, where))
     if len(objects) > 1:
-        raise UnsupportedConfig(f"every control must label the same object, got {', '.join(map(repr, sorted(objects)))} "
+        raise UnsupportedConfig(f"every control must label the same object; the controls label {len(objects)} objects "
+                                f"({', '.join(map(repr, sorted(objects)))}) "
                                 f"({config_inventory(interface)}); {SUPPORTED_HELP}")
     return tuple(parsed), next(iter(objects.values()))
 
