@@ -11,7 +11,7 @@ from pathlib import Path
 from .cli_errors import clean_message
 from .labeling.errors import LabelingError
 from .logs import configure_logging
-from .settings import Settings
+from .settings import Settings, redacted
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,7 +170,7 @@ def _label_with_workers(args, settings, spec, examples, labeler):
 
     connection = store.connect(args.redis_url)
     if not store.ping(connection):
-        raise LabelingError(f"Redis is unreachable at {args.redis_url.split('@')[-1]}")
+        raise LabelingError(f"Redis is unreachable at {redacted(args.redis_url)}")
     options = {k: v for k, v in (("mode", args.mode), ("model", args.model), ("template", args.template),
                                  ("scoring", args.scoring)) if v}
     remote = WorkerLabeling(settings, connection, spec.config, labeler.examples, options)
@@ -191,7 +191,7 @@ def _serve(args) -> int:
                "--worker-class", "gthread", "--timeout", str(int(settings.predict_deadline) + 30),
                "--graceful-timeout", "10", "--access-logfile", "-", "--log-level", settings.log_level.lower()]
     command += _gunicorn_no_control_socket()
-    print(f"serving the ML backend on http://{host}:{port} (Redis {settings.redis_url.split('@')[-1]})",
+    print(f"serving the ML backend on http://{host}:{port} (Redis {redacted(settings.redis_url)})",
           file=sys.stderr, flush=True)
     os.execv(sys.executable, command)
 
@@ -252,7 +252,6 @@ def _quality(args) -> int:
 
 def _check_llm(settings: Settings) -> None:
     """One clean line, before any work, when the LLM server cannot be reached at all."""
-    from .cli_errors import redacted
     from .llm import unreachable
 
     reason = unreachable(settings)

@@ -7,16 +7,15 @@ too, wherever in a command they surface. Anything else is a bug and keeps its tr
 
 from __future__ import annotations
 
-import os
-
 from .labeling.errors import LabelingError
-from .settings import SettingsError
+from .settings import Settings, SettingsError, redacted
 
 
-def redacted(url: str) -> str:
-    """A URL without the user:password part (Redis URLs carry passwords)."""
-    scheme, sep, rest = url.partition("://")
-    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else url.rpartition("@")[2]
+def _configured() -> Settings | None:
+    try:
+        return Settings.from_env()
+    except SettingsError:
+        return None
 
 
 def clean_message(exc: BaseException) -> str | None:
@@ -25,21 +24,22 @@ def clean_message(exc: BaseException) -> str | None:
         return str(exc)
     if isinstance(exc, OSError) and exc.filename is not None:
         return f"cannot open {str(exc.filename)!r}: {exc.strerror or exc} (check the path and its permissions)"
-    from .local_studio import StudioError as LocalStudioError
     from .studio import StudioError
 
-    if isinstance(exc, (StudioError, LocalStudioError)):
+    if isinstance(exc, StudioError):
         return str(exc).splitlines()[0] if str(exc) else "Label Studio failed: check LABEL_STUDIO_URL"
     import redis
 
     if isinstance(exc, redis.exceptions.ConnectionError):
-        url = redacted(os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
+        settings = _configured()
+        url = redacted(settings.redis_url if settings else "REDIS_URL")
         return (f"Redis is unreachable at {url} (REDIS_URL): start redis-server there (`make run` does) or set "
                 "REDIS_URL to a running Redis")
     import openai
 
     if isinstance(exc, openai.APIConnectionError):
-        url = os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+        settings = _configured()
+        url = (settings.openai_base_url if settings else "") or "https://api.openai.com/v1"
         return (f"the LLM server is unreachable at {redacted(url)} (OPENAI_BASE_URL): start it or fix "
                 "OPENAI_BASE_URL")
     if isinstance(exc, openai.AuthenticationError):

@@ -28,6 +28,7 @@ from .labeling.results import result_regions
 from .labeling.spec import parse_spec
 from .lifetime import die_with_parent, ignore_stop_signals, stop_signals
 from .local_studio import REPO_ROOT, LocalStudio, default_cache_dir, ensure_installed, free_port, installed_venv
+from .settings import Settings, redacted
 from .studio import StudioAdmin, StudioError
 from .processes import Proc, ProcessError, backend_env, start_backend, start_redis, start_workers, wait_until
 
@@ -52,8 +53,9 @@ class Demo:
         self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix="fewshot-demo-"))
         self.log_dir = self.run_dir / "logs"
         # The FAKE stand-in model when no real one is configured (or when asked for, as the tests do).
-        self.fake = fake if fake is not None else not (os.environ.get("OPENAI_API_KEY")
-                                                       or os.environ.get("OPENAI_BASE_URL"))
+        self.settings = Settings.from_env()
+        self.fake = fake if fake is not None else not (self.settings.openai_api_key.reveal()
+                                                       or self.settings.openai_base_url)
         self.studio: LocalStudio | None = None
         self.fake_llm: FakeLLMProcess | None = None
         self.procs: list[Proc] = []
@@ -124,12 +126,12 @@ class Demo:
         # A private, empty server whenever redis-server is installed: every demo's Label Studio starts again
         # at project 1 and task 1, and a previous demo's claims and runs in a shared Redis would block them.
         if not shutil.which("redis-server"):
-            url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+            url = self.settings.redis_url
             if not store.ping(store.connect(url)):
                 raise DemoError(f"no redis-server to start (Debian: apt-get install redis-server) and no Redis "
-                                f"answers at {url.split('@')[-1]} (REDIS_URL)")
+                                f"answers at {redacted(url)} (REDIS_URL)")
             self.env["REDIS_URL"] = url
-            self.say(f"redis-server is not installed: using the Redis at {url.split('@')[-1]}, queue {QUEUE}")
+            self.say(f"redis-server is not installed: using the Redis at {redacted(url)}, queue {QUEUE}")
             return
         proc, url = start_redis(self.log_dir)
         self.procs.append(proc)

@@ -16,7 +16,7 @@ from . import failures, store
 from .jobs import enqueue_flush
 from .projects import Contexts
 from .runs import failed_tasks, run_status, start_run
-from .settings import Settings
+from .settings import Settings, redacted
 from .studio import Studio, StudioError
 from .waiting import WorkerWatch, waiting_for
 
@@ -31,7 +31,7 @@ def prelabel(settings: Settings, project_id: int, missing: bool, wait: bool = Tr
         return 2
     connection = store.connect(settings.redis_url)
     if not store.ping(connection):
-        print(f"error: Redis is unreachable at {settings.redis_url.split('@')[-1]}", file=sys.stderr)
+        print(f"error: Redis is unreachable at {redacted(settings.redis_url)}", file=sys.stderr)
         return 2
     queue = Queue(settings.queue_name, connection=connection)
     if not Worker.count(queue=queue):

@@ -10,10 +10,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from . import store
-from .cli_errors import redacted
 from .lifetime import die_with_parent, ignore_stop_signals, stop_signals
 from .processes import ProcessError, backend_env, spawn, start_redis, start_workers, stop_all
-from .settings import Settings
+from .settings import Settings, redacted
 
 
 def run_stack(settings: Settings, workers: int, log_dir: Path | None = None) -> int:

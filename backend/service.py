@@ -21,7 +21,7 @@ from .labeler import PreparedCall
 from .labeling.spec import parse_spec
 from .options import BadOptions, parse_options
 from .projects import Contexts, ProjectContext, UnknownProject, parse_project_id, register
-from .settings import Settings
+from .settings import Settings, redacted
 from .waiting import waiting_for
 from .webhooks import BadEvent, enqueue_sync, handle_event
 
@@ -216,7 +216,7 @@ class Service:
         redis_ok = store.ping(self.connection)
         answer = {"status": "UP" if redis_ok else "DOWN", "version": __version__,
                   "model_class": "FewshotModel",
-                  "redis": "ok" if redis_ok else f"unreachable at {_safe_url(self.settings.redis_url)}",
+                  "redis": "ok" if redis_ok else f"unreachable at {redacted(self.settings.redis_url)}",
                   "llm": {"base_url": self.settings.openai_base_url or "https://api.openai.com/v1",
                           "model": self.settings.model, "mode": self.settings.answer_mode,
                           "api_key_set": bool(self.settings.openai_api_key)}}
@@ -363,10 +363,3 @@ def _lean(entry: dict) -> dict:
         lean["result"] = entry["result"]
     return lean
 
-
-def _safe_url(url: str) -> str:
-    """A URL without its password, for messages."""
-    if "@" in url:
-        scheme, rest = url.split("://", 1) if "://" in url else ("", url)
-        return (scheme + "://" if scheme else "") + "***@" + rest.split("@", 1)[1]
-    return url

@@ -1,4 +1,8 @@
-"""Every environment variable the backend reads, in one typed object with defaults."""
+"""Every environment variable the backend reads, in one typed object with defaults.
+
+Settings.from_env() is the only reader of the backend's variables; the FEWSHOT_* variables belong to the
+tooling (the Label Studio harness, the demo's start time, the audit) and are read where that tooling lives.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,12 @@ LOW_SCORE_ACTIONS = ("skip", "flag")
 
 class SettingsError(ValueError):
     """An environment variable holds a value the backend cannot use."""
+
+
+def redacted(url: str) -> str:
+    """A URL without its user:password part, for messages and logs (Redis URLs carry passwords)."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else url.rpartition("@")[2]
 
 
 class Secret(str):

@@ -22,7 +22,7 @@ from rq.worker import WorkerStatus
 
 from . import store
 from .logs import configure_logging
-from .settings import Settings
+from .settings import Settings, redacted
 from .waiting import ALIVE_TTL, WORKER_PREFIX, alive_key
 
 log = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ def run_worker(settings: Settings, burst: bool = False) -> int:
     configure_logging(settings)
     connection = store.connect(settings.redis_url)
     if not store.ping(connection):
-        log.error("Redis is unreachable at %s (REDIS_URL): start it or set REDIS_URL", settings.redis_url.split("@")[-1])
+        log.error("Redis is unreachable at %s (REDIS_URL): start it or set REDIS_URL", redacted(settings.redis_url))
         return 2  # a usage error, as every command's
     from .jobs import preload  # the labeling stack, loaded once per worker before its first job
 

@@ -132,4 +132,4 @@ def test_a_worker_without_redis_says_so_in_one_line():
     done = subprocess.run([sys.executable, "-m", "backend.cli", "worker"], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 2 and "Traceback" not in done.stderr and "hunter2" not in done.stderr
-    assert "Redis is unreachable at 127.0.0.1:9/0 (REDIS_URL)" in done.stderr
+    assert "Redis is unreachable at redis://127.0.0.1:9/0 (REDIS_URL)" in done.stderr
