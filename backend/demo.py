@@ -27,9 +27,10 @@ from .labeling.examples import Example, load_seed_file
 from .labeling.results import result_regions
 from .labeling.spec import parse_spec
 from .lifetime import die_with_parent, ignore_stop_signals, stop_signals
-from .local_studio import REPO_ROOT, LocalStudio, default_cache_dir, ensure_installed, free_port, installed_venv
+from .local_studio import REPO_ROOT, LocalStudio, default_cache_dir, ensure_installed, installed_venv
 from .settings import Settings, redacted
 from .studio import StudioAdmin, StudioError
+from .processes import free_port
 from .processes import Proc, ProcessError, backend_env, start_backend, start_redis, start_workers, wait_until
 
 SEEDS = REPO_ROOT / "seeds" / "support"

@@ -7,7 +7,6 @@ import fcntl
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,6 +16,7 @@ from typing import Iterator
 
 import httpx
 
+from .processes import free_port
 from .studio import StudioAdmin, StudioError
 from .lifetime import child_preexec
 
@@ -234,13 +234,6 @@ def studio_env(data_dir: Path, extra_env: dict[str, str] | None = None) -> dict[
     )
     env.update(extra_env or {})
     return env
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class LocalStudio:

@@ -64,7 +64,7 @@ import pytest
 
 from backend.labeling.examples import examples_from_tasks
 from backend.labeling.spec import parse_spec
-from backend.local_studio import free_port
+from backend.processes import free_port
 from backend.settings import Secret
 from backend.studio import Studio, StudioAuthError, StudioError, studio_from
 
