@@ -7,12 +7,15 @@ its entries' TTLs are long.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Mapping
+from typing import Callable, cast
 
 import redis
 
+from .redis_replies import text
 
-def put_bounded(connection: redis.Redis, index: str, values: dict[str, bytes | str], key_of: Callable[[str], str],
+
+def put_bounded(connection: redis.Redis, index: str, values: Mapping[str, bytes | str], key_of: Callable[[str], str],
                 ttl: int, max_entries: int) -> None:
     """Store values under key_of(member) with the TTL and index them, in one pipeline; past max_entries the
     oldest entries go."""
@@ -30,8 +33,9 @@ def put_bounded(connection: redis.Redis, index: str, values: dict[str, bytes | s
 
 
 def trim(connection: redis.Redis, index: str, excess: int, key_of: Callable[[str], str], ttl: int) -> None:
-    oldest = connection.zpopmin(index, excess)
+    # ZPOPMIN replies (member, score) pairs; redis-py types it as members or pairs.
+    oldest = cast("list[tuple[bytes | str, float]]", connection.zpopmin(index, excess))
     if oldest:
-        connection.delete(*[key_of(m.decode() if isinstance(m, bytes) else m) for m, _ in oldest])
+        connection.delete(*[key_of(text(m)) for m, _ in oldest])
     # Entries whose TTL ran out leave their index member behind: drop those too.
     connection.zremrangebyscore(index, 0, time.time() - ttl)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import redis
 
+from .redis_replies import text
 from .store import PREFIX
 
 CLAIM_FACTOR = 4  # claim lifetime in Label Studio timeouts
@@ -87,7 +88,7 @@ class Claims:
             return {}
         shared = "predict:" if holder.startswith("predict:") else ""
         holders = self._take(keys=self._keys(task_ids), args=[self.ttl_ms, holder, shared])
-        return {t: h.decode() if isinstance(h, bytes) else h for t, h in zip(task_ids, holders)}
+        return {t: text(h) for t, h in zip(task_ids, holders)}
 
     def extend(self, task_ids: list[int], holder: str, ttl: float | None = None) -> bool:
         """Extend holder's claims (for `ttl` s, else the claim lifetime); False if any was lost meanwhile."""

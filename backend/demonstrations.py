@@ -48,7 +48,7 @@ def read_task(connection: redis.Redis, settings: Settings, spec: LabelingSpec, s
         example = example_from_task(task, spec) if task else None
     except LabelingError:
         example = None
-    if example is None:
+    if example is None or task is None:
         store.remove_live_demos(connection, project_id, [task_id])
     else:
         store.put_live_demo(connection, project_id, task_id, demo_from_example(example, newest_annotation(task) or {}))

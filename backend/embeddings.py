@@ -82,7 +82,8 @@ class VectorCache:
         if not texts:
             return []
         values = self.connection.mget([text_key(model, t) for t in texts])
-        return [np.frombuffer(v, dtype=_DTYPE).astype(np.float32) if v else None for v in values]
+        return [np.frombuffer(v, dtype=_DTYPE).astype(np.float32) if isinstance(v, bytes) and v else None
+                for v in values]  # bytes: the client leaves replies undecoded
 
     def put_many(self, model: str, texts: Sequence[str], vectors: Sequence) -> None:
         """Store vectors (one pipeline); each key gets the TTL, and the oldest go past the bound."""
@@ -227,7 +228,8 @@ class EmbeddingSelector:
         self.strategy = strategy
         self.lambda_ = lambda_
         unit = normalize_rows(pool_vectors) if pool else np.zeros((0, 0), dtype=np.float32)
-        self._mean = unit.mean(axis=0) if pool else None
+        # Centred on the pool's mean; with no pool select returns [] before it is used.
+        self._mean = unit.mean(axis=0) if pool else np.zeros(0, dtype=np.float32)
         self._matrix = normalize_rows(unit - self._mean) if pool else unit
 
     def select(self, text: str, vector=None) -> list[Example]:

@@ -139,7 +139,8 @@ def human_row(task: dict, spec: LabelingSpec) -> tuple[SftRow | None, str | None
     if not live:
         return None, "cancelled"
     text, text_reason = _text(task.get("data"), spec)
-    answers = set()
+    answer: str | tuple[str, ...]  # a structured answer's JSON, or the labels
+    answers: set[str | tuple[str, ...]] = set()
     for annotation in live:
         if spec.structured:
             if text_reason:
@@ -158,7 +159,7 @@ def human_row(task: dict, spec: LabelingSpec) -> tuple[SftRow | None, str | None
 
 
 def model_row(task: dict, spec: LabelingSpec, predictions: list[dict], min_score: float,
-              model_version: str | None) -> tuple[SftRow | None, str]:
+              model_version: str | None) -> tuple[SftRow | None, str | None]:
     """The row of a task no human annotated: its newest usable prediction, or the reason there is none."""
     candidates = [p for p in predictions if isinstance(p, dict)
                   and (model_version is None or p.get("model_version") == model_version)]
@@ -171,6 +172,7 @@ def model_row(task: dict, spec: LabelingSpec, predictions: list[dict], min_score
     text, reason = _text(task.get("data"), spec)
     if reason:
         return None, reason
+    answer: str | tuple[str, ...]  # a structured answer's JSON, or the labels
     if spec.structured:
         answer, reason = _answer(prediction.get("result"), spec, text)
     else:

@@ -10,6 +10,7 @@ import time
 
 import redis
 
+from .redis_replies import fields
 from .store import PREFIX
 
 
@@ -32,7 +33,7 @@ def record(connection: redis.Redis, project_id: int, messages: list[dict]) -> No
     succeeded = [str(m["task"]) for m in messages if is_prediction(m)]
     with connection.pipeline(transaction=False) as pipe:
         if failed:
-            pipe.hset(_key(project_id), mapping=failed)
+            pipe.hset(_key(project_id), mapping=fields(failed))
         if succeeded:
             pipe.hdel(_key(project_id), *succeeded)
         pipe.execute()
@@ -40,8 +41,10 @@ def record(connection: redis.Redis, project_id: int, messages: list[dict]) -> No
 
 def read(connection: redis.Redis, project_id: int, task_ids: list[int] | None = None) -> dict[int, dict]:
     """task -> {error, detail, model_version, at}: every listed task, or those among task_ids."""
+    raw: list[tuple[int | bytes | str, bytes | str]]
     if task_ids is None:
-        raw = connection.hgetall(_key(project_id)).items()
+        raw = list(connection.hgetall(_key(project_id)).items())
     else:
-        raw = [(t, v) for t, v in zip(task_ids, connection.hmget(_key(project_id), [str(t) for t in task_ids])) if v]
+        values = connection.hmget(_key(project_id), [str(t) for t in task_ids])
+        raw = [(t, v) for t, v in zip(task_ids, values) if v]
     return {int(task): json.loads(value) for task, value in raw}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from .labeler import Outcome
 from .labeling import jsonl
@@ -78,7 +78,7 @@ def studio_task(row: dict, outcome: Outcome, spec: LabelingSpec) -> dict:
 
     The regions are built and checked by the SDK like every prediction the backend writes; a span's text
     is exactly the task text between its offsets."""
-    task = {"data": dict(row_data(row))}
+    task: dict[str, Any] = {"data": dict(row_data(row))}
     if isinstance(row.get("data"), dict) and isinstance(row.get("meta"), dict):
         task["meta"] = row["meta"]
     predictions = []

@@ -47,14 +47,19 @@ class FewshotModel(LabelStudioMLBase):
         self.project = project
         self.model_version = None
 
+    def _service(self) -> Service:
+        if self.service is None:
+            raise RuntimeError("no Service: create_app sets FewshotModel.service before serving")
+        return self.service
+
     def predict(self, tasks, **kwargs):
-        answer = self.service.predict({"tasks": tasks, "project": self.project, "label_config": self.label_config,
+        answer = self._service().predict({"tasks": tasks, "project": self.project, "label_config": self.label_config,
                                        "params": kwargs})
         self.model_version = answer["model_version"]
         return answer["results"]
 
     def process_event(self, event, data, job_id=None, additional_params=None):
-        return self.service.webhook({"action": event, **data})
+        return self._service().webhook({"action": event, **data})
 
     def fit(self, tasks, workdir=None, **kwargs):
         return self.process_event("START_TRAINING", {"project": self.project})
@@ -180,15 +185,20 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     _route(app, "/is_training", "_is_training", ["GET"], lambda: _reply({"is_training": False}))
     _route(app, "/openapi.json", "openapi", ["GET"], lambda: _reply(openapi.spec()))
     # label-studio-ml has one module-level Flask app: replace (never stack) our hook when an app is made again.
-    hooks = [f for f in app.before_request_funcs.setdefault(None, []) if not getattr(f, "fewshot_auth", False)]
-
-    def authorize():
-        return _authorize(settings)
-
-    authorize.fewshot_auth = True
-    app.before_request_funcs[None] = [authorize, *hooks]
+    hooks = [f for f in app.before_request_funcs.setdefault(None, []) if not isinstance(f, _AuthorizeHook)]
+    app.before_request_funcs[None] = [_AuthorizeHook(settings), *hooks]
     _error_handlers(app)
     return app
+
+
+class _AuthorizeHook:
+    """Our before_request hook: a class of its own, so an app made again can tell it from the others."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    def __call__(self):
+        return _authorize(self.settings)
 
 
 def _route(app: Flask, rule: str, endpoint: str, methods: list[str], view) -> None:
@@ -203,7 +213,9 @@ def _predict(service: Service) -> Response:
         raise HTTPError(400, "the request body must be a JSON object")
     model = FewshotModel(project=body.get("project"), label_config=None)
     model.label_config = body.get("label_config")  # set after init: the library would parse it again
-    params = body.get("params") if isinstance(body.get("params"), dict) else {}
+    params = body.get("params")
+    if not isinstance(params, dict):
+        params = {}
     results = model.predict(body.get("tasks"), context=params.get("context"))
     return _reply({"results": results, "model_version": model.model_version})
 

@@ -7,6 +7,8 @@ X-Webhook-Secret header).
 
 from __future__ import annotations
 
+from typing import Any
+
 from . import __version__
 
 SENTIMENT_EXAMPLE = ('<View><Text name="text" value="$text"/><Choices name="sentiment" toName="text">'
@@ -84,7 +86,7 @@ _VERSIONS = {
 }
 
 
-def _nullable(schema: dict) -> dict:
+def _nullable(schema: Any) -> Any:
     """OpenAPI 3.0 spells JSON Schema's type lists as `nullable`."""
     if isinstance(schema, dict):
         schema = {k: _nullable(v) for k, v in schema.items()}

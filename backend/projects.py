@@ -166,8 +166,8 @@ class Contexts:
     def seeds(self, spec: LabelingSpec, project_id: int) -> list[Example]:
         """Seed files that fit this project's labels; a file that does not fit is skipped with a warning."""
         examples = []
-        for path in self.settings.seed_paths:
-            path = Path(path)
+        for seed_path in self.settings.seed_paths:
+            path = Path(seed_path)
             files = sorted(path.glob("seeds*.json*")) if path.is_dir() else [path]
             for file in files:
                 try:

@@ -14,6 +14,7 @@ import time
 
 import redis
 
+from . import redis_replies
 from .evaluation.live import auto_threshold, controls_of, figures, reviews_from_tasks
 from .labeling.spec import LabelingSpec
 from .settings import Settings
@@ -51,7 +52,7 @@ def put_task_reviews(connection: redis.Redis, project_id: int, task_ids: list[in
     if stale:
         pipe.hdel(key, *stale)
     if fields:
-        pipe.hset(key, mapping=fields)
+        pipe.hset(key, mapping=redis_replies.fields(fields))
     pipe.execute()
 
 
@@ -81,7 +82,7 @@ def replace_all(connection: redis.Redis, project_id: int, found: list[dict]) -> 
     pipe = connection.pipeline()
     pipe.delete(key)
     if found:
-        pipe.hset(key, mapping=_by_task(found))
+        pipe.hset(key, mapping=redis_replies.fields(_by_task(found)))
     pipe.set(_key(project_id, "built"), time.time())
     pipe.execute()
 

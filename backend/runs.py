@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 import redis
+from redis.typing import EncodableT
 from rq import Queue
 
 from . import dispatch, failures, store
@@ -13,6 +15,7 @@ from .labeling.errors import MissingText
 from .costs import DEFAULT_PRICES, estimate_cost
 from .demonstrations import read_project
 from .projects import Contexts, register
+from .redis_replies import fields, text, text_hash
 from .studio import Studio
 
 PREFIX = store.PREFIX
@@ -38,8 +41,8 @@ def start_run(connection: redis.Redis, queue: Queue, contexts: Contexts, studio:
     """Register the project from Label Studio, find the tasks to label and enqueue them; returns the run."""
     project = studio.project(project_id)
     register(connection, project_id, project["label_config"], studio_url=studio.url)
-    record = store.load_project(connection, project_id)
-    if not record.synced_at:  # first run, or Redis lost the demonstrations: read them before labeling
+    stored = store.load_project(connection, project_id)
+    if stored is None or not stored.synced_at:  # first run, or Redis lost the demonstrations: read them first
         read_project(connection, contexts.settings, contexts.get(project_id).spec, studio, project_id)
     context = contexts.get(project_id)
     tasks = pending_tasks(studio, project_id, context.model_version, missing)
@@ -53,12 +56,12 @@ def start_run(connection: redis.Redis, queue: Queue, contexts: Contexts, studio:
                                "model_version": context.model_version})
     run_id = uuid.uuid4().hex[:12]
     fanout = dispatch.Fanout(project_id, waiter=False, run_id=run_id, model_version=context.model_version)
-    record = {"run_id": run_id, "project_id": project_id, "model_version": context.model_version,
-              "model": context.labeler.prompt.model, "request_id": fanout.request_id,
-              "total": len(tasks), "started": time.time(), "mode": "missing" if missing else "all",
-              **{c: 0 for c in COUNTERS}}
+    run = {"run_id": run_id, "project_id": project_id, "model_version": context.model_version,
+           "model": context.labeler.prompt.model, "request_id": fanout.request_id,
+           "total": len(tasks), "started": time.time(), "mode": "missing" if missing else "all",
+           **{c: 0 for c in COUNTERS}}
     with connection.pipeline(transaction=True) as pipe:
-        pipe.hset(_key(run_id), mapping=record)
+        pipe.hset(_key(run_id), mapping=fields(run))
         pipe.expire(_key(run_id), RUN_TTL)
         pipe.lpush(f"{PREFIX}:runs:{project_id}", run_id)
         pipe.ltrim(f"{PREFIX}:runs:{project_id}", 0, 19)
@@ -108,7 +111,8 @@ def mark(connection: redis.Redis, run_id: str, states: dict[int, str], source: s
     (a job that failed for good: only tasks with no outcome)."""
     if not run_id or not states or not connection.exists(_key(run_id)):
         return  # Redis lost the run: states alone would make a run without a total
-    args = [source, RUN_TTL] + [item for task, state in states.items() for item in (str(task), state)]
+    pairs = (item for task, state in states.items() for item in (str(task), state))
+    args: list[EncodableT] = [source, RUN_TTL, *pairs]
     connection.eval(_MARK, 2, _key(run_id), _key(run_id) + ":tasks", *args)
 
 
@@ -146,10 +150,10 @@ def _state(message: dict) -> str:
 
 def run_status(connection: redis.Redis, run_id: str, prices: dict | None = None) -> dict:
     """Counts, rate and ETA of a run; {} if Redis no longer knows it."""
-    raw = {k.decode(): v.decode() for k, v in connection.hgetall(_key(run_id)).items()}
+    raw = text_hash(connection.hgetall(_key(run_id)))
     if "total" not in raw or "started" not in raw:
         return {}  # unknown, or only counters written after Redis lost the run
-    status = {k: (int(v) if k in COUNTERS + ("total", "project_id") or k.startswith("n_") else v)
+    status: dict[str, Any] = {k: (int(v) if k in COUNTERS + ("total", "project_id") or k.startswith("n_") else v)
               for k, v in raw.items()}
     counts = {state: status.pop(f"n_{state}", 0) for state in STATES}
     status.update(done=counts["labeled"] + counts["written"], written_back=counts["written"],
@@ -167,5 +171,5 @@ def run_status(connection: redis.Redis, run_id: str, prices: dict | None = None)
 
 
 def project_runs(connection: redis.Redis, project_id: int, limit: int = 5, prices: dict | None = None) -> list[dict]:
-    ids = [r.decode() for r in connection.lrange(f"{PREFIX}:runs:{project_id}", 0, limit - 1)]
+    ids = [text(r) for r in connection.lrange(f"{PREFIX}:runs:{project_id}", 0, limit - 1)]
     return [s for s in (run_status(connection, r, prices) for r in ids) if s]

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar, cast
 
 import httpx
 from label_studio_sdk.client import LabelStudio
 from label_studio_sdk.core import ApiError, ParsingError
+
+if TYPE_CHECKING:  # the SDK's models, for annotations only
+    from label_studio_sdk.core.pagination import SyncPager
+    from label_studio_sdk.types import PaginatedRoleBasedTaskList, PredictionRequest, RoleBasedTask
 
 log = logging.getLogger(__name__)
 
@@ -196,11 +200,13 @@ class Studio:
 
     def _import_chunk(self, project_id: int, chunk: list[dict], start: int) -> int:
         what = f"writing predictions {start}-{start + len(chunk) - 1} to project {project_id}"
-        # No SDK retries: a POST retried after a 5xx may have been applied already (duplicates).
+        # No SDK retries: a POST retried after a 5xx may have been applied already (duplicates). The SDK sends
+        # plain dicts as they are; its type names only its model of them.
+        request = cast("list[PredictionRequest]", chunk)
         answer = self._call(
             what,
             lambda: self._sdk.projects.import_predictions(
-                id=project_id, request=chunk, request_options={"max_retries": 0}
+                id=project_id, request=request, request_options={"max_retries": 0}
             ),
         )
         created = answer.created or 0
@@ -238,6 +244,7 @@ class Studio:
     def _task_page(
         self, project_id: int, page: int, page_size: int, params: dict
     ) -> tuple[list[dict], int] | None:
+        pager: SyncPager[RoleBasedTask, PaginatedRoleBasedTaskList]
         try:
             pager = self._sdk.tasks.list(project=project_id, page=page, page_size=page_size, **params)
         except ApiError as exc:

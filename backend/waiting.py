@@ -17,6 +17,7 @@ from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 from rq.utils import parse_composite_key
 
 from . import outbox
+from .redis_replies import scored, text
 from .settings import Settings
 from .store import PREFIX
 
@@ -68,8 +69,7 @@ def waiting_for(connection: redis.Redis, queue: Queue, run: dict, settings: Sett
 
 def _retries(connection: redis.Redis, queue: Queue, prefix: str) -> list[str]:
     registry = ScheduledJobRegistry(queue=queue)
-    times = [score for member, score in connection.zrange(registry.key, 0, -1, withscores=True)
-             if member.decode().startswith(prefix)]
+    times = [score for member, score in scored(connection, registry.key) if member.startswith(prefix)]
     if not times:
         return []
     return [f"{len(times)} labeling job{_s(len(times))} failed and wait{'' if len(times) > 1 else 's'} for "
@@ -80,12 +80,12 @@ def _stopped(connection: redis.Redis, queue: Queue, prefix: str, settings: Setti
     """Jobs whose worker stopped answering: RQ re-queues them once their heartbeat ends."""
     registry = StartedJobRegistry(queue=queue)
     ends = []
-    for member, score in connection.zrange(registry.key, 0, -1, withscores=True):
-        job_id, execution = parse_composite_key(member.decode())
+    for member, score in scored(connection, registry.key):
+        job_id, execution = parse_composite_key(member)
         if not job_id.startswith(prefix):
             continue
         worker = connection.hget(Execution(execution, job_id, connection).key, "worker_name")
-        name = worker.decode() if worker else ""
+        name = text(worker) if worker else ""
         if name.startswith(WORKER_PREFIX) and not connection.exists(alive_key(name)):
             ends.append(score)
     if not ends:

@@ -111,8 +111,11 @@ def _annotations_changed(connection, queue, spec: LabelingSpec, project_id: int,
     for annotation in annotations:
         if not isinstance(annotation, dict):
             raise BadEvent("annotation must be an object")
-        task_id = annotation.get("task")
-        task_id = int(task_id["id"] if isinstance(task_id, dict) else task_id)
+        task_ref = annotation.get("task")
+        task_ref = task_ref.get("id") if isinstance(task_ref, dict) else task_ref
+        if not isinstance(task_ref, (int, str)):
+            raise BadEvent("annotation.task must be a task id or a task with an id")
+        task_id = int(task_ref)
         task = tasks.get(task_id)
         if task is None:
             raise BadEvent(f"event for task {task_id} carries no task data")

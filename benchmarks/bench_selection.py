@@ -76,7 +76,9 @@ def chosen_demonstrations(labeler: Labeler, texts: list[str]) -> tuple[list[list
     started = time.perf_counter()
     vectors = labeler.query_vectors(texts)
     seconds = time.perf_counter() - started
-    return [labeler.prepare(text, vector)[1].demonstrations for text, vector in zip(texts, vectors)], seconds
+    by_ref = {e.ref: e for e in labeler.examples}  # a prepared call names its demonstrations by ref
+    return [[by_ref[ref] for ref in labeler.prepare(text, vector).demonstrations]
+            for text, vector in zip(texts, vectors)], seconds
 
 
 def measure(labeler: Labeler, rows: list[dict]) -> tuple[Quality, float]:

@@ -60,7 +60,7 @@ def span_scores(tasks: list[dict], matching: str, labels: list[str]) -> dict:
 
 def pooled(counts) -> dict:
     """{precision, recall, f1, tp, fp, fn} of tp/fp/fn counts added up."""
-    total = Counter()
+    total: Counter[str] = Counter()
     for c in counts:
         total.update(c)
     precision, recall, f1 = precision_recall_f1(total["tp"], total["fp"], total["fn"])

@@ -125,7 +125,8 @@ def reviews_from_tasks(spec: LabelingSpec, tasks: Iterable[dict],
                        predictions: dict | None = None) -> tuple[list[dict], Counter]:
     """Every review in these tasks ({id, data, annotations, predictions?}); `predictions` {task id: [..]}
     overrides a task's own list. The Counter counts annotations that review nothing, by reason."""
-    records, skipped = [], Counter()
+    records: list[dict] = []
+    skipped: Counter[str] = Counter()
     for task in tasks:
         listed = (predictions or {}).get(task.get("id"), task.get("predictions") or [])
         for annotation in task.get("annotations") or []:

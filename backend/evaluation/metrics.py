@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 # Confusion-matrix column of the tasks the model failed to answer (single-choice).
@@ -41,7 +42,8 @@ def label_order(labels: list[str], golds: list[Labels], *predictions: list[Label
     so a gold label outside the config (a renamed Choice) is counted rather than silently dropped."""
     order = list(dict.fromkeys(labels))
     seen = set(order)
-    for rows in (golds, *predictions):
+    groups: tuple[Sequence[Labels | None], ...] = (golds, *predictions)
+    for rows in groups:
         for row in rows:
             for label in row or ():
                 if label not in seen:
@@ -158,9 +160,11 @@ def expected_calibration_error(scores: list[float], correct: list[bool], bins: i
     rows, ece = [], 0.0
     for i, positions in enumerate(members):
         count = len(positions)
-        mean_score = sum(scores[p] for p in positions) / count if count else None
-        acc = sum(correct[p] for p in positions) / count if count else None
+        mean_score: float | None = None
+        acc: float | None = None
         if count:
+            mean_score = sum(scores[p] for p in positions) / count
+            acc = sum(correct[p] for p in positions) / count
             ece += count / len(scores) * abs(acc - mean_score)
         high = (i + 1) / bins
         rows.append({"low": edges[i], "high": high, "count": count, "mean_score": mean_score, "accuracy": acc})
@@ -194,19 +198,24 @@ def usable_score(score: float | None) -> bool:
 
 def calibration(items: list[EvalItem], bins: int) -> dict | None:
     """{ece, bins, count} over the items with a score; None when no item has one."""
-    scored = [item for item in items if usable_score(item.score)]
+    scored = _scored(items)
     if not scored:
         return None
-    correct = [is_correct(item.gold, item.predicted) for item in scored]
-    ece, rows = expected_calibration_error([item.score for item in scored], correct, bins)
+    correct = [is_correct(item.gold, item.predicted) for item, _ in scored]
+    ece, rows = expected_calibration_error([score for _, score in scored], correct, bins)
     return {"ece": ece, "count": len(scored), "bins": rows}
 
 
 def scored_coverage(items: list[EvalItem]) -> list[dict]:
     """The coverage curve of the items with a score, as shares of all items."""
-    scored = [item for item in items if usable_score(item.score)]
-    correct = [is_correct(item.gold, item.predicted) for item in scored]
-    return coverage_curve([item.score for item in scored], correct, len(items))
+    scored = _scored(items)
+    correct = [is_correct(item.gold, item.predicted) for item, _ in scored]
+    return coverage_curve([score for _, score in scored], correct, len(items))
+
+
+def _scored(items: list[EvalItem]) -> list[tuple[EvalItem, float]]:
+    """The items with a usable score, each with it."""
+    return [(item, item.score) for item in items if item.score is not None and usable_score(item.score)]
 
 
 def difference(model: float | None, baseline: float | None) -> float | None:

@@ -28,7 +28,7 @@ def task_row(spec: LabelingSpec, example: Example, *, labels: tuple | None, valu
     if spec.structured:
         verdict = compare_task(spec.controls, example.answer, None if failed else values)
     else:
-        verdict = compare_choices(list(example.labels), None if failed else list(labels))
+        verdict = compare_choices(list(example.labels), None if labels is None else list(labels))
     row = {"task": example.ref, "text": example.text,
            "gold": row_label(spec, example.labels, example.answer, example.text),
            "predicted": None if failed else row_label(spec, labels, values, example.text),

@@ -48,14 +48,15 @@ def fmt_meta(value: object) -> str:
 def summary_rows(result: dict) -> tuple[list[str], list[list[str]]]:
     """Model vs baseline and the gain on the headline figures."""
     base, gain = result.get("baseline"), result.get("gain") or {}
-    rows = [
-        ["Accuracy (all tasks)", fmt(result["accuracy"]["all"]), base and fmt(base["accuracy"]["all"]),
+    rows: list[list[str]] = [
+        ["Accuracy (all tasks)", fmt(result["accuracy"]["all"]), fmt(base["accuracy"]["all"]) if base else DASH,
          fmt_signed(gain.get("accuracy"))],
-        ["Accuracy (answered tasks)", fmt(result["accuracy"]["answered"]), base and fmt(base["accuracy"]["answered"]),
-         DASH],
-        ["Macro-F1", fmt(result["macro_f1"]), base and fmt(base["macro_f1"]), fmt_signed(gain.get("macro_f1"))],
-        ["Micro-F1", fmt(result["micro_f1"]), base and fmt(base["micro_f1"]), DASH],
-        ["Failed tasks", str(result["failed"]), base and str(base["failed"]), DASH],
+        ["Accuracy (answered tasks)", fmt(result["accuracy"]["answered"]),
+         fmt(base["accuracy"]["answered"]) if base else DASH, DASH],
+        ["Macro-F1", fmt(result["macro_f1"]), fmt(base["macro_f1"]) if base else DASH,
+         fmt_signed(gain.get("macro_f1"))],
+        ["Micro-F1", fmt(result["micro_f1"]), fmt(base["micro_f1"]) if base else DASH, DASH],
+        ["Failed tasks", str(result["failed"]), str(base["failed"]) if base else DASH, DASH],
         ["ECE", fmt(ece(result)), DASH, DASH],
         [f"Recommended threshold (accuracy \u2265 {fmt(result['target_accuracy'])})",
          fmt(result["recommended_threshold"]), DASH, DASH],
@@ -144,6 +145,8 @@ def recommendation(result: dict) -> str:
     if chosen is None:
         return f"No score threshold reaches the target accuracy {fmt(target)}."
     point = point_at(result["coverage"], chosen)
+    if point is None:  # the threshold was chosen from this curve, so its point is on it
+        raise ValueError(f"threshold {chosen!r} is not on the coverage curve")
     return (f"Recommended threshold: {fmt(chosen)}. Pre-labels with score \u2265 {fmt(chosen)} are right "
             f"{fmt(point['accuracy'])} of the time and cover {fmt_pct(point['coverage'])} of all tasks "
             f"(target accuracy {fmt(target)}; the lowest threshold that reaches it).")

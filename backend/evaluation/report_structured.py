@@ -3,6 +3,9 @@ section per control in the figures of its kind, then calibration when the answer
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from .control_metrics import headline
 from .metrics import difference
 from .report import (DASH, calibration_blocks, confusion_blocks, fmt, fmt_pct, fmt_signed, meta_blocks,
@@ -79,18 +82,21 @@ def figures_table(summary: dict) -> tuple[list[str], list[list[str]]]:
     """TextArea, Taxonomy, Rating and Number figures beside the baseline's."""
     base = summary.get("baseline") or {}
     tag = summary["tag"]
-    names = [("exact match", lambda s: s["exact_match"])]
+    names: list[tuple[str, Callable[[dict], Any]]] = [("exact match", lambda s: s["exact_match"])]
     if tag == "TextArea":
         names.append(("token F1 (mean)", lambda s: s["token_f1"]))
     elif tag == "Taxonomy":
         for part in ("path", "node"):
             for figure in ("precision", "recall", "f1"):
-                names.append((f"{part} {figure}", lambda s, p=part, f=figure: s[p][f]))
+                names.append((f"{part} {figure}", _figure_of(part, figure)))
     else:
         names.append(("mean absolute error", lambda s: s["mae"]))
     rows = [[label, fmt(get(summary)), fmt(get(base)) if base else DASH] for label, get in names]
     return ["figure", "model", "baseline"], rows
 
+
+def _figure_of(part: str, figure: str) -> Callable[[dict], Any]:
+    return lambda summary: summary[part][figure]
 
 
 def _controls(count: int) -> str:

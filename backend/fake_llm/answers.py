@@ -341,7 +341,7 @@ def _choose(prompt: ChatPrompt, labels, query: str, response_format, bias_last: 
         if prior_last and last:
             scores[last[0]] = scores.get(last[0], 0.0) + prior_last
         index = len(sims) - 1 if bias_last else nearest_index(sims)
-        if prior_last and last and max(scores, key=scores.get) == last[0]:
+        if prior_last and last and max(scores, key=lambda label: scores[label]) == last[0]:
             index = len(sims) - 1  # the bonus wins: answer as the last demonstration did
         dist = log_softmax(scores)
         content = with_spans_from_demos(prompt.demos[index][1], prompt.demos, query)
@@ -373,7 +373,7 @@ def with_spans_from_demos(content: str, demos, query: str) -> str:
             fields |= {key for key, value in parsed.items() if _is_span_list(value)}
     changed = False
     for key in fields:
-        known = {}
+        known: dict[str, dict] = {}  # casefolded text -> the first entity with it
         for _, demo_answer in demos:
             parsed = parse_json_answer(demo_answer)
             for entity in (parsed or {}).get(key, []) if isinstance(parsed, dict) else []:
@@ -511,7 +511,8 @@ def split_answer_tokens(content: str, slots) -> list[tuple[str, tuple | None]]:
         return []
     if not slots or parse_json_answer(content) is None:
         return [(content, slots[0] if slots else None)]
-    tokens, pos = [], 0
+    tokens: list[tuple[str, tuple | None]] = []
+    pos = 0
     for slot in slots:
         found = [(content.find('"' + n + '"', pos), n) for n in _label_needles(slot[0])]
         found = [(i, n) for i, n in found if i >= 0]

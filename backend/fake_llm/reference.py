@@ -15,6 +15,10 @@ import json
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where it is used: the stand-in server starts without the labeling core
+    from ..labeling.probabilities import Reading
 
 END_TOKEN = "<|endoftext|>"
 COMPLETION_SHAPE = (" ", "\n\n")  # the classic prompt: "... is Positive" and a blank line before the next one
@@ -83,8 +87,9 @@ class Truth:
         "completion" (the continuation of a classic prompt).
         """
         total = sum(self.labels.values()) + sum(self.other.values())
-        values = [(label, form, p / total * share) for label, p in self.labels.items()
-                  for form, share in self.forms[label].items()]
+        values: list[tuple[str | None, str, float]] = [
+            (label, form, p / total * share) for label, p in self.labels.items()
+            for form, share in self.forms[label].items()]
         values += [(None, text, p / total) for text, p in self.other.items()]
         strings: dict[str, list] = {}
         for prefix, suffix, weight in self._shapes(kind):
@@ -152,7 +157,7 @@ class Node:
 
     def ranked(self, show_end: bool) -> list[tuple[int | None, float]]:
         """(token id, or None for the end; probability) most probable first; the end first among ties."""
-        options = [(None, self.end)] if self.end > 0 and show_end else []
+        options: list[tuple[int | None, float]] = [(None, self.end)] if self.end > 0 and show_end else []
         options += [(token, child.mass) for token, child in self.children.items()]
         return sorted(options, key=lambda o: (-o[1], -1 if o[0] is None else o[0]))
 
@@ -198,7 +203,8 @@ def greedy(root: Node, top_k: int, show_end: bool, max_tokens: int | None = None
 
     The end itself is a step only when it is shown.
     """
-    steps, node = [], root
+    steps: list[Step] = []
+    node = root
     while node.mass > 0:
         choice = node.greedy_choice()
         if choice is not None and max_tokens is not None and len(steps) >= max_tokens:
@@ -286,7 +292,8 @@ def echo_logprobs(prompt: str, answer_start: int, truth: Truth, top_k: int) -> d
     encoder = encoding()
     ids = encoder.encode(prompt, disallowed_special=())
     tokens, logprobs, tops, offsets = [], [], [], []
-    node, seen = build_trie(truth.answers("completion")), b""
+    node: Node | None = build_trie(truth.answers("completion"))  # None once the text leaves every answer
+    seen = b""
     for index, token in enumerate(ids):
         raw = encoder.decode_single_token_bytes(token)
         offset = len(seen.decode("utf-8", "ignore"))  # characters before this token (OpenAI's text_offset)
@@ -334,13 +341,13 @@ class Analysis:
     """
 
     probabilities: dict[str, float]  # declared P(label), renormalized over the labels
-    reading: object  # labeling.probabilities.Reading with the truth's masses
+    reading: Reading  # with the truth's masses
     hidden: float  # absolute label mass not attributed to its own label
     label_mass: float  # absolute mass of all answers that are labels
 
     @property
     def argmax(self) -> str:
-        return max(self.probabilities, key=self.probabilities.get)
+        return max(self.probabilities, key=lambda label: self.probabilities[label])
 
     @property
     def margin(self) -> float:
@@ -394,7 +401,8 @@ def analyse(truth: Truth, kind: str, top_k: int, spec) -> Analysis:
         reads = j >= anchor or kind == "text"
         ranked = node.ranked(truth.end)
         shown = {t for t, _ in ranked[:top_k]} if reads else set()
-        branches = [(t, child.by_label) for t, child in node.children.items()]
+        branches: list[tuple[int | None, dict[str | None, float]]] = [
+            (t, child.by_label) for t, child in node.children.items()]
         if node.end > 0:
             branches.append((None, node.end_by_label))
         unseen: dict = {}
