@@ -75,12 +75,19 @@ class Demo:
                 print(f"{tag} {message}", flush=True)
 
     @property
+    def started_studio(self) -> LocalStudio:
+        """The Label Studio start_studio started; the steps after it use it."""
+        if self.studio is None:
+            raise RuntimeError("the demo's Label Studio is not running: start_studio() comes first")
+        return self.studio
+
+    @property
     def api(self) -> StudioAdmin:
-        return self.studio.api
+        return self.started_studio.api
 
     @property
     def project_url(self) -> str:
-        return f"{self.studio.url}/projects/{self.project_id}/data"
+        return f"{self.started_studio.url}/projects/{self.project_id}/data"
 
     # ---------------------------------------------------------------- steps
 
@@ -113,7 +120,8 @@ class Demo:
 
     def start_llm(self) -> None:
         env = {k: v for k, v in backend_env().items() if k not in ("QUEUE_NAME", "REDIS_URL")}
-        env.update(QUEUE_NAME=QUEUE, LABEL_STUDIO_URL=self.studio.url, LABEL_STUDIO_API_KEY=self.studio.token)
+        studio = self.started_studio
+        env.update(QUEUE_NAME=QUEUE, LABEL_STUDIO_URL=studio.url, LABEL_STUDIO_API_KEY=studio.token)
         if self.fake:
             self.fake_llm = spawn_fake_llm()
             env.update(OPENAI_BASE_URL=self.fake_llm.url, OPENAI_API_KEY="fake-stand-in-key", LLM_MODEL="fake-llm")
@@ -165,11 +173,11 @@ class Demo:
                  f"annotated tasks (the demonstrations, from seeds/support/seeds.jsonl)")
 
     def connect(self) -> None:
-        auth = {}
-        if self.env.get("BASIC_AUTH_USER"):
-            auth = {"auth_user": self.env["BASIC_AUTH_USER"], "auth_pass": self.env.get("BASIC_AUTH_PASS", "")}
+        auth_user = self.env.get("BASIC_AUTH_USER") or None
+        auth_pass = self.env.get("BASIC_AUTH_PASS", "") if auth_user else None
         try:
-            self.api.connect_ml(self.project_id, self.backend_url, is_interactive=True, **auth)
+            self.api.connect_ml(self.project_id, self.backend_url, is_interactive=True, auth_user=auth_user,
+                                auth_pass=auth_pass)
         except StudioError as exc:
             raise DemoError(f"Label Studio could not connect the backend at {self.backend_url}: {exc}\n"
                             "See README → Troubleshooting (\"Can't connect to ML backend\").") from exc
@@ -279,7 +287,7 @@ def _title(fake: bool, model: str) -> tuple[str, str]:
 
 
 def _summary(demo: Demo, elapsed: float) -> str:
-    studio = demo.studio
+    studio = demo.started_studio
     lines = [f"Pre-labels visible after {elapsed:.1f} s."]
     if demo.fake:
         lines += ["!! FAKE stand-in model: the pre-labels come from a test double, not a real LLM.",

@@ -70,8 +70,18 @@ class Trial:
 
     example: Example
     outcome: Outcome
-    baseline: tuple | dict | None
+    baseline: tuple[str, ...] | dict | None
     fold: int
+
+    @property
+    def baseline_labels(self) -> tuple[str, ...] | None:
+        """The baseline's labels (a single Choices config)."""
+        return self.baseline if isinstance(self.baseline, tuple) else None
+
+    @property
+    def baseline_answer(self) -> dict | None:
+        """The baseline's {control: value} answer (any other config)."""
+        return self.baseline if isinstance(self.baseline, dict) else None
 
 
 def cross_validate(spec: LabelingSpec, gold: list[Example], seeds: list[Example], settings: Settings,
@@ -91,6 +101,7 @@ def cross_validate(spec: LabelingSpec, gold: list[Example], seeds: list[Example]
                                        settings.concurrency))
             for i, example in enumerate(test):
                 outcome = outcomes[i]
+                baseline: tuple[str, ...] | dict | None
                 if structured is None:
                     baseline = nearest_label(index, labeler.examples, example.text)
                 else:
@@ -175,11 +186,11 @@ BASELINES = {False: "label of the nearest training example (TF-IDF), no LLM",
 def score_trials(spec: LabelingSpec, trials: list[Trial], target_accuracy: float) -> dict:
     """The evaluation of the trials: label metrics for one Choices control, per-control figures otherwise."""
     if spec.structured:
-        items = [StructuredItem(t.example.answer, t.outcome.values if t.outcome.ok else None, t.outcome.score,
-                                t.baseline) for t in trials]
-        return evaluate_structured(spec.controls, items, target_accuracy=target_accuracy)
-    items = [EvalItem(t.example.labels, t.outcome.labels, t.outcome.score, t.baseline) for t in trials]
-    return evaluate(items, list(spec.label_values), spec.multiple, target_accuracy=target_accuracy)
+        answers = [StructuredItem(t.example.answer, t.outcome.values if t.outcome.ok else None, t.outcome.score,
+                                  t.baseline_answer) for t in trials]
+        return evaluate_structured(spec.controls, answers, target_accuracy=target_accuracy)
+    labels = [EvalItem(t.example.labels, t.outcome.labels, t.outcome.score, t.baseline_labels) for t in trials]
+    return evaluate(labels, list(spec.label_values), spec.multiple, target_accuracy=target_accuracy)
 
 
 def prediction_row(spec: LabelingSpec, trial: Trial) -> dict:

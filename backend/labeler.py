@@ -10,10 +10,9 @@ from functools import partial
 from itertools import islice
 from typing import Callable, Iterable, Iterator
 
-from .labeling.answers import (InvalidAnswer, parse_batch_answer, parse_json_answer, parse_structured_answer,
-                               parse_text_answer)
+from .labeling.answers import parse_batch_answer, parse_json_answer, parse_structured_answer, parse_text_answer
 from .labeling.echo import EchoUnusable, echo_distribution, echo_request
-from .labeling.errors import MissingText
+from .labeling.errors import InvalidAnswer, MissingText
 from .labeling.examples import Example
 from .labeling.fingerprint import fingerprint
 from .labeling.probabilities import Scored, score_answer
@@ -190,11 +189,16 @@ class Labeler:
         """The prediction-cache key of one text: its call body under this labeler's fingerprint."""
         return self.prepare(text, vector).cache_key
 
+    def _client(self) -> LLMClient:
+        if self.client is None:  # a labeler built without one only makes prompts and cache keys
+            raise RuntimeError("this Labeler has no LLM client to call")
+        return self.client
+
     def _chat(self, request: dict):
         """Every model call goes through here: the project's spend limit first, its cost recorded after."""
         if self.guard is not None:
             self.guard.check()
-        reply = self.client.chat(request)
+        reply = self._client().chat(request)
         if self.guard is not None:
             self.guard.record(reply.prompt_tokens, reply.completion_tokens)
         return reply
@@ -307,7 +311,7 @@ class Labeler:
 
     def label_datas(self, datas: list) -> list[Outcome]:
         """Label several tasks' data in batches of `batch_size`; a task without text fails alone."""
-        outcomes: list[Outcome | None] = [None] * len(datas)
+        outcomes: dict[int, Outcome] = {}  # by the data's index; every index gets one
         texts = {}
         for index, data in enumerate(datas):
             try:
@@ -321,13 +325,13 @@ class Labeler:
             for index in indexes:
                 outcomes[index] = Outcome(error="llm_error", detail=f"embedding: {exc}",
                                           model_version=self.model_version)
-            return outcomes
+            return [outcomes[index] for index in range(len(datas))]
         for start in range(0, len(indexes), self.batch_size):
             chunk = indexes[start:start + self.batch_size]
             batch = self.ask_batch([texts[i] for i in chunk], [vectors[i] for i in chunk])
             for index, outcome in zip(chunk, batch):
                 outcomes[index] = outcome
-        return outcomes
+        return [outcomes[index] for index in range(len(datas))]
 
     def _read(self, content: str, tokens, outcome: Outcome, request: dict | None = None, text: str = "") -> None:
         if self.spec.structured:
@@ -387,7 +391,7 @@ class Labeler:
     def _echo_scores(self, request: dict, outcome: Outcome) -> dict[str, float]:
         if self.guard is not None:
             self.guard.check()
-        reply = self.client.complete(request)
+        reply = self._client().complete(request)
         if self.guard is not None:
             self.guard.record(reply.prompt_tokens, reply.completion_tokens)
         _add_usage(outcome, reply)
@@ -448,6 +452,9 @@ class Labeler:
 
     def _agreement(self, request: dict, outcome: Outcome) -> float | None:
         """Confidence as agreement of a few answers sampled at temperature 0.7 (costs one call each)."""
+        chosen = outcome.labels
+        if chosen is None:  # no answer read: nothing to agree with
+            return None
         samples = []
         for _ in range(self.prompt.confidence_samples):
             try:
@@ -461,7 +468,7 @@ class Labeler:
                 samples.append(sample.labels)
             except InvalidAnswer:
                 samples.append(None)
-        return agreement(outcome.labels, samples)
+        return agreement(chosen, samples)
 
 
 def _build_single(spec: LabelingSpec, prompt: PromptSettings, demonstrations: list, text: str) -> list[dict]:
@@ -495,7 +502,7 @@ def _take(outcome: Outcome, scored: Scored) -> None:
 
 
 def _calibrated(outcome: Outcome, distribution: dict[str, float]) -> None:
-    best = max(distribution, key=distribution.get)
+    best = max(distribution, key=distribution.__getitem__)
     outcome.labels, outcome.score, outcome.distribution = (best,), distribution[best], distribution
 
 

@@ -287,38 +287,38 @@ class LocalStudio:
         """Start the server and wait until /health answers and the token works."""
         if self.running:
             return self
-        self.venv = self.venv or ensure_installed(self.cache_dir)
-        self._seed_database()
+        venv = self.venv = self.venv or ensure_installed(self.cache_dir)
+        self._seed_database(venv)
         self.port = self.port or free_port()
-        cmd = [str(self.venv / "bin" / "label-studio"), "start", "--no-browser", "--internal-host", "127.0.0.1"]
+        cmd = [str(venv / "bin" / "label-studio"), "start", "--no-browser", "--internal-host", "127.0.0.1"]
         cmd += ["--port", str(self.port), *_credential_args(self.data_dir)]
         with open(self.log_path, "ab") as log:
             # Own session = own process group, so stop() can signal everything
             # the server spawned without touching anything else.
-            self._proc = subprocess.Popen(
+            proc = self._proc = subprocess.Popen(
                 cmd, env=studio_env(self.data_dir, self.extra_env), cwd=self.data_dir,
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                 preexec_fn=child_preexec,  # SIGTERM if the starting process dies without stopping it
             )  # fmt: skip
         try:
-            self._wait_ready(timeout)
+            self._wait_ready(proc, timeout)
         except BaseException:
             self.stop(remove_data=False)
             raise
         return self
 
-    def _seed_database(self) -> None:
+    def _seed_database(self, venv: Path) -> None:
         # An existing database is kept, so a demo's data dir survives restarts.
         self.data_dir.mkdir(parents=True, exist_ok=True)
         target = self.data_dir / _DB_NAME
         if not target.exists():
-            shutil.copyfile(ensure_migrated_db(self.venv, self.cache_dir), target)
+            shutil.copyfile(ensure_migrated_db(venv, self.cache_dir), target)
 
-    def _wait_ready(self, timeout: float) -> None:
+    def _wait_ready(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise self._failure(f"exited with {self._proc.returncode}")
+            if proc.poll() is not None:
+                raise self._failure(f"exited with {proc.returncode}")
             # Label Studio silently moves to the next port when its port is
             # taken; then /health here would never answer, or some other server would.
             if "is in use" in self.log_path.read_text(errors="replace"):

@@ -96,7 +96,8 @@ def _restart(settings: Settings, connection, queue, project_id: int) -> dict:
 def _follow(connection, queue, settings: Settings, run: dict, restart) -> dict:
     """Follow the run until it finished, or no worker listened for WORKER_WAIT s; say what it waits for."""
     watch = WorkerWatch(queue, settings.worker_wait)
-    progress, moved, said = None, time.monotonic(), []
+    progress, moved = None, time.monotonic()
+    said: list[str] = []  # the waiting lines last shown
     with tqdm(total=run["total"], unit="task", desc="pre-labeling") as bar:
         while True:
             try:

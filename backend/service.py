@@ -125,10 +125,11 @@ class Service:
             hits = dict(zip(calls, cache.get_many(self.connection, keys)))
             misses = {}
             for task_id in group:
-                if hits.get(task_id) is None:
+                hit = hits.get(task_id)
+                if hit is None:
                     misses[task_id] = data[task_id]
                 else:
-                    entries[task_id] = {"model_version": context.model_version, **context.prediction(hits[task_id])}
+                    entries[task_id] = {"model_version": context.model_version, **context.prediction(hit)}
             if misses:
                 dispatch.submit(self.connection, self.queue, fanout, misses, self.settings.chunk_size,
                                 self.settings.job_timeout,
@@ -214,7 +215,7 @@ class Service:
 
     def health(self) -> tuple[int, dict]:
         redis_ok = store.ping(self.connection)
-        answer = {"status": "UP" if redis_ok else "DOWN", "version": __version__,
+        answer: dict[str, object] = {"status": "UP" if redis_ok else "DOWN", "version": __version__,
                   "model_class": "FewshotModel",
                   "redis": "ok" if redis_ok else f"unreachable at {redacted(self.settings.redis_url)}",
                   "llm": {"base_url": self.settings.openai_base_url or "https://api.openai.com/v1",

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import redis
 
+from . import redis_replies
+
 PREFIX = "fsp"
 
 
@@ -59,7 +61,7 @@ def load_project(connection: redis.Redis, project_id: int) -> ProjectRecord | No
     raw = connection.hgetall(_project_key(project_id))
     if not raw:
         return None
-    values = {k.decode(): v.decode() for k, v in raw.items()}
+    values = redis_replies.text_hash(raw)
     return ProjectRecord(
         project_id=project_id,
         label_config=values.get("label_config", ""),
@@ -77,7 +79,7 @@ def save_project_fields(connection: redis.Redis, project_id: int, **fields) -> N
     mapping = {k: json.dumps(v, sort_keys=True) if isinstance(v, dict) else v
                for k, v in fields.items() if v is not None}
     if mapping:
-        connection.hset(_project_key(project_id), mapping=mapping)
+        connection.hset(_project_key(project_id), mapping=redis_replies.fields(mapping))
         connection.sadd(f"{PREFIX}:projects", project_id)
 
 

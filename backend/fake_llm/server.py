@@ -19,6 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from ..lifetime import child_preexec
@@ -158,7 +159,8 @@ class FakeState:
     def __init__(self, knobs: dict | None = None):
         self.lock = threading.Lock()
         self.stop_event = threading.Event()  # wakes sleeping (latency/hang) handlers on close
-        self.initial = {name: default for name, (_, default) in KNOBS.items()}
+        # Knob values are int, float or str, each as KNOBS says (parse_knob converts them); readers know which.
+        self.initial: dict[str, Any] = {name: default for name, (_, default) in KNOBS.items()}
         self.initial.update(parse_knobs(knobs or {}))
         self.config = dict(self.initial)
         self.rng = random.Random(self.config["seed"])
@@ -173,7 +175,7 @@ class FakeState:
         self.faults: dict[str, int] = {}
         self.prompt_tokens = 0
         self.completion_tokens = 0
-        self.windows = {w: deque() for w in WINDOWS_S}
+        self.windows: dict[int, deque[float]] = {w: deque() for w in WINDOWS_S}  # arrival times per width
         self.max_in_window = {w: 0 for w in WINDOWS_S}
         self.in_flight = 0
         self.max_in_flight = 0
@@ -506,7 +508,8 @@ def reference_completion_response(body: dict, draw: Draw, request_id: str, truth
         start = reference.answer_start(prompt, text, truth)
         if start is None:
             raise NoTruth(f"reference mode: no {truth.marker!r} after the task text in the prompt")
-        steps, ended = [], True
+        steps: list[reference.Step] = []
+        ended = True
         if start == len(prompt) and max_tokens:  # nothing of the answer given: generate it
             steps, ended = reference.greedy(reference.build_trie(truth.answers("completion")), top_k, truth.end,
                                         max_tokens)
@@ -816,12 +819,15 @@ def _http_json(method: str, url: str, payload=None, timeout: float = 10.0) -> di
 class FakeLLMProcess:
     """A fake LLM server running in a subprocess (see spawn_fake_llm)."""
 
-    def __init__(self, popen: subprocess.Popen, banner_line: str):
+    def __init__(self, popen: subprocess.Popen[str], banner_line: str):
         self.popen = popen
         self.pid = popen.pid
         self.banner = banner_line
         self.url = banner_line.rsplit(" ", 1)[-1]
-        self.port = int(re.search(r":(\d+)/v1$", self.url).group(1))
+        port = re.search(r":(\d+)/v1$", self.url)
+        if port is None:
+            raise RuntimeError(f"fake LLM banner names no port: {banner_line!r}")
+        self.port = int(port.group(1))
         self._control = self.url[: -len("/v1")] + "/_fake"
 
     def stats(self) -> dict:
@@ -861,13 +867,16 @@ class FakeLLMProcess:
         self.stop()
 
 
-def _read_banner(popen: subprocess.Popen, timeout: float) -> str:
+def _read_banner(popen: subprocess.Popen[str], timeout: float) -> str:
+    stdout = popen.stdout
+    if stdout is None:
+        raise ValueError("the fake LLM subprocess was started without stdout=PIPE; its banner cannot be read")
     deadline = time.monotonic() + timeout
     with selectors.DefaultSelector() as selector:
-        selector.register(popen.stdout, selectors.EVENT_READ)
+        selector.register(stdout, selectors.EVENT_READ)
         while time.monotonic() < deadline:
             if selector.select(timeout=0.05):
-                line = popen.stdout.readline()
+                line = stdout.readline()
                 if line.startswith(f"{LOG_PREFIX} listening on "):
                     return line.strip()
                 if not line and popen.poll() is not None:
