@@ -274,3 +274,28 @@ def test_an_empty_result_counts_labeled_in_a_run_and_goes_to_the_outbox(redis_co
     assert (status["done"], status["failed"]) == (1, 1)
     assert set(failures.read(redis_conn, 6)) == {2}
     assert [int(r["task"]) for batch in outbox.batches(redis_conn, 6) for r in batch] == [1]
+
+
+def test_predict_answers_an_empty_span_result_as_a_prediction(client_env, redis_url, logs_dir):
+    """/predict sends `result: []` (the model found nothing) like any prediction, from a worker and from the cache."""
+    from backend.ml_adapter import create_app
+
+    config = (SEEDS / "entities" / "config.xml").read_text()
+    env = stack_env(redis_url, client_env.url, SEEDS_PATH=str(SEEDS / "entities"))
+    workers = start_workers(1, logs_dir, env, prefix="empty-predict-worker")
+    try:
+        wait_for_workers(redis_url, 1)
+        client = create_app(Settings.from_env(env)).test_client()
+        tasks = [{"id": 1, "data": {"text": "nothing of note happened here today."}},
+                 {"id": 2, "data": {"text": "Maria Lopez flew to Oslo."}}]
+        body = {"tasks": tasks, "project": "7.1", "label_config": config}
+        first = client.post("/predict", json=body).get_json()
+        calls = client_env.stats()["requests"]
+        again = client.post("/predict", json=body).get_json()  # cache hits this time
+    finally:
+        stop_all(workers)
+    for answer in (first, again):
+        empty, found = answer["results"]
+        assert empty["result"] == [] and empty["model_version"] == answer["model_version"], answer
+        assert {r["value"]["text"] for r in found["result"]} == {"Maria Lopez", "Oslo"}
+    assert client_env.stats()["requests"] == calls  # the second answer came from the cache, empty result and all
