@@ -67,6 +67,11 @@ def submit(connection: redis.Redis, queue: Queue, request: LabelRequest, chunk_s
     return [job.id for job in queue.enqueue_many(jobs)]
 
 
+def stamp_model_version(connection: redis.Redis, request_id: str, model_version: str) -> None:
+    """Set the model_version a request's failures carry, when it is known only after the tasks were queued."""
+    connection.hset(_key(request_id), "model_version", model_version)
+
+
 def gather(connection: redis.Redis, request_id: str, expected: int, deadline: float) -> tuple[dict[int, dict], bool]:
     """Outcomes pushed by workers until all `expected` arrived or the deadline passed; True if it passed.
 

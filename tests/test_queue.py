@@ -299,3 +299,16 @@ def test_predict_answers_an_empty_span_result_as_a_prediction(client_env, redis_
         assert empty["result"] == [] and empty["model_version"] == answer["model_version"], answer
         assert {r["value"]["text"] for r in found["result"]} == {"Maria Lopez", "Oslo"}
     assert client_env.stats()["requests"] == calls  # the second answer came from the cache, empty result and all
+
+
+def test_label_through_workers_queues_its_tasks_before_loading_the_llm_stack():
+    """The command's start-up overlaps the workers' labeling: what it runs before submitting (the CLI, the
+    file project's registration, the file reading) loads neither the labeler nor the openai client."""
+    import subprocess
+
+    code = ("import sys, backend.cli, backend.remote_label, backend.filelabel, backend.projects, backend.store; "
+            "print(sorted(m for m in ('openai', 'tiktoken', 'backend.labeler', 'backend.llm', 'backend.embeddings') "
+            "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
