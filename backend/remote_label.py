@@ -54,7 +54,7 @@ class WorkerLabeling:
             return
         request = dispatch.LabelRequest(self.project_id, tasks)
         job_ids = dispatch.submit(self.connection, self.queue, request, self.settings.chunk_size,
-                                  self.settings.job_timeout)
+                                  self.settings.job_timeout, taper=True)
         # The workers label already; their outcomes wait in Redis while this builds the context they use.
         context = Contexts(self.settings, self.connection).get(self.project_id)
         version = context.model_version

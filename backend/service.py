@@ -129,7 +129,7 @@ class Service:
             if misses:
                 request.tasks = misses
                 dispatch.submit(self.connection, self.queue, request, self.settings.chunk_size,
-                                self.settings.job_timeout)
+                                self.settings.job_timeout, taper=start + KEY_GROUP >= len(ids))
                 submitted += len(misses)
         if submitted:
             outcomes, _ = self._gather(context, request.request_id, submitted, deadline)

@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from backend import cache
 from backend.cli import main
@@ -312,3 +314,20 @@ def test_label_through_workers_queues_its_tasks_before_loading_the_llm_stack():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+@given(st.integers(0, 400), st.integers(1, 40), st.booleans())
+def test_a_request_is_split_in_order_with_small_last_jobs_when_tapered(count, chunk_size, taper):
+    from backend.dispatch import TAPER_CHUNKS, split
+
+    ids = list(range(100, 100 + count))
+    chunks = split(ids, chunk_size, taper)
+    assert [t for chunk in chunks for t in chunk] == ids and all(chunks)
+    assert all(len(chunk) <= chunk_size for chunk in chunks)
+    small = max(1, chunk_size // 4)
+    if taper:  # the last TAPER_CHUNKS chunks' worth of tasks go out in quarter-size jobs
+        tail = min(count, TAPER_CHUNKS * chunk_size)
+        assert sum(len(c) for c in chunks if len(c) <= small) >= tail
+        assert all(len(c) <= small for c in chunks[len(chunks) - -(-tail // small):])
+    else:
+        assert all(len(c) == chunk_size for c in chunks[:-1])
