@@ -17,7 +17,7 @@ request the stand-in let in), the 429s received and the share of the limit used 
 >= 95 % of the limit).
 
 Run: python -m benchmarks.bench_queue [--sizes 300,1200,10000] [--latency-ms 500] [--skip-limits]
-     [--skip-throughput]   (all of it: about 15 minutes on a 2-core machine; --sizes 300,1200: about 3)
+     [--skip-throughput]   (all of it: about 16 minutes on a 2-core machine; --sizes 300,1200: about 3)
 """
 
 from __future__ import annotations
