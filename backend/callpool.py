@@ -39,13 +39,15 @@ class CallPool:
             self._changed.notify_all()
 
     def wait_for_room(self, timeout: float) -> bool:
-        """Wait up to `timeout` s until a slot has nothing queued behind it; True when there is room.
+        """Wait up to `timeout` s until nothing is queued behind the running calls; True when there is room.
 
-        "Room" is fewer pending units than slots: the next job is fetched while the current ones still keep
-        every slot but one busy, so its first call starts the moment a slot frees.
+        "Room" is no more pending units than slots: the next job is fetched while every slot is still busy,
+        so its calls are in the pool (read, keyed) before a slot frees and the slot goes from one call to
+        the next without a gap. It holds at most one job's tasks queued, which the small last jobs of a run
+        (dispatch.split) keep short at the end.
         """
         with self._changed:
-            return self._changed.wait_for(lambda: self._pending < self.size, timeout)
+            return self._changed.wait_for(lambda: self._pending <= self.size, timeout)
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -129,11 +129,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _label(args) -> int:
-    from .filelabel import label_file
-    from .labeler import Labeler
     from .labeling.examples import read_seeds
     from .labeling.spec import parse_spec
-    from .llm import LLMClient
 
     settings = Settings.from_env(model=args.model, answer_mode=args.mode, template=args.template,
                                  concurrency=args.concurrency, scoring=args.scoring)
@@ -143,19 +140,11 @@ def _label(args) -> int:
     if skipped:
         print(f"seeds: skipped {sum(skipped.values())} without a usable answer: " +
               ", ".join(f"{reason} ({n})" for reason, n in skipped.most_common(5)), file=sys.stderr)
-    client = LLMClient(settings)
-    labeler = Labeler(spec, examples, settings, client)
-    shots = f"{len(labeler.examples)} demonstrations" if labeler.examples else "no demonstrations (zero-shot)"
-    print(f"labeling {args.input} with {shots}, model {settings.model}, "
-          f"{'echo scoring' if labeler.echo else f'mode {labeler.prompt.mode}'}, model_version {labeler.model_version}",
-          file=sys.stderr)
-    print(f"demonstrations per prompt: {labeler.choice.summary()}", file=sys.stderr)
     if args.redis_url:
-        summary = _label_with_workers(args, settings, spec, examples, labeler)
+        summary = _label_with_workers(args, settings, spec, examples)
     else:
         _check_llm(settings)
-        summary = label_file(labeler, args.input, args.output, settings.concurrency, progress=not args.no_progress,
-                             fmt=args.format)
+        summary = _label_here(args, settings, spec, examples)
     for line in summary.lines():
         print(line)
     if args.summary_json:
@@ -163,9 +152,32 @@ def _label(args) -> int:
     return 0 if summary.failed == 0 else 1
 
 
-def _label_with_workers(args, settings, spec, examples, labeler):
+def _describe(args, settings, labeler) -> None:
+    shots = f"{len(labeler.examples)} demonstrations" if labeler.examples else "no demonstrations (zero-shot)"
+    print(f"labeling {args.input} with {shots}, model {settings.model}, "
+          f"{'echo scoring' if labeler.echo else f'mode {labeler.prompt.mode}'}, model_version {labeler.model_version}",
+          file=sys.stderr)
+    print(f"demonstrations per prompt: {labeler.choice.summary()}", file=sys.stderr)
+
+
+def _label_here(args, settings, spec, examples):
+    from .filelabel import label_file
+    from .labeler import Labeler, label_many
+    from .llm import LLMClient
+
+    labeler = Labeler(spec, examples, settings, LLMClient(settings))
+    _describe(args, settings, labeler)
+    return label_file(spec, args.input, args.output, lambda items: label_many(labeler, items, settings.concurrency),
+                      model=labeler.prompt.model, prices=settings.price_table, progress=not args.no_progress,
+                      fmt=args.format)
+
+
+def _label_with_workers(args, settings, spec, examples):
+    """Through the rq workers: the tasks are queued before the labeler and the LLM client are even imported
+    (remote_label), so the command's own start-up overlaps the workers' labeling."""
     from . import store
     from .filelabel import label_file
+    from .labeling.prompt import order_examples
     from .remote_label import WorkerLabeling
 
     connection = store.connect(args.redis_url)
@@ -173,12 +185,13 @@ def _label_with_workers(args, settings, spec, examples, labeler):
         raise LabelingError(f"Redis is unreachable at {redacted(args.redis_url)}")
     options = {k: v for k, v in (("mode", args.mode), ("model", args.model), ("template", args.template),
                                  ("scoring", args.scoring)) if v}
-    remote = WorkerLabeling(settings, connection, spec.config, labeler.examples, options)
+    remote = WorkerLabeling(settings, connection, spec.config, order_examples(examples), options,
+                            on_context=lambda labeler: _describe(args, settings, labeler))
     try:
         if not remote.workers():
             print("warning: no worker listens on the queue yet; start `fewshot-prelabel worker`", file=sys.stderr)
-        return label_file(labeler, args.input, args.output, settings.concurrency, progress=not args.no_progress,
-                          label_items=remote, fmt=args.format)
+        return label_file(spec, args.input, args.output, remote, model=settings.model, prices=settings.price_table,
+                          progress=not args.no_progress, fmt=args.format)
     finally:
         remote.close()
 

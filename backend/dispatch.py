@@ -25,6 +25,7 @@ from rq import Callback, Queue, Retry
 from .store import PREFIX
 
 REQUEST_TTL = 24 * 3600
+TAPER_CHUNKS = 4  # with taper, the last this many chunks' worth of tasks go out in quarter-size jobs
 JOB_RETRY = Retry(max=3, interval=[2, 10, 30])
 
 
@@ -45,10 +46,14 @@ class Fanout:
 
 
 def submit(connection: redis.Redis, queue: Queue, fanout: Fanout, tasks: dict[int, dict], chunk_size: int,
-           job_timeout: int = 300, calls: dict[int, dict] | None = None) -> list[str]:
+           job_timeout: int = 300, calls: dict[int, dict] | None = None, taper: bool = False) -> list[str]:
     """Store tasks (id -> data) of the fan-out, with the model calls already prepared for some of them (id ->
     PreparedCall.to_json(), so the worker does not build their prompts again), and enqueue one job per chunk;
-    returns the job ids."""
+    returns the job ids.
+
+    `taper` (the last tasks a waiter waits for) makes the last chunks smaller (split()), so the run's last
+    calls spread over every worker's free slots instead of queuing behind one worker's.
+    """
     rid = fanout.request_id
     meta = {"project_id": fanout.project_id, "abandoned": 0 if fanout.waiter else 1, "run_id": fanout.run_id,
             "model_version": fanout.model_version, "created": time.time()}
@@ -62,7 +67,7 @@ def submit(connection: redis.Redis, queue: Queue, fanout: Fanout, tasks: dict[in
             pipe.hset(_key(rid, "calls"), mapping={str(t): json.dumps(call) for t, call in calls.items()})
             pipe.expire(_key(rid, "calls"), REQUEST_TTL)
         pipe.execute()
-    chunks = [ids[i:i + chunk_size] for i in range(0, len(ids), chunk_size)]
+    chunks = split(ids, chunk_size, taper)
     # Named by their first task: one request may submit its tasks in several calls, ids never collide.
     # By dotted path: importing jobs would load the Label Studio SDK into the web process (3 s on a busy machine).
     jobs = [Queue.prepare_data("backend.jobs.label_tasks", args=(rid, fanout.project_id, chunk), job_id=f"label-{rid}-{chunk[0]}",
@@ -70,6 +75,21 @@ def submit(connection: redis.Redis, queue: Queue, fanout: Fanout, tasks: dict[in
                                on_failure=Callback("backend.jobs.label_failed"))
             for chunk in chunks]
     return [job.id for job in queue.enqueue_many(jobs)]
+
+
+def stamp_model_version(connection: redis.Redis, request_id: str, model_version: str) -> None:
+    """Set the model_version a request's failures carry, when it is known only after the tasks were queued."""
+    connection.hset(_key(request_id), "model_version", model_version)
+
+
+def split(ids: list[int], chunk_size: int, taper: bool = False) -> list[list[int]]:
+    """ids in chunks of chunk_size, in order; with taper, the last TAPER_CHUNKS chunks' worth in chunks of a
+    quarter of that. A worker takes a job whole: at the end of a run, one that took a full chunk last may still
+    be working through it while the other workers' slots have nothing left to do."""
+    tail = max(0, len(ids) - TAPER_CHUNKS * chunk_size) if taper else len(ids)
+    small = max(1, chunk_size // 4)
+    return ([ids[i:min(i + chunk_size, tail)] for i in range(0, tail, chunk_size)] +
+            [ids[i:i + small] for i in range(tail, len(ids), small)])
 
 
 def gather(connection: redis.Redis, request_id: str, expected: int, deadline: float) -> tuple[dict[int, dict], bool]:

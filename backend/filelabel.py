@@ -7,17 +7,20 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from tqdm import tqdm
 
 from .costs import estimate_cost
 from .label_output import Output, output_format, row_data
-from .labeler import Labeler, Outcome, label_many
 from .labeling import jsonl
+from .labeling.spec import LabelingSpec
+
+if TYPE_CHECKING:  # not loaded before `label --redis-url` has handed its tasks to the workers
+    from .labeler import Outcome
 
 
-LabelItems = Callable[[Iterable[tuple[str, dict]]], Iterator[tuple[str, Outcome]]]
+LabelItems = Callable[[Iterable[tuple[str, dict]]], Iterator[tuple[str, "Outcome"]]]
 
 
 @dataclass
@@ -89,15 +92,14 @@ def _partial(output: Path) -> Path:
     return output.with_name(output.name + ".partial")
 
 
-def label_file(labeler: Labeler, input_path: Path, output_path: Path, concurrency: int,
-               progress: bool = True, label_items: LabelItems | None = None, fmt: str = "jsonl") -> RunSummary:
+def label_file(spec: LabelingSpec, input_path: Path, output_path: Path, label_items: LabelItems, *,
+               model: str, prices: dict, progress: bool = True, fmt: str = "jsonl") -> RunSummary:
     """Label every row not yet labeled in the output; the output ends in input order.
 
-    `label_items` turns (key, task data) pairs into (key, Outcome) pairs; the default labels them in this
-    process with bounded concurrency, `backend.remote_label` hands them to the rq workers. `fmt` is an
-    output format of backend.label_output (jsonl rows, or Label Studio tasks).
+    `label_items` turns (key, task data) pairs into (key, Outcome) pairs: backend.labeler.label_many labels
+    them in this process, `backend.remote_label` hands them to the rq workers. `fmt` is an output format of
+    backend.label_output (jsonl rows, or Label Studio tasks); `model` and `prices` give the estimated cost.
     """
-    label_items = label_items or (lambda items: label_many(labeler, items, concurrency))
     output = output_format(fmt)
     started = time.monotonic()
     rows = read_rows(input_path)
@@ -111,7 +113,7 @@ def label_file(labeler: Labeler, input_path: Path, output_path: Path, concurrenc
     with open(partial, "a", encoding="utf-8") as sink, \
             tqdm(total=len(todo), disable=not progress, unit="row", desc="labeling") as bar:
         for key, outcome in label_items((k, row_data(r)) for k, r in todo):
-            result = output.record(by_key[key], outcome, labeler.spec)
+            result = output.record(by_key[key], outcome, spec)
             sink.write(json.dumps(result, ensure_ascii=False) + "\n")
             sink.flush()
             done[key] = result
@@ -121,6 +123,5 @@ def label_file(labeler: Labeler, input_path: Path, output_path: Path, concurrenc
     output.write(output_path, (done[k] for k in map(output.input_key, rows) if k in done))
     partial.unlink(missing_ok=True)
     summary.seconds = time.monotonic() - started
-    summary.cost_usd = estimate_cost(labeler.prompt.model, summary.prompt_tokens, summary.completion_tokens,
-                                     labeler.settings.price_table)
+    summary.cost_usd = estimate_cost(model, summary.prompt_tokens, summary.completion_tokens, prices)
     return summary

@@ -15,15 +15,17 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
-from .labeler import Outcome
 from .labeling import jsonl
 from .labeling.errors import LabelingError, MissingText
 from .labeling.prompt import stable_hash
 from .labeling.results import answer_regions
 from .labeling.rows import row_label
 from .labeling.spec import LabelingSpec
+
+if TYPE_CHECKING:  # the module is read before the labeler is loaded (label --redis-url submits first)
+    from .labeler import Outcome
 
 FORMATS = ("jsonl", "label-studio")
 OUTPUT_FIELDS = ("label", "score", "model_version", "error", "input_label", "truncated_chars")

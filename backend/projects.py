@@ -7,21 +7,26 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import redis
 
 from . import quality, store
-from .embeddings import VectorCache, embedder_for, similarity_model
-from .labeler import Labeler
 from .labeling.errors import BadExamples, LabelingError, UnsupportedConfig
 from .labeling.examples import Example, load_seed_file
 from .labeling.prompt import stable_hash
 from .labeling.results import result_regions
 from .labeling.spec import LabelingSpec, parse_spec
-from .llm import LLMClient
-from .options import prompt_for
 from .settings import Settings
 from .spend import SpendGuard
+
+if TYPE_CHECKING:
+    from .labeler import Labeler
+    from .llm import LLMClient
+
+# The labeler, the embeddings and the LLM client (openai) are imported where a context is built: `label
+# --redis-url` imports this module to register its file as a project and submits its tasks before it loads
+# any of them (a second of start-up on a busy machine that the workers spend labeling instead).
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +107,8 @@ class Contexts:
                  size: int = 32):
         self.settings = settings
         self.connection = connection
+        from .embeddings import VectorCache, embedder_for, similarity_model
+
         self.client = client
         self._cache: OrderedDict[tuple, ProjectContext] = OrderedDict()
         # Workers (with a client) embed what is missing; the web process only reads cached vectors.
@@ -143,6 +150,9 @@ class Contexts:
         return replace(context, threshold=self.settings.score_threshold if live is None else float(live))
 
     def _build(self, project_id: int, config: str, options: dict, active_id: str) -> ProjectContext:
+        from .labeler import Labeler
+        from .options import prompt_for
+
         spec = parse_spec(config)
         demos = store.read_demos(self.connection, project_id) if active_id else {}
         pool = self.seeds(spec, project_id) + [example_from_demo(t, d) for t, d in demos.items()

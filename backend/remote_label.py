@@ -1,19 +1,26 @@
-"""The `label` command through the rq workers: a file becomes a short-lived project in Redis that any worker serves."""
+"""The `label` command through the rq workers: a file becomes a short-lived project in Redis that any worker serves.
+
+Start-up counts (a user times the command from launch to exit): the tasks go to the queue before this process
+loads the labeler and the LLM client stack (about a second on a busy machine), so the workers label while it
+builds the project's context for model_version and the run's description.
+"""
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import redis
 from rq import Queue, Worker
 from rq.job import Job
 
 from . import dispatch, failures, store
-from .labeler import Outcome
 from .labeling.examples import Example
 from .projects import Contexts, demo_from_example, register
 from .settings import Settings
 from .waiting import WorkerWatch
+
+if TYPE_CHECKING:
+    from .labeler import Labeler, Outcome
 
 FILE_PROJECT_BASE = 2_000_000_000  # far above any Label Studio project id
 
@@ -22,8 +29,11 @@ class WorkerLabeling:
     """Registers the file's config, options and seeds as a project, then labels items through the queue."""
 
     def __init__(self, settings: Settings, connection: redis.Redis, config: str, examples: list[Example],
-                 options: dict):
+                 options: dict, on_context: Callable[[Labeler], None] | None = None):
+        """`examples` in their prompt order (labeling.prompt.order_examples); `on_context` is called with the
+        project's labeler once the tasks are queued (the command describes the run with it)."""
         self.settings = settings
+        self.on_context = on_context
         self.connection = connection
         self.queue = Queue(settings.queue_name, connection=connection)
         self.project_id = FILE_PROJECT_BASE + int(connection.incr(f"{store.PREFIX}:file-project-seq"))
@@ -42,10 +52,15 @@ class WorkerLabeling:
             keys[index], tasks[index] = key, data
         if not tasks:
             return
-        version = Contexts(self.settings, self.connection).get(self.project_id).model_version
-        fanout = dispatch.Fanout(self.project_id, model_version=version)
+        fanout = dispatch.Fanout(self.project_id)
         job_ids = dispatch.submit(self.connection, self.queue, fanout, tasks, self.settings.chunk_size,
-                                  self.settings.job_timeout)
+                                  self.settings.job_timeout, taper=True)
+        # The workers label already; their outcomes wait in Redis while this builds the context they use.
+        context = Contexts(self.settings, self.connection).get(self.project_id)
+        version = context.model_version
+        dispatch.stamp_model_version(self.connection, fanout.request_id, version)
+        if self.on_context:
+            self.on_context(context.labeler)
         # Every job ends with an outcome per task (a job that fails for good reports its tasks failed), so
         # this ends once the workers are done; only while no worker listens at all does it give up.
         watch = WorkerWatch(self.queue, self.settings.worker_wait)
@@ -56,6 +71,8 @@ class WorkerLabeling:
             yield keys[int(message["task"])], outcome_of(message)
         missing = [index for index in tasks if index not in received]
         if missing:
+            from .labeler import Outcome
+
             self._cancel(job_ids)
             detail = (f"no rq worker listened on queue {self.queue.name!r} for {self.settings.worker_wait} s "
                       "(WORKER_WAIT): start `fewshot-prelabel worker` with the same REDIS_URL")
@@ -73,6 +90,8 @@ class WorkerLabeling:
 
 
 def outcome_of(message: dict) -> Outcome:
+    from .labeler import Outcome
+
     ok = failures.is_prediction(message)
     labels = tuple(message.get("labels") or ()) if ok else None
     return Outcome(labels=labels, values=message.get("answer") if ok else None, score=message.get("score"),

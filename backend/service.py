@@ -133,7 +133,8 @@ class Service:
             if misses:
                 dispatch.submit(self.connection, self.queue, fanout, misses, self.settings.chunk_size,
                                 self.settings.job_timeout,
-                                calls={t: calls[t].to_json() for t in misses if t in calls})
+                                calls={t: calls[t].to_json() for t in misses if t in calls},
+                                taper=start + KEY_GROUP >= len(ids))
                 submitted += len(misses)
         if submitted:
             outcomes, _ = self._gather(context, fanout.request_id, submitted, deadline)
@@ -170,7 +171,7 @@ class Service:
         """A task the write-back holds, or has written, is answered empty: Label Studio gets it from there."""
         by_version: dict[str, list[int]] = {}
         for task_id, entry in entries.items():
-            if entry.get("result"):
+            if failures.is_prediction(entry):
                 by_version.setdefault(entry["model_version"], []).append(task_id)
         holder = f"predict:{request_id}"
         for version, task_ids in by_version.items():
@@ -360,7 +361,9 @@ def _empty(context: ProjectContext, reason: str) -> dict:
 
 def _lean(entry: dict) -> dict:
     lean = {"model_version": entry["model_version"], "score": entry.get("score")}
-    if entry.get("result"):  # "result": null would make Label Studio reject the whole batch
+    # "result": null would make Label Studio reject the whole batch; "result": [] is an answer (the model
+    # found nothing to mark) and goes out as a prediction like any other.
+    if failures.is_prediction(entry):
         lean["result"] = entry["result"]
     return lean
 

@@ -78,8 +78,8 @@ def die_with_parent(parent: int) -> None:
 class FewshotWorker(SimpleWorker):
     """SimpleWorker that runs its jobs side by side in threads and feeds its call slots continuously.
 
-    A job is taken from the queue as soon as the process's call pool (jobs.CallPool, LABEL_CONCURRENCY
-    slots) has a slot that nothing waits for, and runs in its own thread with rq's whole bookkeeping (its
+    A job is taken from the queue as soon as nothing waits behind the calls running in the process's call
+    pool (callpool.CallPool, LABEL_CONCURRENCY slots), and runs in its own thread with rq's whole bookkeeping (its
     own execution and heartbeat, retries, failure callback): the tail of one job (a retried answer) runs
     while the next job's calls already fill the other slots. Each job keeps its own timeout (rq's
     thread-based death penalty) and its heartbeat lasts that timeout plus a short slack instead of a

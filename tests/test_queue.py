@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from backend import cache
 from backend.cli import main
@@ -274,3 +276,58 @@ def test_an_empty_result_counts_labeled_in_a_run_and_goes_to_the_outbox(redis_co
     assert (status["done"], status["failed"]) == (1, 1)
     assert set(failures.read(redis_conn, 6)) == {2}
     assert [int(r["task"]) for batch in outbox.batches(redis_conn, 6) for r in batch] == [1]
+
+
+def test_predict_answers_an_empty_span_result_as_a_prediction(client_env, redis_url, logs_dir):
+    """/predict sends `result: []` (the model found nothing) like any prediction, from a worker and from the cache."""
+    from backend.ml_adapter import create_app
+
+    config = (SEEDS / "entities" / "config.xml").read_text()
+    env = stack_env(redis_url, client_env.url, SEEDS_PATH=str(SEEDS / "entities"))
+    workers = start_workers(1, logs_dir, env, prefix="empty-predict-worker")
+    try:
+        wait_for_workers(redis_url, 1)
+        client = create_app(Settings.from_env(env)).test_client()
+        tasks = [{"id": 1, "data": {"text": "nothing of note happened here today."}},
+                 {"id": 2, "data": {"text": "Maria Lopez flew to Oslo."}}]
+        body = {"tasks": tasks, "project": "7.1", "label_config": config}
+        first = client.post("/predict", json=body).get_json()
+        calls = client_env.stats()["requests"]
+        again = client.post("/predict", json=body).get_json()  # cache hits this time
+    finally:
+        stop_all(workers)
+    for answer in (first, again):
+        empty, found = answer["results"]
+        assert empty["result"] == [] and empty["model_version"] == answer["model_version"], answer
+        assert {r["value"]["text"] for r in found["result"]} == {"Maria Lopez", "Oslo"}
+    assert client_env.stats()["requests"] == calls  # the second answer came from the cache, empty result and all
+
+
+def test_label_through_workers_queues_its_tasks_before_loading_the_llm_stack():
+    """The command's start-up overlaps the workers' labeling: what it runs before submitting (the CLI, the
+    file project's registration, the file reading) loads neither the labeler nor the openai client."""
+    import subprocess
+
+    code = ("import sys, backend.cli, backend.remote_label, backend.filelabel, backend.projects, backend.store; "
+            "print(sorted(m for m in ('openai', 'tiktoken', 'backend.labeler', 'backend.llm', 'backend.embeddings') "
+            "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+@given(st.integers(0, 400), st.integers(1, 40), st.booleans())
+def test_a_request_is_split_in_order_with_small_last_jobs_when_tapered(count, chunk_size, taper):
+    from backend.dispatch import TAPER_CHUNKS, split
+
+    ids = list(range(100, 100 + count))
+    chunks = split(ids, chunk_size, taper)
+    assert [t for chunk in chunks for t in chunk] == ids and all(chunks)
+    assert all(len(chunk) <= chunk_size for chunk in chunks)
+    small = max(1, chunk_size // 4)
+    if taper:  # the last TAPER_CHUNKS chunks' worth of tasks go out in quarter-size jobs
+        tail = min(count, TAPER_CHUNKS * chunk_size)
+        assert sum(len(c) for c in chunks if len(c) <= small) >= tail
+        assert all(len(c) <= small for c in chunks[len(chunks) - -(-tail // small):])
+    else:
+        assert all(len(c) == chunk_size for c in chunks[:-1])
