@@ -21,11 +21,11 @@ system-deps:
 test: system-deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# ruff over the code; mypy over the labeling core (strict, as [tool.mypy] in pyproject.toml says). Plain `mypy`
-# checks all of backend/; it replaces the path here once the modules still being reworked type-check too.
+# ruff (the rules and the format) over the code; mypy over backend/, the labeling core strictly ([tool.mypy]).
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check backend tests benchmarks tools
-	$(VENV)/bin/mypy backend/labeling
+	$(VENV)/bin/ruff format --check backend tests benchmarks tools
+	$(VENV)/bin/mypy
 
 unit: $(VENV)/.installed
 	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import redis
 from rq import Callback, Queue, Retry
 
+from .redis_replies import fields, text_hash
 from .store import PREFIX
 
 REQUEST_TTL = 24 * 3600
@@ -59,7 +60,7 @@ def submit(connection: redis.Redis, queue: Queue, fanout: Fanout, tasks: dict[in
             "model_version": fanout.model_version, "created": time.time()}
     ids = sorted(tasks)
     with connection.pipeline(transaction=True) as pipe:
-        pipe.hset(_key(rid), mapping=meta)
+        pipe.hset(_key(rid), mapping=fields(meta))
         pipe.hset(_key(rid, "tasks"), mapping={str(t): json.dumps(tasks[t]) for t in ids})
         pipe.expire(_key(rid), REQUEST_TTL)
         pipe.expire(_key(rid, "tasks"), REQUEST_TTL)
@@ -102,7 +103,8 @@ def gather(connection: redis.Redis, request_id: str, expected: int, deadline: fl
     abandoned = len(outcomes) < expected
     if abandoned:
         connection.hset(_key(request_id), "abandoned", 1)
-        for raw in connection.lpop(_key(request_id, "done"), 10_000) or []:
+        popped: list[bytes] = connection.lpop(_key(request_id, "done"), 10_000) or []  # type: ignore[assignment]
+        for raw in popped:  # (redis-py types LPOP with a count as one value, not the list it returns)
             message = json.loads(raw)
             outcomes[int(message["task"])] = message
     return outcomes, abandoned
@@ -150,7 +152,7 @@ def without_outcome(connection: redis.Redis, request_id: str, task_ids: list[int
 
 def load_request(connection: redis.Redis, request_id: str, task_ids: list[int]) -> tuple[dict, dict[int, dict]]:
     """(request meta, task id -> data) for a worker; meta is empty when Redis lost the request."""
-    meta = {k.decode(): v.decode() for k, v in connection.hgetall(_key(request_id)).items()}
+    meta = text_hash(connection.hgetall(_key(request_id)))
     raw = connection.hmget(_key(request_id, "tasks"), [str(t) for t in task_ids]) if task_ids else []
     return meta, {t: json.loads(v) for t, v in zip(task_ids, raw) if v is not None}
 

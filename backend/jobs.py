@@ -135,7 +135,9 @@ def label_chunk(state: WorkerState, context: ProjectContext, data: dict[int, dic
     # Each group is keyed, looked up and asked in a slot of the process's call pool: building prompts overlaps
     # the model's answers, and the jobs of this worker share the slots (worker.py takes the next job while
     # this one's last calls run).
-    futures = {state.calls.submit(_label_group, state, context, base, {t: texts[t] for t in group},
+    pool = state.calls
+    assert pool is not None  # WorkerState made one
+    futures = {pool.submit(_label_group, state, context, base, {t: texts[t] for t in group},
                                   {t: vectors[t] for t in group}, {t: calls[t] for t in group if t in calls})
                for group in groups}
     callpool.handed_over()

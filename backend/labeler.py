@@ -8,7 +8,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import islice
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from .labeling.answers import parse_batch_answer, parse_json_answer, parse_structured_answer, parse_text_answer
 from .labeling.echo import EchoUnusable, echo_distribution, echo_request
@@ -30,6 +30,8 @@ from .settings import Settings
 from .spend import BudgetReached, SpendGuard
 
 log = logging.getLogger(__name__)
+
+K = TypeVar("K")  # the caller's key of an item (label_many hands it back with the item's Outcome)
 
 
 @dataclass
@@ -517,8 +519,8 @@ def _merge(outcome: Outcome, alone: Outcome) -> None:
     outcome.completion_tokens += alone.completion_tokens
 
 
-def label_many(labeler: Labeler, items: Iterable[tuple[object, object]], concurrency: int
-               ) -> Iterator[tuple[object, Outcome]]:
+def label_many(labeler: Labeler, items: Iterable[tuple[K, object]], concurrency: int
+               ) -> Iterator[tuple[K, Outcome]]:
     """Label (key, data) pairs with at most `concurrency` requests in flight; yields as they finish.
 
     Items go out in batches of the labeler's batch size, submitted in a bounded window so a million-row

@@ -7,10 +7,11 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 import openai
 from openai._constants import RAW_RESPONSE_HEADER
+from openai._types import RequestOptions
 from openai.types import Completion
 from openai.types.chat import ChatCompletion
 
@@ -23,7 +24,8 @@ log = logging.getLogger(__name__)
 FAKE_FINGERPRINT = "fake-llm-stand-in"
 MAX_BACKOFF_S = 30.0
 MAX_RETRY_AFTER_S = 120.0
-RAW = {"headers": {RAW_RESPONSE_HEADER: "true"}}  # the SDK returns the raw response: headers, then parse()
+# The SDK returns the raw response (headers, then parse()).
+RAW: RequestOptions = {"headers": {RAW_RESPONSE_HEADER: "true"}}
 
 _T = TypeVar("_T")
 
@@ -116,7 +118,7 @@ class LLMClient:
         (plus retries), so the caller sizes the batch. LLMError when every retry failed."""
         if not texts:
             return [], 0
-        body = {"model": model, "input": list(texts), "encoding_format": "float"}
+        body: dict[str, Any] = {"model": model, "input": list(texts), "encoding_format": "float"}
         response = self._retrying(lambda attempt: self._call(
             body, lambda: self._client.embeddings.with_raw_response.create(**body)))
         usage = getattr(response, "usage", None)
@@ -156,7 +158,7 @@ class LLMClient:
         return CompletionReply([_echo_choice(c) for c in choices], prompt, completion, attempt,
                                getattr(response, "model", ""))
 
-    def _call(self, body: dict, request: Callable[[], _T]) -> _T:
+    def _call(self, body: dict, request: Callable[[], Any]) -> Any:
         """One HTTP request: the rate-limit hooks, one counted request, openai errors as LLMError.
 
         `request` returns the SDK's raw response (its headers feed the limiter); this returns it parsed.

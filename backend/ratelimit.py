@@ -27,6 +27,7 @@ from typing import Callable, Mapping
 
 import redis
 
+from .redis_replies import text_hash
 from .store import PREFIX
 
 log = logging.getLogger(__name__)
@@ -208,6 +209,7 @@ class RateLimiter:
         args = [status, news["limit_r"], news["remaining_r"], news["reset_r_us"], news["limit_t"],
                 news["remaining_t"], news["reset_t_us"], retry, BACKOFF, int(BACKOFF_GAP_S * 1e6), MIN_FACTOR,
                 RECOVERY_PER_S / 1e6, int(DEFAULT_RETRY_S * 1e6), KEY_TTL_S * 1000]
+        assert self._observe is not None  # only called while enabled
         self._observe(keys=[self.key], args=args)
         if status == 429:
             log.warning("rate limit %s: the provider answered 429; every worker waits %.1f s and slows down",
@@ -223,6 +225,7 @@ class RateLimiter:
     def _run(self, tokens: int, *, admit: bool) -> list[int]:
         args = [self.rpm, self.tpm, tokens, SAFETY, BURST_S * 1e6, int(PROBE_S * 1e6), RECOVERY_PER_S / 1e6,
                 KEY_TTL_S * 1000, 1 if admit else 0]
+        assert self._admit is not None  # only called while enabled
         return [int(v) for v in self._admit(keys=[self.key], args=args)]
 
 
@@ -264,7 +267,7 @@ def limits_status(connection: redis.Redis) -> list[dict]:
     for key in sorted(connection.scan_iter(f"{PREFIX}:ratelimit:*", count=1000)):
         if connection.type(key) != b"hash":
             continue
-        raw = {k.decode(): v.decode() for k, v in connection.hgetall(key).items()}
+        raw = text_hash(connection.hgetall(key))
         cfg_rpm, cfg_tpm = int(raw.get("cfg_rpm") or 0), int(raw.get("cfg_tpm") or 0)
         learned_rpm, learned_tpm = int(raw.get("learned_rpm") or 0), int(raw.get("learned_tpm") or 0)
         factor_at = int(raw.get("factor_at") or 0) / 1e6

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import threading
+from typing import Any
 import time
 import uuid
 
@@ -75,6 +76,14 @@ def die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="watch-worker", daemon=True).start()
 
 
+class JobThread(threading.Thread):
+    """The thread one job runs in; callpool.handed_over() sets its event once the job's calls are in the pool."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.handed_over = threading.Event()
+
+
 class FewshotWorker(SimpleWorker):
     """SimpleWorker that runs its jobs side by side in threads and feeds its call slots continuously.
 
@@ -91,7 +100,8 @@ class FewshotWorker(SimpleWorker):
     death_penalty_class = TimerDeathPenalty  # SIGALRM reaches only the main thread; jobs run in others
 
     def __init__(self, *args, settings: Settings, calls=None, **kwargs):
-        super().__init__(*args, name=f"{WORKER_PREFIX}{uuid.uuid4().hex}", **kwargs)
+        kwargs.setdefault("name", f"{WORKER_PREFIX}{uuid.uuid4().hex}")
+        super().__init__(*args, **kwargs)
         self.settings = settings
         self.calls = calls  # the process's call pool (None: jobs run one at a time, as in a plain SimpleWorker)
         self._jobs: set[threading.Thread] = set()
@@ -103,9 +113,7 @@ class FewshotWorker(SimpleWorker):
         if self.calls is None:
             return super().execute_job(job, queue)
         execution = self.prepare_execution(job)
-        thread = threading.Thread(target=self._perform, args=(job, queue, execution), name=f"job-{job.id}",
-                                  daemon=True)
-        thread.handed_over = threading.Event()  # set by callpool.handed_over() from the job's thread
+        thread = JobThread(target=self._perform, args=(job, queue, execution), name=f"job-{job.id}", daemon=True)
         with self._jobs_changed:
             self._jobs.add(thread)
         thread.start()
@@ -119,7 +127,9 @@ class FewshotWorker(SimpleWorker):
         try:
             self.perform_job(job, queue, execution)
         finally:
-            threading.current_thread().handed_over.set()  # ended without handing calls over: no wait for it
+            current = threading.current_thread()
+            if isinstance(current, JobThread):
+                current.handed_over.set()  # ended without handing calls over: no wait for it
             with self._jobs_changed:
                 self._jobs.discard(threading.current_thread())
                 if not self._jobs:
