@@ -39,8 +39,9 @@ def price_for(model: str, table: dict[str, tuple[float, float]]) -> tuple[float,
     return table[max(matches, key=len)] if matches else None
 
 
-def estimate_cost(model: str, prompt_tokens: int, completion_tokens: int,
-                  table: dict[str, tuple[float, float]]) -> float | None:
+def estimate_cost(
+    model: str, prompt_tokens: int, completion_tokens: int, table: dict[str, tuple[float, float]]
+) -> float | None:
     """USD for these tokens, or None when the model has no price (never a made-up number)."""
     price = price_for(model, table)
     if price is None:

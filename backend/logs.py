@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from .settings import Settings
+from backend.settings import Settings
 
 FORMAT = "%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"
 

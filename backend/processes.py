@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from .lifetime import child_preexec
+from backend.lifetime import child_preexec
 
 
 class ProcessError(RuntimeError):
@@ -77,8 +77,16 @@ def spawn(name: str, command: list[str], log_dir: Path, env: dict | None = None,
     log_path = log_dir / f"{name}.log"
     handle = open(log_path, "ab")
     # Own group: stop() reaches its children too. child_preexec: it gets SIGTERM if this process dies unannounced.
-    popen = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                             cwd=cwd, start_new_session=True, preexec_fn=child_preexec)
+    popen = subprocess.Popen(
+        command,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        cwd=cwd,
+        start_new_session=True,
+        preexec_fn=child_preexec,
+    )
     handle.close()
     return Proc(name, popen, log_path)
 
@@ -102,8 +110,23 @@ def start_redis(log_dir: Path, port: int | None = None) -> tuple[Proc, str]:
     port = port or free_port()
     data = Path(tempfile.mkdtemp(prefix="fsp-redis-"))  # its working dir, empty (no persistence); removed on stop
     try:
-        proc = spawn(f"redis-{port}", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                       "--appendonly", "no", "--dir", str(data)], log_dir)
+        proc = spawn(
+            f"redis-{port}",
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(data),
+            ],
+            log_dir,
+        )
     except OSError:
         shutil.rmtree(data, ignore_errors=True)
         raise
@@ -134,15 +157,16 @@ def backend_env(extra: dict | None = None) -> dict:
 def start_workers(count: int, log_dir: Path, env: dict, prefix: str = "worker") -> list[Proc]:
     procs = []
     for index in range(count):
-        procs.append(spawn(f"{prefix}-{index}", [sys.executable, "-m", "backend.cli", "worker"], log_dir, env))
+        procs.append(spawn(f"{prefix}-{index}", [sys.executable, "-m", "backend.commands.cli", "worker"], log_dir, env))
     return procs
 
 
-def start_backend(log_dir: Path, env: dict, port: int | None = None, workers: int = 2,
-                  timeout: float = 60) -> tuple[Proc, str]:
+def start_backend(
+    log_dir: Path, env: dict, port: int | None = None, workers: int = 2, timeout: float = 60
+) -> tuple[Proc, str]:
     port = port or free_port()
     env = {**env, "BACKEND_PORT": str(port), "WEB_WORKERS": str(workers)}
-    proc = spawn(f"backend-{port}", [sys.executable, "-m", "backend.cli", "serve"], log_dir, env)
+    proc = spawn(f"backend-{port}", [sys.executable, "-m", "backend.commands.cli", "serve"], log_dir, env)
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: _http_ok(url + "/health", env), proc, timeout, "answering /health")
     proc.info["port"] = port

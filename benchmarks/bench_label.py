@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 import time
 
-from backend.fake_llm import spawn_fake_llm
-from backend.labeler import Labeler, label_many
+from backend.devtools.fake_llm import spawn_fake_llm
 from backend.labeling.spec import parse_spec
-from backend.llm import LLMClient
+from backend.model.client import LLMClient
+from backend.model.labeler import Labeler, label_many
 from benchmarks.common import as_examples, choices_config, fake_settings, read_jsonl, split_seeds
 
 
@@ -23,8 +23,11 @@ def run(url: str, rows, examples, spec, concurrency: int) -> tuple[float, float]
     seconds = time.perf_counter() - started
     correct = sum(outcomes[i].labels == (r["label"],) for i, r in enumerate(rows))
     failed = sum(not o.ok for o in outcomes.values())
-    print(f"concurrency {concurrency:>3}: {len(rows)} rows in {seconds:6.1f} s = {len(rows) / seconds:6.1f} rows/s "
-          f"(failed {failed}, fake-server accuracy {correct / len(rows):.2f})", flush=True)
+    print(
+        f"concurrency {concurrency:>3}: {len(rows)} rows in {seconds:6.1f} s = {len(rows) / seconds:6.1f} rows/s "
+        f"(failed {failed}, fake-server accuracy {correct / len(rows):.2f})",
+        flush=True,
+    )
     return len(rows) / seconds, seconds
 
 
@@ -45,8 +48,10 @@ def main() -> None:
         rates = [run(server.url, queries, examples, spec, c)[0] for c in args.concurrency]
     finally:
         server.stop()
-    print(f"speed-up concurrency {args.concurrency[-1]} vs {args.concurrency[0]}: {rates[-1] / rates[0]:.1f}x "
-          f"(target >= 10x)")
+    print(
+        f"speed-up concurrency {args.concurrency[-1]} vs {args.concurrency[0]}: {rates[-1] / rates[0]:.1f}x "
+        f"(target >= 10x)"
+    )
 
 
 if __name__ == "__main__":

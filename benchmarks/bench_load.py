@@ -34,12 +34,16 @@ from pathlib import Path
 import httpx
 
 PROJECT = "1.1700000000"
-CONFIG = ('<View><Text name="text" value="$text"/><Choices name="sentiment" toName="text">'
-          '<Choice value="positive"/><Choice value="negative"/><Choice value="neutral"/></Choices></View>')
+CONFIG = (
+    '<View><Text name="text" value="$text"/><Choices name="sentiment" toName="text">'
+    '<Choice value="positive"/><Choice value="negative"/><Choice value="neutral"/></Choices></View>'
+)
 LABELS = ("positive", "negative", "neutral")
-WORDS = {"positive": ["love", "great", "happy", "excellent", "wonderful"],
-         "negative": ["hate", "awful", "angry", "broken", "terrible"],
-         "neutral": ["arrived", "Tuesday", "ordinary", "average", "standard"]}
+WORDS = {
+    "positive": ["love", "great", "happy", "excellent", "wonderful"],
+    "negative": ["hate", "awful", "angry", "broken", "terrible"],
+    "neutral": ["arrived", "Tuesday", "ordinary", "average", "standard"],
+}
 THINGS = ["the phone", "the delivery", "the support team", "the update", "the invoice", "the app", "the screen"]
 MAX_REQUESTS_PER_CLIENT = 100_000  # a hard cap beside the time limit
 
@@ -50,6 +54,7 @@ def text_for(index: int, rng: random.Random) -> tuple[str, str]:
 
 
 # ---- memory ---------------------------------------------------------------------------------------------------
+
 
 def _rss_kb(pid: int) -> int:
     try:
@@ -85,6 +90,7 @@ def rss_tree_mb(pid: int) -> float:
 
 
 # ---- the load -------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Samples:
@@ -127,8 +133,9 @@ def predict_one(client: httpx.Client, task: dict) -> str | None:
     return None
 
 
-def client_loop(url: str, stop_at: float, cached: list[dict], fresh: itertools.count, share: float,
-                samples: Samples, seed: int) -> None:
+def client_loop(
+    url: str, stop_at: float, cached: list[dict], fresh: itertools.count, share: float, samples: Samples, seed: int
+) -> None:
     rng = random.Random(seed)
     with httpx.Client(base_url=url, timeout=120) as client:
         for _ in range(MAX_REQUESTS_PER_CLIENT):
@@ -147,10 +154,18 @@ def client_loop(url: str, stop_at: float, cached: list[dict], fresh: itertools.c
 def annotation(index: int, rng: random.Random, flip: bool = False) -> dict:
     text, label = text_for(index, rng)
     label = LABELS[(LABELS.index(label) + 1) % 3] if flip else label
-    return {"action": "ANNOTATION_CREATED", "project": {"id": 1}, "task": {"id": index, "data": {"text": text}},
-            "annotation": {"id": index, "task": index, "was_cancelled": False, "updated_at": "2026-01-01T00:00:00Z",
-                           "result": [{"from_name": "sentiment", "to_name": "text", "type": "choices",
-                                       "value": {"choices": [label]}}]}}
+    return {
+        "action": "ANNOTATION_CREATED",
+        "project": {"id": 1},
+        "task": {"id": index, "data": {"text": text}},
+        "annotation": {
+            "id": index,
+            "task": index,
+            "was_cancelled": False,
+            "updated_at": "2026-01-01T00:00:00Z",
+            "result": [{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": [label]}}],
+        },
+    }
 
 
 def webhook_burst(url: str, events: int, first_id: int, flip: bool = False, senders: int = 32) -> dict:
@@ -181,26 +196,45 @@ def webhook_burst(url: str, events: int, first_id: int, flip: bool = False, send
     with ThreadPoolExecutor(max_workers=senders) as pool:
         list(pool.map(send, bodies))
     seconds = time.perf_counter() - started
-    return {"events": events, "failed": sum(failures.values()), "failures": failures,
-            "seconds": round(seconds, 2), "events_per_s": round(events / seconds, 1),
-            "latency_ms": percentiles(latencies)}
+    return {
+        "events": events,
+        "failed": sum(failures.values()),
+        "failures": failures,
+        "seconds": round(seconds, 2),
+        "events_per_s": round(events / seconds, 1),
+        "latency_ms": percentiles(latencies),
+    }
 
 
-def run_load(url: str, clients: int, duration: float, burst: int, cached_share: float = 0.5,
-             cached_pool: int = 200, seed: int = 1, burst_first: int = 20_000_000, flip: bool = False) -> dict:
+def run_load(
+    url: str,
+    clients: int,
+    duration: float,
+    burst: int,
+    cached_share: float = 0.5,
+    cached_pool: int = 200,
+    seed: int = 1,
+    burst_first: int = 20_000_000,
+    flip: bool = False,
+) -> dict:
     """The measured phase: clients for `duration` s, a webhook burst halfway. The project must be set up."""
     rng = random.Random(seed)
     with httpx.Client(base_url=url, timeout=300) as client:
         pool = [{"id": 1_000_000 + i, "data": {"text": text_for(i, rng)[0]}} for i in range(cached_pool)]
         for start in range(0, len(pool), 50):  # label the cached pool (after the warm-up's version moves)
-            response = client.post("/predict", json={"tasks": pool[start:start + 50], "project": PROJECT,
-                                                     "label_config": CONFIG})
+            response = client.post(
+                "/predict", json={"tasks": pool[start : start + 50], "project": PROJECT, "label_config": CONFIG}
+            )
             response.raise_for_status()
     samples = Samples()
     fresh = itertools.count(10_000_000 + seed * 1_000_000)
     stop_at = time.monotonic() + duration
-    threads = [threading.Thread(target=client_loop, args=(url, stop_at, pool, fresh, cached_share, samples,
-                                                          seed * 1000 + i), daemon=True) for i in range(clients)]
+    threads = [
+        threading.Thread(
+            target=client_loop, args=(url, stop_at, pool, fresh, cached_share, samples, seed * 1000 + i), daemon=True
+        )
+        for i in range(clients)
+    ]
     started = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -212,12 +246,22 @@ def run_load(url: str, clients: int, duration: float, burst: int, cached_share: 
         thread.join(duration + 180)
     seconds = time.perf_counter() - started
     every = samples.latencies["cached"] + samples.latencies["uncached"]
-    return {"clients": clients, "duration_s": round(seconds, 1), "requests": samples.requests, "ok": samples.ok,
-            "errors": samples.errors, "requests_per_s": round(samples.requests / seconds, 1),
-            "latency_ms": {"all": percentiles(every), "cached": percentiles(samples.latencies["cached"]),
-                           "uncached": percentiles(samples.latencies["uncached"])},
-            "cached_requests": len(samples.latencies["cached"]),
-            "uncached_requests": len(samples.latencies["uncached"]), "webhook_burst": burst_result}
+    return {
+        "clients": clients,
+        "duration_s": round(seconds, 1),
+        "requests": samples.requests,
+        "ok": samples.ok,
+        "errors": samples.errors,
+        "requests_per_s": round(samples.requests / seconds, 1),
+        "latency_ms": {
+            "all": percentiles(every),
+            "cached": percentiles(samples.latencies["cached"]),
+            "uncached": percentiles(samples.latencies["uncached"]),
+        },
+        "cached_requests": len(samples.latencies["cached"]),
+        "uncached_requests": len(samples.latencies["uncached"]),
+        "webhook_burst": burst_result,
+    }
 
 
 def setup_project(url: str, demonstrations: int = 12) -> None:
@@ -229,17 +273,32 @@ def setup_project(url: str, demonstrations: int = 12) -> None:
 
 
 def memory(backend_pid: int, worker_pids: list[int]) -> dict:
-    return {"backend_mb": round(rss_tree_mb(backend_pid), 1),
-            "workers_mb": [round(rss_tree_mb(pid), 1) for pid in worker_pids]}
+    return {
+        "backend_mb": round(rss_tree_mb(backend_pid), 1),
+        "workers_mb": [round(rss_tree_mb(pid), 1) for pid in worker_pids],
+    }
 
 
 def growth(before: dict, after: dict) -> dict:
-    return {"backend_mb": round(after["backend_mb"] - before["backend_mb"], 1),
-            "workers_mb": [round(a - b, 1) for a, b in zip(after["workers_mb"], before["workers_mb"])]}
+    return {
+        "backend_mb": round(after["backend_mb"] - before["backend_mb"], 1),
+        "workers_mb": [round(a - b, 1) for a, b in zip(after["workers_mb"], before["workers_mb"])],
+    }
 
 
-def measure(url: str, backend_pid: int, worker_pids: list[int], *, clients: int, duration: float, burst: int,
-            warmup: float, settle: float, cached_share: float = 0.5, cached_pool: int = 200) -> dict:
+def measure(
+    url: str,
+    backend_pid: int,
+    worker_pids: list[int],
+    *,
+    clients: int,
+    duration: float,
+    burst: int,
+    warmup: float,
+    settle: float,
+    cached_share: float = 0.5,
+    cached_pool: int = 200,
+) -> dict:
     """Warm-up, then the measured load, with RSS before (after the warm-up), after, and after `settle` s.
 
     The warm-up runs the same clients and the same burst (new tasks annotated), so the project holds as many
@@ -250,13 +309,19 @@ def measure(url: str, backend_pid: int, worker_pids: list[int], *, clients: int,
     setup_project(url)
     run_load(url, clients, warmup, burst, cached_share, min(cached_pool, 50), seed=7, burst_first=20_000_000)
     before = memory(backend_pid, worker_pids)
-    figures = run_load(url, clients, duration, burst, cached_share, cached_pool, seed=1, burst_first=20_000_000,
-                       flip=True)
+    figures = run_load(
+        url, clients, duration, burst, cached_share, cached_pool, seed=1, burst_first=20_000_000, flip=True
+    )
     after = memory(backend_pid, worker_pids)
     time.sleep(settle)
     settled = memory(backend_pid, worker_pids)
-    figures["memory"] = {"cold": cold, "before": before, "after": after, f"after_{settle:g}s_settle": settled,
-                         "growth_since_before": growth(before, settled)}
+    figures["memory"] = {
+        "cold": cold,
+        "before": before,
+        "after": after,
+        f"after_{settle:g}s_settle": settled,
+        "growth_since_before": growth(before, settled),
+    }
     return figures
 
 
@@ -273,11 +338,26 @@ def start_stack(log_dir: Path, redis_url: str, fake_url: str, workers: int, extr
     from backend.processes import backend_env, start_backend, start_workers
 
     repo = Path(__file__).resolve().parents[1]
-    env = {k: v for k, v in backend_env().items()
-           if not k.startswith(("OPENAI_", "LLM_", "LABEL_", "BASIC_AUTH_", "WEBHOOK_", "DEMO_", "PROMPT_"))}
-    env.update({"REDIS_URL": redis_url, "OPENAI_BASE_URL": fake_url, "OPENAI_API_KEY": "sk-bench-load",
-                "LLM_MODEL": "fake-llm", "QUEUE_NAME": "bench-load", "PYTHONPATH": str(repo), "LOG_LEVEL": "WARNING",
-                "DEMO_SELECTION": "nearest-k", "DEMO_K": "8", "PREDICT_DEADLINE": "60", "WORKER_MAINTENANCE": "5"})
+    env = {
+        k: v
+        for k, v in backend_env().items()
+        if not k.startswith(("OPENAI_", "LLM_", "LABEL_", "BASIC_AUTH_", "WEBHOOK_", "DEMO_", "PROMPT_"))
+    }
+    env.update(
+        {
+            "REDIS_URL": redis_url,
+            "OPENAI_BASE_URL": fake_url,
+            "OPENAI_API_KEY": "sk-bench-load",
+            "LLM_MODEL": "fake-llm",
+            "QUEUE_NAME": "bench-load",
+            "PYTHONPATH": str(repo),
+            "LOG_LEVEL": "WARNING",
+            "DEMO_SELECTION": "nearest-k",
+            "DEMO_K": "8",
+            "PREDICT_DEADLINE": "60",
+            "WORKER_MAINTENANCE": "5",
+        }
+    )
     env.update({k: str(v) for k, v in (extra or {}).items()})
     procs = start_workers(workers, log_dir, env, prefix="load-worker")
     _wait_for_workers(redis_url, workers, "bench-load")
@@ -310,19 +390,26 @@ def report(figures: dict) -> str:
     ]
     if burst:
         wl = burst["latency_ms"]
-        lines.append(f"  webhook burst: {burst['events']} events in {burst['seconds']} s ({burst['events_per_s']}/s),"
-                     f" {burst['failed']} failed; latency p50 {wl['p50']} ms, p95 {wl['p95']} ms, p99 {wl['p99']} ms")
-    lines.append(f"  RSS backend (gunicorn tree) MB: cold {mem['cold']['backend_mb']}, before {mem['before']['backend_mb']}"
-                 f", after {mem['after']['backend_mb']}, {settle_key} {mem[settle_key]['backend_mb']}")
-    lines.append(f"  RSS workers MB: cold {mem['cold']['workers_mb']}, before {mem['before']['workers_mb']}, "
-                 f"after {mem['after']['workers_mb']}, {settle_key} {mem[settle_key]['workers_mb']}")
-    lines.append(f"  growth since the warm-up: {mem['growth_since_before']} -> "
-                 f"{'flat' if flat(figures) else 'NOT FLAT'}")
+        lines.append(
+            f"  webhook burst: {burst['events']} events in {burst['seconds']} s ({burst['events_per_s']}/s),"
+            f" {burst['failed']} failed; latency p50 {wl['p50']} ms, p95 {wl['p95']} ms, p99 {wl['p99']} ms"
+        )
+    lines.append(
+        f"  RSS backend (gunicorn tree) MB: cold {mem['cold']['backend_mb']}, before {mem['before']['backend_mb']}"
+        f", after {mem['after']['backend_mb']}, {settle_key} {mem[settle_key]['backend_mb']}"
+    )
+    lines.append(
+        f"  RSS workers MB: cold {mem['cold']['workers_mb']}, before {mem['before']['workers_mb']}, "
+        f"after {mem['after']['workers_mb']}, {settle_key} {mem[settle_key]['workers_mb']}"
+    )
+    lines.append(
+        f"  growth since the warm-up: {mem['growth_since_before']} -> {'flat' if flat(figures) else 'NOT FLAT'}"
+    )
     return "\n".join(lines)
 
 
 def main() -> None:
-    from backend.fake_llm import spawn_fake_llm
+    from backend.devtools.fake_llm import spawn_fake_llm
     from backend.processes import start_redis, stop_all
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -343,11 +430,26 @@ def main() -> None:
     try:
         backend, url, workers = start_stack(log_dir, redis_url, fake.url, args.workers)
         procs += [*workers, backend]
-        figures = measure(url, backend.pid, [w.pid for w in workers], clients=args.clients, duration=args.duration,
-                          burst=args.burst, warmup=args.warmup, settle=args.settle, cached_share=args.cached_share)
+        figures = measure(
+            url,
+            backend.pid,
+            [w.pid for w in workers],
+            clients=args.clients,
+            duration=args.duration,
+            burst=args.burst,
+            warmup=args.warmup,
+            settle=args.settle,
+            cached_share=args.cached_share,
+        )
         figures["llm"] = {k: fake.stats().get(k) for k in ("requests", "prompt_tokens", "completion_tokens")}
-        figures["settings"] = {"workers": args.workers, "latency_ms": args.latency_ms, "web": "gunicorn 2 x 16 threads",
-                               "cached_share": args.cached_share, "logs": str(log_dir), "pid": os.getpid()}
+        figures["settings"] = {
+            "workers": args.workers,
+            "latency_ms": args.latency_ms,
+            "web": "gunicorn 2 x 16 threads",
+            "cached_share": args.cached_share,
+            "logs": str(log_dir),
+            "pid": os.getpid(),
+        }
         print(report(figures))
         if args.json:
             Path(args.json).write_text(json.dumps(figures, indent=1))

@@ -15,21 +15,24 @@ from __future__ import annotations
 
 import argparse
 
+from backend.devtools.fake_llm import spawn_fake_llm
 from backend.evaluation.baselines import StructuredBaseline
 from backend.evaluation.control_metrics import summarize
-from backend.fake_llm import spawn_fake_llm
-from backend.labeler import Labeler, label_many
 from backend.labeling.examples import Example, canonical
 from backend.labeling.prompt import DEFAULT_TEMPLATE, SPAN_TEMPLATE
 from backend.labeling.results import structured_regions
 from backend.labeling.rows import read_values
 from backend.labeling.spec import parse_spec
-from backend.llm import LLMClient
+from backend.model.client import LLMClient
+from backend.model.labeler import Labeler, label_many
 from benchmarks.common import fake_settings, read_jsonl
 
 TYPES = ("person", "group", "location", "creative-work", "product", "corporation")
-CONFIG = ('<View><Text name="text" value="$text"/><Labels name="entities" toName="text">'
-          + "".join(f'<Label value="{t}"/>' for t in TYPES) + "</Labels></View>")
+CONFIG = (
+    '<View><Text name="text" value="$text"/><Labels name="entities" toName="text">'
+    + "".join(f'<Label value="{t}"/>' for t in TYPES)
+    + "</Labels></View>"
+)
 TEMPLATES = {
     "span (default)": SPAN_TEMPLATE,
     "classic": DEFAULT_TEMPLATE,
@@ -55,16 +58,18 @@ def run(spec, seeds: list[Example], tasks: list[Example], url: str, k: int, temp
             continue
         for region in structured_regions(spec, outcome.values, task.text):
             value = region["value"]
-            bad_text += task.text[value["start"]:value["end"]] != value["text"]
+            bad_text += task.text[value["start"] : value["end"]] != value["text"]
         predicted.append(outcome.values.get("entities", []))
     return predicted, bad_text
 
 
 def report(name: str, summary: dict, failed: int) -> None:
     exact, overlap = summary["exact"], summary["overlap"]
-    print(f"{name:<20} exact P {exact['precision']:.3f} R {exact['recall']:.3f} F1 {exact['f1']:.3f}  "
-          f"overlap F1 {overlap['f1']:.3f}  macro-F1 {exact['macro_f1'] or 0:.3f}  "
-          f"sentences right {summary['exact_match']:.3f}  failed {failed}")
+    print(
+        f"{name:<20} exact P {exact['precision']:.3f} R {exact['recall']:.3f} F1 {exact['f1']:.3f}  "
+        f"overlap F1 {overlap['f1']:.3f}  macro-F1 {exact['macro_f1'] or 0:.3f}  "
+        f"sentences right {summary['exact_match']:.3f}  failed {failed}"
+    )
 
 
 def main() -> None:
@@ -75,12 +80,14 @@ def main() -> None:
     args = parser.parse_args()
     spec = parse_spec(CONFIG)
     rows = [gold(r, spec, i) for i, r in enumerate(read_jsonl("wnut17_test.jsonl"))]
-    seeds = [e for e in rows[:args.seeds] if e.has_answer]
-    tasks = rows[args.seeds:args.seeds + args.tasks]
+    seeds = [e for e in rows[: args.seeds] if e.has_answer]
+    tasks = rows[args.seeds : args.seeds + args.tasks]
     golds = [t.answer["entities"] for t in tasks]
-    print(f"WNUT-17: {len(tasks)} sentences ({sum(bool(g) for g in golds)} with entities, "
-          f"{sum(map(len, golds))} entities), {len(seeds)} demonstration sentences, nearest {args.k} per prompt, "
-          "FAKE stand-in LLM")
+    print(
+        f"WNUT-17: {len(tasks)} sentences ({sum(bool(g) for g in golds)} with entities, "
+        f"{sum(map(len, golds))} entities), {len(seeds)} demonstration sentences, nearest {args.k} per prompt, "
+        "FAKE stand-in LLM"
+    )
     server = spawn_fake_llm()
     bad, summaries = 0, {}
     try:
@@ -92,11 +99,19 @@ def main() -> None:
     finally:
         server.stop()
     baseline = StructuredBaseline(spec.controls, seeds)
-    report("gazetteer (no LLM)", summarize("Labels", list(TYPES), golds,
-                                            [baseline.answer(None, t.text)["entities"] for t in tasks]), 0)
-    print("per label, span template (exact F1 / overlap F1 / support):  " + "  ".join(
-        f"{label} {row['f1']:.2f}/{summaries['span (default)']['overlap']['per_label'][label]['f1']:.2f}/"
-        f"{row['support']}" for label, row in summaries["span (default)"]["exact"]["per_label"].items()))
+    report(
+        "gazetteer (no LLM)",
+        summarize("Labels", list(TYPES), golds, [baseline.answer(None, t.text)["entities"] for t in tasks]),
+        0,
+    )
+    print(
+        "per label, span template (exact F1 / overlap F1 / support):  "
+        + "  ".join(
+            f"{label} {row['f1']:.2f}/{summaries['span (default)']['overlap']['per_label'][label]['f1']:.2f}/"
+            f"{row['support']}"
+            for label, row in summaries["span (default)"]["exact"]["per_label"].items()
+        )
+    )
     print(f"spans whose text differs from text[start:end]: {bad} (must be 0)")
     if bad:
         raise SystemExit(1)

@@ -46,44 +46,58 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1, help="BATCH_SIZE (1: one task per model call)")
     args = parser.parse_args()
 
-    from backend.fake_llm import FakeLLM
+    from backend.devtools.fake_llm import FakeLLM
     from backend.processes import start_redis, stop_all
 
     log_dir = Path(tempfile.mkdtemp(prefix="fsp-bench-builds-"))
     redis_proc, redis_url = start_redis(log_dir)
     try:
         with FakeLLM() as fake:
-            os.environ.update({"REDIS_URL": redis_url, "OPENAI_BASE_URL": fake.url, "OPENAI_API_KEY": "sk-bench",
-                               "LLM_MODEL": "fake-llm", "SEEDS_PATH": str(REPO / "seeds" / "support"),
-                               "QUEUE_NAME": "fewshot-bench", "BATCH_SIZE": str(args.batch),
-                               "LLM_ANSWER_MODE": "json"})
+            os.environ.update(
+                {
+                    "REDIS_URL": redis_url,
+                    "OPENAI_BASE_URL": fake.url,
+                    "OPENAI_API_KEY": "sk-bench",
+                    "LLM_MODEL": "fake-llm",
+                    "SEEDS_PATH": str(REPO / "seeds" / "support"),
+                    "QUEUE_NAME": "fewshot-bench",
+                    "BATCH_SIZE": str(args.batch),
+                    "LLM_ANSWER_MODE": "json",
+                }
+            )
             run(args.tasks)
     finally:
         stop_all([redis_proc])
 
 
 def run(tasks: int) -> None:
-    import backend.jobs  # noqa: F401  (loaded now, so that its imported `fit` is wrapped too)
-    from backend import store
-    from backend.service import Service
-    from backend.settings import Settings
-    from backend.worker import FewshotWorker
     from rq import Queue
+
+    import backend.pipeline.jobs  # noqa: F401  (loaded now, so that its imported `fit` is wrapped too)
+    from backend.pipeline.worker import FewshotWorker
+    from backend.settings import Settings
+    from backend.state import store
+    from backend.web.service import Service
 
     settings = Settings.from_env()
     connection = store.connect(settings.redis_url)
     service = Service(settings, connection)
     config = (REPO / "seeds" / "support" / "config.xml").read_text()
     counter = count_fits()
-    from backend.jobs import preload
+    from backend.pipeline.jobs import preload
 
     state = preload()
     queue = Queue(settings.queue_name, connection=connection)
 
     def predict(task_ids: list[int]) -> float:
-        body = {"project": 1, "label_config": config,
-                "tasks": [{"id": t, "data": {"ticket": f"ticket {t}: my invoice shows a charge twice, order {t * 7}"}}
-                          for t in task_ids]}
+        body = {
+            "project": 1,
+            "label_config": config,
+            "tasks": [
+                {"id": t, "data": {"ticket": f"ticket {t}: my invoice shows a charge twice, order {t * 7}"}}
+                for t in task_ids
+            ],
+        }
         started = time.perf_counter()
         answer = service.predict(body)
         elapsed = time.perf_counter() - started

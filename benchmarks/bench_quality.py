@@ -23,12 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from backend import quality
 from backend.evaluation.live import controls_of, figures, reviews_from_tasks
 from backend.labeling.spec import parse_spec
+from backend.pipeline import quality
 from backend.processes import start_redis
 from backend.settings import Settings
-from backend.store import connect
+from backend.state.store import connect
 from benchmarks.common import choices_config
 
 LABELS = ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
@@ -47,12 +47,22 @@ def simulated_tasks(count: int, seed: int = 7) -> list[dict]:
         kept = rng.random() < score
         gold = predicted if kept else rng.choice([x for x in LABELS if x != predicted])
         day = 1 + i * 28 // count
-        tasks.append({"id": i + 1, "data": {"text": f"task {i}"},
-                      "predictions": [{"id": i + 1, "result": result(predicted), "score": score,
-                                       "model_version": VERSIONS[i * len(VERSIONS) // count],
-                                       "created_at": f"2026-02-{day:02d}T08:00:00Z"}],
-                      "annotations": [{"id": i + 1, "result": result(gold),
-                                       "created_at": f"2026-02-{day:02d}T12:00:00Z"}]})
+        tasks.append(
+            {
+                "id": i + 1,
+                "data": {"text": f"task {i}"},
+                "predictions": [
+                    {
+                        "id": i + 1,
+                        "result": result(predicted),
+                        "score": score,
+                        "model_version": VERSIONS[i * len(VERSIONS) // count],
+                        "created_at": f"2026-02-{day:02d}T08:00:00Z",
+                    }
+                ],
+                "annotations": [{"id": i + 1, "result": result(gold), "created_at": f"2026-02-{day:02d}T12:00:00Z"}],
+            }
+        )
     return tasks
 
 
@@ -79,11 +89,13 @@ def run(count: int, connection, settings: Settings) -> None:
     assert latest["reviewed"] == count
     kept = sum(t["annotations"][0]["result"] == t["predictions"][0]["result"] for t in tasks) / count
     result_ = figures(found, controls_of(spec), settings.quality_target)
-    print(f"{count:>7,} tasks | review {review_s / count * 1000 * 1000:7.1f} ms per 1,000 | refresh {refresh_ms:8.1f} "
-          f"ms per event | accepted {result_['accepted_share']:.3f} (simulated {kept:.3f}) | "
-          f"ECE {result_['calibration']['ece']:.3f} | threshold {result_['recommended_threshold']:.3f} "
-          f"(true {true_threshold(settings.quality_target):.3f}): accepted "
-          f"{result_['recommended_accepted_share']:.3f}, coverage {100 * result_['recommended_coverage']:.1f} %")
+    print(
+        f"{count:>7,} tasks | review {review_s / count * 1000 * 1000:7.1f} ms per 1,000 | refresh {refresh_ms:8.1f} "
+        f"ms per event | accepted {result_['accepted_share']:.3f} (simulated {kept:.3f}) | "
+        f"ECE {result_['calibration']['ece']:.3f} | threshold {result_['recommended_threshold']:.3f} "
+        f"(true {true_threshold(settings.quality_target):.3f}): accepted "
+        f"{result_['recommended_accepted_share']:.3f}, coverage {100 * result_['recommended_coverage']:.1f} %"
+    )
 
 
 def main() -> None:

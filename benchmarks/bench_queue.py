@@ -34,7 +34,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from backend.fake_llm import spawn_fake_llm
+from backend.devtools.fake_llm import spawn_fake_llm
 from backend.processes import backend_env, start_backend, start_redis, start_workers, stop_all
 from benchmarks.common import REPO, choices_config, read_jsonl, split_seeds
 
@@ -56,15 +56,24 @@ def wait_for_workers(url: str, count: int, queue: str) -> None:
 class Stack:
     """A stand-in, a private Redis, rq workers and (for /predict) the backend."""
 
-    def __init__(self, log_dir: Path, workers: int, concurrency: int, web: bool, env: dict | None = None,
-                 **knobs):
+    def __init__(self, log_dir: Path, workers: int, concurrency: int, web: bool, env: dict | None = None, **knobs):
         self.fake = spawn_fake_llm(**knobs)
         self.redis, self.redis_url = start_redis(log_dir)
-        self.env = backend_env({"REDIS_URL": self.redis_url, "OPENAI_BASE_URL": self.fake.url,
-                                "OPENAI_API_KEY": "sk-bench", "LLM_MODEL": "fake-llm",
-                                "LABEL_CONCURRENCY": concurrency, "QUEUE_NAME": "bench", "PYTHONPATH": str(REPO),
-                                "LOG_LEVEL": "WARNING", "PREDICT_DEADLINE": 900, "WORKER_WAIT": 120,
-                                **(env or {})})
+        self.env = backend_env(
+            {
+                "REDIS_URL": self.redis_url,
+                "OPENAI_BASE_URL": self.fake.url,
+                "OPENAI_API_KEY": "sk-bench",
+                "LLM_MODEL": "fake-llm",
+                "LABEL_CONCURRENCY": concurrency,
+                "QUEUE_NAME": "bench",
+                "PYTHONPATH": str(REPO),
+                "LOG_LEVEL": "WARNING",
+                "PREDICT_DEADLINE": 900,
+                "WORKER_WAIT": 120,
+                **(env or {}),
+            }
+        )
         self.procs = [self.redis, *start_workers(workers, log_dir, self.env, prefix=f"bench-worker-{id(self)}")]
         self.url = ""
         if web:
@@ -102,9 +111,29 @@ def label_file(stack: Stack, tmp: Path, config: Path, seeds: Path, texts: list[s
     stop = threading.Event()
     first = first_request(stack, stop)
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "backend.cli", "label", "--config", str(config), "--seeds",
-                           str(seeds), "--input", str(source), "--output", str(out), "--no-progress", "--redis-url",
-                           stack.redis_url], env=stack.env, cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "backend.commands.cli",
+            "label",
+            "--config",
+            str(config),
+            "--seeds",
+            str(seeds),
+            "--input",
+            str(source),
+            "--output",
+            str(out),
+            "--no-progress",
+            "--redis-url",
+            stack.redis_url,
+        ],
+        env=stack.env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     ended = time.perf_counter()
     stop.set()
     if done.returncode not in (0, 1):
@@ -116,8 +145,9 @@ def label_file(stack: Stack, tmp: Path, config: Path, seeds: Path, texts: list[s
 def predict(stack: Stack, config: str, texts: list[str], first_id: int) -> tuple[float, int]:
     tasks = [{"id": first_id + i, "data": {"text": t}} for i, t in enumerate(texts)]
     started = time.perf_counter()
-    response = httpx.post(stack.url + "/predict", json={"tasks": tasks, "project": PROJECT, "label_config": config},
-                          timeout=1200)
+    response = httpx.post(
+        stack.url + "/predict", json={"tasks": tasks, "project": PROJECT, "label_config": config}, timeout=1200
+    )
     seconds = time.perf_counter() - started
     response.raise_for_status()
     return seconds, sum(1 for r in response.json()["results"] if r.get("result"))
@@ -126,10 +156,19 @@ def predict(stack: Stack, config: str, texts: list[str], first_id: int) -> tuple
 def annotate(url: str, seeds: list[dict], config: str) -> None:
     httpx.post(url + "/setup", json={"project": PROJECT, "schema": config}, timeout=60).raise_for_status()
     for i, row in enumerate(seeds, start=1):
-        event = {"action": "ANNOTATION_CREATED", "project": {"id": 1}, "task": {"id": 10_000_000 + i,
-                 "data": {"text": row["text"]}}, "annotation": {"id": i, "task": 10_000_000 + i,
-                 "updated_at": "2026-01-01", "result": [{"from_name": "topic", "to_name": "text",
-                                                         "type": "choices", "value": {"choices": [row["label"]]}}]}}
+        event = {
+            "action": "ANNOTATION_CREATED",
+            "project": {"id": 1},
+            "task": {"id": 10_000_000 + i, "data": {"text": row["text"]}},
+            "annotation": {
+                "id": i,
+                "task": 10_000_000 + i,
+                "updated_at": "2026-01-01",
+                "result": [
+                    {"from_name": "topic", "to_name": "text", "type": "choices", "value": {"choices": [row["label"]]}}
+                ],
+            },
+        }
         httpx.post(url + "/webhook", json=event, timeout=60).raise_for_status()
 
 
@@ -147,11 +186,15 @@ def throughput(args, log_dir: Path, seeds: list[dict], rows: list[dict]) -> None
     (tmp / "config.xml").write_text(config)
     seed_dir = tmp / "seeds"
     seed_dir.mkdir()
-    (seed_dir / "seeds.jsonl").write_text("".join(json.dumps({"text": r["text"], "label": r["label"]}) + "\n"
-                                                  for r in seeds))
+    (seed_dir / "seeds.jsonl").write_text(
+        "".join(json.dumps({"text": r["text"], "label": r["label"]}) + "\n" for r in seeds)
+    )
     stack = Stack(log_dir, args.workers, args.concurrency, web=True, latency_ms=args.latency_ms, **MESSY)
-    print(f"{args.workers} workers x LABEL_CONCURRENCY {args.concurrency} = {in_flight} calls in flight; stand-in "
-          f"at {args.latency_ms:g} ms with {MESSY}; ideal = requests x latency / {in_flight}", flush=True)
+    print(
+        f"{args.workers} workers x LABEL_CONCURRENCY {args.concurrency} = {in_flight} calls in flight; stand-in "
+        f"at {args.latency_ms:g} ms with {MESSY}; ideal = requests x latency / {in_flight}",
+        flush=True,
+    )
     try:
         annotate(stack.url, seeds, config)
         # Not measured: the first answer of a new endpoint tells the shared limiter whether the provider sends
@@ -171,9 +214,11 @@ def throughput(args, log_dir: Path, seeds: list[dict], rows: list[dict]) -> None
                 requests = stack.model_requests() - before
                 ideal = requests * latency / in_flight
                 without = f" ({ideal / working:.2f} without its start-up)" if working else ""
-                print(f"{size:>6} tasks via {path:<17} {seconds:7.1f} s, {requests} requests, {labeled} labeled; "
-                      f"ideal {ideal:6.1f} s; fraction of the in-flight ideal {ideal / seconds:.2f}{without}",
-                      flush=True)
+                print(
+                    f"{size:>6} tasks via {path:<17} {seconds:7.1f} s, {requests} requests, {labeled} labeled; "
+                    f"ideal {ideal:6.1f} s; fraction of the in-flight ideal {ideal / seconds:.2f}{without}",
+                    flush=True,
+                )
     finally:
         stack.stop()
 
@@ -184,15 +229,27 @@ def limits(args, log_dir: Path, rows: list[dict], seeds: list[dict]) -> None:
     (tmp / "config.xml").write_text(choices_config(labels, "topic"))
     seed_dir = tmp / "seeds"
     seed_dir.mkdir()
-    (seed_dir / "seeds.jsonl").write_text("".join(json.dumps({"text": r["text"], "label": r["label"]}) + "\n"
-                                                  for r in seeds))
+    (seed_dir / "seeds.jsonl").write_text(
+        "".join(json.dumps({"text": r["text"], "label": r["label"]}) + "\n" for r in seeds)
+    )
     per_s = args.limit_rpm / 60
-    print(f"\nprovider limit {args.limit_rpm} requests/minute enforced as {per_s:g} per 1-s window, with "
-          f"x-ratelimit-* headers; {args.limit_tasks} tasks, {args.workers} workers x {args.concurrency}, "
-          f"stand-in at {args.limit_latency_ms:g} ms", flush=True)
+    print(
+        f"\nprovider limit {args.limit_rpm} requests/minute enforced as {per_s:g} per 1-s window, with "
+        f"x-ratelimit-* headers; {args.limit_tasks} tasks, {args.workers} workers x {args.concurrency}, "
+        f"stand-in at {args.limit_latency_ms:g} ms",
+        flush=True,
+    )
     for name, env in (("RATE_LIMIT_RPM set", {"RATE_LIMIT_RPM": args.limit_rpm}), ("headers only", {})):
-        stack = Stack(log_dir, args.workers, args.concurrency, web=False, env=env, latency_ms=args.limit_latency_ms,
-                      limit_rpm=args.limit_rpm, limit_window_s=1)
+        stack = Stack(
+            log_dir,
+            args.workers,
+            args.concurrency,
+            web=False,
+            env=env,
+            latency_ms=args.limit_latency_ms,
+            limit_rpm=args.limit_rpm,
+            limit_window_s=1,
+        )
         try:
             texts = unique_texts(rows, args.limit_tasks, f"limit {name}")
             seconds, labeled, _ = label_file(stack, tmp, tmp / "config.xml", seed_dir, texts)
@@ -201,9 +258,12 @@ def limits(args, log_dir: Path, rows: list[dict], seeds: list[dict]) -> None:
             taken = sorted(r["t"] for r in log if r["status"] != 429)
             span = taken[-1] - taken[0] if len(taken) > 1 else float("nan")
             rate = (len(taken) - 1) / span
-            print(f"{name:<18}: {len(log)} requests, {refused} 429s ({100 * refused / len(log):.2f} %), "
-                  f"{rate:.2f} req/s while running = {100 * rate / per_s:.1f} % of the limit; {labeled} labeled "
-                  f"in {seconds:.1f} s (start-up included: {len(taken) / seconds:.2f} req/s)", flush=True)
+            print(
+                f"{name:<18}: {len(log)} requests, {refused} 429s ({100 * refused / len(log):.2f} %), "
+                f"{rate:.2f} req/s while running = {100 * rate / per_s:.1f} % of the limit; {labeled} labeled "
+                f"in {seconds:.1f} s (start-up included: {len(taken) / seconds:.2f} req/s)",
+                flush=True,
+            )
         finally:
             stack.stop()
 

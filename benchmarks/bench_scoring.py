@@ -20,12 +20,12 @@ import logging
 import random
 import time
 
-from backend.fake_llm import spawn_fake_llm
-from backend.fake_llm.reference import Truth, analyse
-from backend.labeler import Labeler, label_many
+from backend.devtools.fake_llm import spawn_fake_llm
+from backend.devtools.fake_llm.reference import Truth, analyse
 from backend.labeling.examples import Example
 from backend.labeling.spec import parse_spec
-from backend.llm import LLMClient
+from backend.model.client import LLMClient
+from backend.model.labeler import Labeler, label_many
 from benchmarks.common import choices_config, fake_settings, read_jsonl
 
 # name -> (labels, eval-data file the texts come from)
@@ -57,8 +57,10 @@ def random_truth(labels: list[str], rng: random.Random) -> dict:
 
 def echo_truth(truth: dict) -> dict:
     """Echo scores as written, lowercase and capitalized: the same truth without the forms it does not read."""
-    forms = {label: {f: w for f, w in spelled.items() if f.lstrip(" ") in (label, label.lower())}
-             for label, spelled in truth["forms"].items()}
+    forms = {
+        label: {f: w for f, w in spelled.items() if f.lstrip(" ") in (label, label.lower())}
+        for label, spelled in truth["forms"].items()
+    }
     return {**truth, "forms": forms}
 
 
@@ -67,9 +69,12 @@ def tasks_for(name: str, count: int, rng: random.Random) -> tuple[list[str], lis
     rows = read_jsonl(data)
     rng.shuffle(rows)
     texts = list(dict.fromkeys(r["text"] for r in rows if isinstance(r["text"], str) and len(r["text"]) > 20))
-    demos = [Example(texts[i * DEMOS_PER_LABEL + j], (label,), "seed", f"{name}:{i}:{j}")
-             for i, label in enumerate(labels) for j in range(DEMOS_PER_LABEL)]
-    queries = texts[len(demos):len(demos) + count]
+    demos = [
+        Example(texts[i * DEMOS_PER_LABEL + j], (label,), "seed", f"{name}:{i}:{j}")
+        for i, label in enumerate(labels)
+        for j in range(DEMOS_PER_LABEL)
+    ]
+    queries = texts[len(demos) : len(demos) + count]
     return labels, demos, {text: random_truth(labels, rng) for text in queries}
 
 
@@ -78,19 +83,29 @@ def run(server, name: str, mode: str, scoring: str, top_k: int, labels, demos, t
     if scoring == "echo":
         truths = {text: echo_truth(truth) for text, truth in truths.items()}
     server.declare(truths)
-    settings = fake_settings(server.url, answer_mode=mode, scoring=scoring, top_logprobs=top_k, concurrency=8,
-                             answer_retries=0)
+    settings = fake_settings(
+        server.url, answer_mode=mode, scoring=scoring, top_logprobs=top_k, concurrency=8, answer_retries=0
+    )
     labeler = Labeler(spec, demos, settings, LLMClient(settings))
     outcomes = dict(label_many(labeler, ((t, {"text": t}) for t in truths), 8))
-    figures = {"tasks": len(truths), "agree": 0, "recoverable": 0, "agree_recoverable": 0, "null": 0,
-               "failed": 0, "errors": [], "errors_recoverable": []}
+    figures = {
+        "tasks": len(truths),
+        "agree": 0,
+        "recoverable": 0,
+        "agree_recoverable": 0,
+        "null": 0,
+        "failed": 0,
+        "errors": [],
+        "errors_recoverable": [],
+    }
     for text, truth in truths.items():
         declared = Truth.from_json(truth)
         probabilities = declared.probabilities()
         argmax = max(probabilities, key=probabilities.get)
         outcome = outcomes[text]
-        recoverable = scoring == "echo" or analyse(declared, "json" if mode == "json" else "text", top_k,
-                                                   spec).recoverable  # echo reads every label itself
+        recoverable = (
+            scoring == "echo" or analyse(declared, "json" if mode == "json" else "text", top_k, spec).recoverable
+        )  # echo reads every label itself
         chosen = outcome.labels[0] if outcome.labels else None
         figures["failed"] += not outcome.ok
         figures["agree"] += chosen == argmax
@@ -116,12 +131,16 @@ def main() -> None:
     parser.add_argument("--top-logprobs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
-    logging.getLogger("backend.llm").setLevel(logging.ERROR)
+    logging.getLogger("backend.model.client").setLevel(logging.ERROR)
 
-    print(f"{len(LABEL_SETS)} label sets x {args.tasks} tasks; answer scoring reads top_logprobs={args.top_logprobs}; "
-          "agreement = chosen label is the declared argmax; error = |score - declared P(chosen label)|")
-    header = (f"{'label set':<10} {'mode':<9} {'scoring':<7} {'agree':>7} {'recoverable':>11} {'agree there':>11} "
-              f"{'MAE there':>9} {'max there':>9} {'not recov.':>10} {'null score':>10} {'MAE all':>7}")
+    print(
+        f"{len(LABEL_SETS)} label sets x {args.tasks} tasks; answer scoring reads top_logprobs={args.top_logprobs}; "
+        "agreement = chosen label is the declared argmax; error = |score - declared P(chosen label)|"
+    )
+    header = (
+        f"{'label set':<10} {'mode':<9} {'scoring':<7} {'agree':>7} {'recoverable':>11} {'agree there':>11} "
+        f"{'MAE there':>9} {'max there':>9} {'not recov.':>10} {'null score':>10} {'MAE all':>7}"
+    )
     print(header)
     print("-" * len(header))
     server = spawn_fake_llm(reference=1)
@@ -132,8 +151,9 @@ def main() -> None:
             labels, demos, truths = tasks_for(name, args.tasks, random.Random(f"{args.seed}:{name}"))
             for mode, scoring in RUNS:
                 f = run(server, name, mode, scoring, args.top_logprobs, labels, demos, truths)
-                total = totals.setdefault((mode, scoring), {k: (0 if not isinstance(v, list) else [])
-                                                           for k, v in f.items()})
+                total = totals.setdefault(
+                    (mode, scoring), {k: (0 if not isinstance(v, list) else []) for k, v in f.items()}
+                )
                 for key, value in f.items():
                     total[key] += value
                 print(row(name, mode, scoring, f), flush=True)
@@ -149,9 +169,11 @@ def row(name: str, mode: str, scoring: str, f: dict) -> str:
     agree = f"{f['agree'] / f['tasks']:.1%}"
     there = f"{f['agree_recoverable'] / f['recoverable']:.1%}" if f["recoverable"] else "-"
     worst = f"{max(f['errors_recoverable']):.4f}" if f["errors_recoverable"] else "-"
-    return (f"{name:<10} {mode:<9} {scoring:<7} {agree:>7} {f['recoverable']:>11} {there:>11} "
-            f"{mean(f['errors_recoverable']):>9} {worst:>9} {f['tasks'] - f['recoverable']:>10} {f['null']:>10} "
-            f"{mean(f['errors']):>7}")
+    return (
+        f"{name:<10} {mode:<9} {scoring:<7} {agree:>7} {f['recoverable']:>11} {there:>11} "
+        f"{mean(f['errors_recoverable']):>9} {worst:>9} {f['tasks'] - f['recoverable']:>10} {f['null']:>10} "
+        f"{mean(f['errors']):>7}"
+    )
 
 
 if __name__ == "__main__":

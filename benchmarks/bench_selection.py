@@ -18,13 +18,13 @@ import argparse
 import time
 from pathlib import Path
 
-from backend import local_embeddings
-from backend.embeddings import Embedder, MemoryVectorCache
-from backend.fake_llm import FakeLLM, spawn_fake_llm
-from backend.labeler import Labeler, label_many
+from backend.devtools.fake_llm import FakeLLM, spawn_fake_llm
 from backend.labeling.spec import parse_spec
-from backend.llm import LLMClient
-from backend.options import prompt_for
+from backend.model import local_embeddings
+from backend.model.client import LLMClient
+from backend.model.embeddings import Embedder, MemoryVectorCache
+from backend.model.labeler import Labeler, label_many
+from backend.model.options import prompt_for
 from benchmarks.common import as_examples, choices_config, fake_settings, read_jsonl, row_labels, split_seeds
 from benchmarks.selection_quality import Quality, chance
 
@@ -49,6 +49,7 @@ SETTINGS = [
 
 
 # ---- model-free: do the chosen demonstrations carry the task's label? ------------------------------------
+
 
 class WordLlamaSource:
     """wordllama's bundled l2_supercat 256-d model as an embedding source (loaded from its package folder
@@ -77,8 +78,9 @@ def chosen_demonstrations(labeler: Labeler, texts: list[str]) -> tuple[list[list
     vectors = labeler.query_vectors(texts)
     seconds = time.perf_counter() - started
     by_ref = {e.ref: e for e in labeler.examples}  # a prepared call names its demonstrations by ref
-    return [[by_ref[ref] for ref in labeler.prepare(text, vector).demonstrations]
-            for text, vector in zip(texts, vectors)], seconds
+    return [
+        [by_ref[ref] for ref in labeler.prepare(text, vector).demonstrations] for text, vector in zip(texts, vectors)
+    ], seconds
 
 
 def measure(labeler: Labeler, rows: list[dict]) -> tuple[Quality, float]:
@@ -92,8 +94,10 @@ def measure(labeler: Labeler, rows: list[dict]) -> tuple[Quality, float]:
 def quality_table(args) -> None:
     """One row per data set and similarity: means over `args.draws` seed draws (lowest and highest draw of
     "carry label" beside them)."""
-    print(f"{'data set':<10} {'pool':>4} {'tasks':>5} {'labels':>6}  {'similarity':<34} {'carry label':>11} "
-          f"{'(draws)':>13} {'covered':>7} {'embed texts/s':>13}")
+    print(
+        f"{'data set':<10} {'pool':>4} {'tasks':>5} {'labels':>6}  {'similarity':<34} {'carry label':>11} "
+        f"{'(draws)':>13} {'covered':>7} {'embed texts/s':>13}"
+    )
     started = time.perf_counter()
     local_embeddings.shared().load()
     loads = [f"local model loaded in {time.perf_counter() - started:.1f} s"]
@@ -118,14 +122,18 @@ def quality_table(args) -> None:
                 if wordllama is not None:
                     rows_by.append(("wordllama (l2_supercat 256-d)", WORDLLAMA))
                 for label, model in rows_by:
-                    settings = fake_settings(server.url, selection="nearest-k", selection_k=args.k,
-                                             embedding_model=model)
+                    settings = fake_settings(
+                        server.url, selection="nearest-k", selection_k=args.k, embedding_model=model
+                    )
                     client = LLMClient(settings)
                     prompt = prompt_for(settings, {})
                     # A fresh cache per row and draw, so every text is embedded here and the speed is real.
                     source = {WORDLLAMA: wordllama, "": local_embeddings.shared()}.get(model, client)
-                    embedder = Embedder(source, MemoryVectorCache(), prompt.embedding_model) \
-                        if prompt.uses_embeddings else None
+                    embedder = (
+                        Embedder(source, MemoryVectorCache(), prompt.embedding_model)
+                        if prompt.uses_embeddings
+                        else None
+                    )
                     started = time.perf_counter()
                     labeler = Labeler(spec, examples, settings, client, prompt, embedder=embedder)
                     pool_seconds = time.perf_counter() - started
@@ -138,13 +146,18 @@ def quality_table(args) -> None:
                 speeds = [s for _, s in results if s]
                 spread = f"{min(shares):.3f}-{max(shares):.3f}" if len(shares) > 1 else ""
                 speed = f"{sum(speeds) / len(speeds):>13.0f}" if speeds else f"{'-':>13}"
-                print(f"{head}  {label:<34} {sum(shares) / len(shares):>11.3f} {spread:>13} {coverage:>7.3f} {speed}",
-                      flush=True)
-    print("; ".join(loads) + (". wordllama is not installed: `pip install wordllama` adds its row"
-                              if wordllama is None else ""))
+                print(
+                    f"{head}  {label:<34} {sum(shares) / len(shares):>11.3f} {spread:>13} {coverage:>7.3f} {speed}",
+                    flush=True,
+                )
+    print(
+        "; ".join(loads)
+        + (". wordllama is not installed: `pip install wordllama` adds its row" if wordllama is None else "")
+    )
 
 
 # ---- through the fake LLM: tokens, requests, proxy accuracy ---------------------------------------------
+
 
 def run(server, rows, examples, spec, overrides, concurrency) -> dict:
     settings = fake_settings(server.url, concurrency=concurrency, **overrides)
@@ -157,16 +170,23 @@ def run(server, rows, examples, spec, overrides, concurrency) -> dict:
     correct = sum(outcomes[i].labels == (r["label"],) for i, r in enumerate(rows))
     # Chat prompt tokens as the server reported them per answer; embedding input is counted apart.
     chat_tokens = sum(o.prompt_tokens for o in outcomes.values())
-    return {"tokens_per_task": chat_tokens / len(rows), "requests": stats["requests"],
-            "embedding_tokens": stats["prompt_tokens"] - chat_tokens, "choice": labeler.choice.selection.describe(),
-            "seconds": seconds, "accuracy": correct / len(rows),
-            "failed": sum(not o.ok for o in outcomes.values())}
+    return {
+        "tokens_per_task": chat_tokens / len(rows),
+        "requests": stats["requests"],
+        "embedding_tokens": stats["prompt_tokens"] - chat_tokens,
+        "choice": labeler.choice.selection.describe(),
+        "seconds": seconds,
+        "accuracy": correct / len(rows),
+        "failed": sum(not o.ok for o in outcomes.values()),
+    }
 
 
 def llm_table(args) -> None:
     server = spawn_fake_llm(latency_ms=args.latency_ms)
-    print(f"{'data set':<9} {'setting':<28} {'tasks':>5} {'tokens/task':>11} {'vs all':>7} {'requests':>8} "
-          f"{'seconds':>7} {'accuracy':>8}")
+    print(
+        f"{'data set':<9} {'setting':<28} {'tasks':>5} {'tokens/task':>11} {'vs all':>7} {'requests':>8} "
+        f"{'seconds':>7} {'accuracy':>8}"
+    )
     try:
         for name, file in DATA_SETS[:2]:
             seeds, rows = split_seeds(read_jsonl(file), args.llm_per_label, args.tasks)
@@ -177,11 +197,14 @@ def llm_table(args) -> None:
                 result = run(server, rows, examples, spec, overrides, args.concurrency)
                 baseline = baseline or result["tokens_per_task"]
                 shown = f"{setting} -> {result['choice']}" if setting == "auto" else setting
-                print(f"{name:<9} {shown:<28} {len(rows):>5} {result['tokens_per_task']:>11.0f} "
-                      f"{result['tokens_per_task'] / baseline:>6.0%} {result['requests']:>8} "
-                      f"{result['seconds']:>7.1f} {result['accuracy']:>8.3f}"
-                      + (f"  (+{result['embedding_tokens']} embedding tokens)" if result["embedding_tokens"] else "")
-                      + (f"  ({result['failed']} failed)" if result["failed"] else ""), flush=True)
+                print(
+                    f"{name:<9} {shown:<28} {len(rows):>5} {result['tokens_per_task']:>11.0f} "
+                    f"{result['tokens_per_task'] / baseline:>6.0%} {result['requests']:>8} "
+                    f"{result['seconds']:>7.1f} {result['accuracy']:>8.3f}"
+                    + (f"  (+{result['embedding_tokens']} embedding tokens)" if result["embedding_tokens"] else "")
+                    + (f"  ({result['failed']} failed)" if result["failed"] else ""),
+                    flush=True,
+                )
     finally:
         server.stop()
 

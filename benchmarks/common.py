@@ -46,8 +46,9 @@ def row_labels(row: dict) -> tuple[str, ...]:
 def choices_config(labels: list[str], name: str = "label", multiple: bool = False) -> str:
     choices = "".join(f'<Choice value="{label}"/>' for label in labels)
     kind = ' choice="multiple"' if multiple else ""
-    return (f'<View><Text name="text" value="$text"/><Choices name="{name}" toName="text"{kind}>{choices}'
-            '</Choices></View>')
+    return (
+        f'<View><Text name="text" value="$text"/><Choices name="{name}" toName="text"{kind}>{choices}</Choices></View>'
+    )
 
 
 def as_examples(rows: list[dict]) -> list[Example]:

@@ -7,9 +7,9 @@ same figures for k demonstrations drawn at random from the pool, the floor every
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from math import comb
-from typing import Iterable, Sequence
 
 
 @dataclass

@@ -16,8 +16,8 @@ import sys
 import threading
 import time
 
-from backend import jobs
-from backend.studio import Studio
+from backend.pipeline import jobs
+from backend.studio.client import Studio
 
 
 def _die() -> None:
@@ -45,7 +45,7 @@ def install(chaos: str) -> None:
 
         Studio.create_predictions = write
     elif chaos == "kill:after-write":
-        from backend import writeback
+        from backend.pipeline import writeback
 
         real_done = writeback.Flusher._done
 
@@ -56,6 +56,7 @@ def install(chaos: str) -> None:
 
         writeback.Flusher._done = done
     elif chaos == "raise:label":
+
         def label_chunk(*args, **kwargs):
             raise RuntimeError("chaos: this labeling job raises every time")
 
@@ -65,7 +66,7 @@ def install(chaos: str) -> None:
 
 
 if __name__ == "__main__":
-    from backend.cli import main
+    from backend.commands.cli import main
 
     install(os.environ["FSP_CHAOS"])
     sys.exit(main(["worker"]))

@@ -21,8 +21,19 @@ MULTI_CONFIG = """<View>
   </Choices>
 </View>"""
 
-_PREFIXES = ("OPENAI_", "LLM_", "PROMPT_", "SEEDS_", "LABEL_", "REDIS_", "BASIC_AUTH_", "WEBHOOK_", "FEWSHOT_",
-             "DEMO_", "EMBEDDING_")
+_PREFIXES = (
+    "OPENAI_",
+    "LLM_",
+    "PROMPT_",
+    "SEEDS_",
+    "LABEL_",
+    "REDIS_",
+    "BASIC_AUTH_",
+    "WEBHOOK_",
+    "FEWSHOT_",
+    "DEMO_",
+    "EMBEDDING_",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -36,7 +47,7 @@ def isolated_env(monkeypatch):
 
 @pytest.fixture
 def fake_llm():
-    from backend.fake_llm import FakeLLM
+    from backend.devtools.fake_llm import FakeLLM
 
     with FakeLLM() as server:
         yield server
@@ -53,12 +64,12 @@ def env(fake_llm, monkeypatch):
 
 def llm_settings(fake, **overrides) -> Settings:
     """Settings that point the real openai client at a fake server."""
-    env = {"OPENAI_BASE_URL": fake.url, "OPENAI_API_KEY": "sk-test-fake", "LLM_MODEL": "fake-llm",
-           "LLM_TIMEOUT": "5"}
+    env = {"OPENAI_BASE_URL": fake.url, "OPENAI_API_KEY": "sk-test-fake", "LLM_MODEL": "fake-llm", "LLM_TIMEOUT": "5"}
     return Settings.from_env(env, **overrides)
 
 
 # ---- real Redis, real rq workers -------------------------------------------------------------------
+
 
 @pytest.fixture(scope="session")
 def logs_dir(tmp_path_factory):
@@ -81,15 +92,24 @@ def clean_redis(url: str) -> None:
 
     connection = redis_lib.Redis.from_url(url)
     keys = list(connection.scan_iter("fsp:*")) + list(connection.scan_iter("rq:job:*"))
-    keys += [k for k in connection.scan_iter("rq:*") if b":wip:" in k or b"rq:queue:" in k or b":failed:" in k
-             or b":finished:" in k or b":scheduled:" in k or b":deferred:" in k or b":results:" in k]
+    keys += [
+        k
+        for k in connection.scan_iter("rq:*")
+        if b":wip:" in k
+        or b"rq:queue:" in k
+        or b":failed:" in k
+        or b":finished:" in k
+        or b":scheduled:" in k
+        or b":deferred:" in k
+        or b":results:" in k
+    ]
     if keys:
         connection.delete(*keys)
 
 
 @pytest.fixture
 def redis_conn(redis_url):
-    from backend.store import connect
+    from backend.state.store import connect
 
     clean_redis(redis_url)
     connection = connect(redis_url)
@@ -102,9 +122,18 @@ def stack_env(redis_url: str, fake_url: str, **extra) -> dict:
     from backend.processes import backend_env
 
     base = {key: value for key, value in backend_env().items() if not key.startswith(_PREFIXES)}
-    base.update({"REDIS_URL": redis_url, "OPENAI_BASE_URL": fake_url, "OPENAI_API_KEY": "sk-test-fake",
-                 "LLM_MODEL": "fake-llm", "LLM_TIMEOUT": "10", "WORKER_MAINTENANCE": "2",
-                 "PYTHONPATH": str(REPO), "QUEUE_NAME": "fewshot-test"})
+    base.update(
+        {
+            "REDIS_URL": redis_url,
+            "OPENAI_BASE_URL": fake_url,
+            "OPENAI_API_KEY": "sk-test-fake",
+            "LLM_MODEL": "fake-llm",
+            "LLM_TIMEOUT": "10",
+            "WORKER_MAINTENANCE": "2",
+            "PYTHONPATH": str(REPO),
+            "QUEUE_NAME": "fewshot-test",
+        }
+    )
     base.update({k: str(v) for k, v in extra.items()})
     return base
 

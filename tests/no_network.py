@@ -55,5 +55,5 @@ def read_attempts(stderr: str) -> list[dict]:
     """The attempts a guarded subprocess reported."""
     for line in reversed(stderr.splitlines()):
         if line.startswith(MARK):
-            return json.loads(line[len(MARK):])
+            return json.loads(line[len(MARK) :])
     raise AssertionError(f"the guarded process reported nothing (did it crash?):\n{stderr[-2000:]}")

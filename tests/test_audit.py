@@ -29,8 +29,9 @@ def load_audit():
 
 def run_audit(**env) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if k not in ("FEWSHOT_ADVISORY_DB", "FEWSHOT_AUDIT_REQUIRED")}
-    return subprocess.run([sys.executable, str(AUDIT)], env={**clean, **env}, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, str(AUDIT)], env={**clean, **env}, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_the_snapshot_reports_recorded_advisories_and_passes():
@@ -38,10 +39,16 @@ def test_the_snapshot_reports_recorded_advisories_and_passes():
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     flask, jinja = metadata.version("flask"), metadata.version("jinja2")
-    assert f"pip-audit: recorded (label-studio-ml 1.0.9 pin, SECURITY.md): flask {flask}: PYSEC-2023-62 " \
-           "(fixed in 2.2.5)" in lines
-    assert any(line.startswith(f"pip-audit: recorded (label-studio-ml 1.0.9 pin, SECURITY.md): jinja2 {jinja}: "
-                               "GHSA-cpwx-vrp4-4pq7") for line in lines)
+    assert (
+        f"pip-audit: recorded (label-studio-ml 1.0.9 pin, SECURITY.md): flask {flask}: PYSEC-2023-62 "
+        "(fixed in 2.2.5)" in lines
+    )
+    assert any(
+        line.startswith(
+            f"pip-audit: recorded (label-studio-ml 1.0.9 pin, SECURITY.md): jinja2 {jinja}: GHSA-cpwx-vrp4-4pq7"
+        )
+        for line in lines
+    )
     assert "PYSEC-2014-14" not in result.stdout  # requests is past that fix
     installed = len(load_audit().installed())
     assert lines[-1].startswith(f"pip-audit: {installed} dependencies checked against the OSV snapshot")
@@ -51,9 +58,15 @@ def test_the_snapshot_reports_recorded_advisories_and_passes():
 def test_a_new_advisory_in_a_snapshot_directory_fails_the_audit(tmp_path):
     (tmp_path / "recorded.json").write_text(SNAPSHOT.read_text())
     pyyaml = metadata.version("pyyaml")
-    (tmp_path / "PYSEC-TEST-1.json").write_text(json.dumps({  # one advisory per file, as OSV's all.zip holds them
-        "id": "PYSEC-TEST-1", "aliases": [],
-        "affected": [{"package": {"ecosystem": "PyPI", "name": "PyYAML"}, "versions": [pyyaml]}]}))
+    (tmp_path / "PYSEC-TEST-1.json").write_text(
+        json.dumps(
+            {  # one advisory per file, as OSV's all.zip holds them
+                "id": "PYSEC-TEST-1",
+                "aliases": [],
+                "affected": [{"package": {"ecosystem": "PyPI", "name": "PyYAML"}, "versions": [pyyaml]}],
+            }
+        )
+    )
     result = run_audit(FEWSHOT_ADVISORY_DB=str(tmp_path))
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"pip-audit: NEW FINDING: pyyaml {pyyaml}: PYSEC-TEST-1 (fixed in -)" in result.stdout.splitlines()
@@ -71,8 +84,14 @@ def test_an_unreadable_snapshot_is_one_clean_line(tmp_path):
 def test_no_reachable_advisory_data_says_skipped():
     # Every request of pip-audit goes to a proxy that refuses connections: nothing can be checked.
     dead = "http://127.0.0.1:9"
-    env = {"HTTPS_PROXY": dead, "HTTP_PROXY": dead, "https_proxy": dead, "http_proxy": dead, "NO_PROXY": "",
-           "no_proxy": ""}
+    env = {
+        "HTTPS_PROXY": dead,
+        "HTTP_PROXY": dead,
+        "https_proxy": dead,
+        "http_proxy": dead,
+        "NO_PROXY": "",
+        "no_proxy": "",
+    }
     result = run_audit(**env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("pip-audit: skipped: no advisory data reachable")
@@ -86,7 +105,9 @@ def test_verdict_with_every_package_skipped_is_skipped():
     assert code == 0 and lines[0].startswith("pip-audit: skipped: no advisory data reachable (s: all 1")
 
 
-versions = st.tuples(st.integers(0, 5), st.integers(0, 5), st.integers(0, 5)).map(lambda t: Version(".".join(map(str, t))))
+versions = st.tuples(st.integers(0, 5), st.integers(0, 5), st.integers(0, 5)).map(
+    lambda t: Version(".".join(map(str, t)))
+)
 
 
 @given(versions, versions, versions)

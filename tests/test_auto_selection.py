@@ -12,18 +12,18 @@ import logging
 
 import pytest
 
-from backend import store
-from backend.labeler import Labeler
 from backend.labeling.auto_selection import choose_selection, comfortable_room, demonstration_tokens
 from backend.labeling.budget import Budget
 from backend.labeling.examples import load_seeds
 from backend.labeling.spec import parse_spec
-from backend.llm import LLMClient
-from backend.local_embeddings import model_id
-from backend.options import prompt_for
-from backend.projects import apply_version_policy, register
-from backend.service import Service
+from backend.model.client import LLMClient
+from backend.model.labeler import Labeler
+from backend.model.local_embeddings import model_id
+from backend.model.options import prompt_for
+from backend.pipeline.projects import apply_version_policy, register
 from backend.settings import Settings
+from backend.state import store
+from backend.web.service import Service
 from benchmarks.common import as_examples, choices_config, read_jsonl, split_seeds
 from tests.conftest import SEEDS, llm_settings
 
@@ -55,7 +55,7 @@ def test_auto_keeps_every_demonstration_for_the_shipped_seeds(fake_llm, seed_set
 
 
 def test_auto_switches_to_nearest_k_by_the_local_model_when_the_demonstrations_exceed_the_budget(fake_llm, caplog):
-    caplog.set_level(logging.INFO, logger="backend.labeler")
+    caplog.set_level(logging.INFO, logger="backend.model.labeler")
     spec = parse_spec(TOPICS)
     settings = llm_settings(fake_llm)  # fake-llm: a 16,384-token window, so about 8,000 tokens of room
     few = Labeler(spec, news(40), settings, LLMClient(settings))
@@ -83,7 +83,7 @@ def test_the_switch_happens_exactly_where_the_demonstrations_pass_half_the_budge
     settings = llm_settings(fake_llm)
     prompt = prompt_for(settings, {})
     labeler = Labeler(spec, examples, settings, None)
-    tokens = demonstration_tokens(spec, labeler.examples, prompt, labeler.counter, 10 ** 9)
+    tokens = demonstration_tokens(spec, labeler.examples, prompt, labeler.counter, 10**9)
     at = Budget(context_window=2 * tokens + 256, answer_tokens=256)  # room == tokens exactly
     assert comfortable_room(at) == tokens
     assert choose_selection(spec, labeler.examples, prompt, labeler.counter, at).selection.strategy == "all"
@@ -104,19 +104,29 @@ def test_explicit_selections_are_kept_and_a_project_can_ask_for_auto(fake_llm):
 
 
 def test_status_shows_the_selection_in_effect_and_why(redis_conn, fake_llm):
-    settings = Settings.from_env({"SEEDS_PATH": str(SEEDS / "support"), "OPENAI_BASE_URL": fake_llm.url,
-                                  "LLM_MODEL": "fake-llm"})
+    settings = Settings.from_env(
+        {"SEEDS_PATH": str(SEEDS / "support"), "OPENAI_BASE_URL": fake_llm.url, "LLM_MODEL": "fake-llm"}
+    )
     service = Service(settings, redis_conn)
     register(redis_conn, 1, (SEEDS / "support" / "config.xml").read_text())
     register(redis_conn, 2, TOPICS)
     for task_id, example in enumerate(news(400), start=1):
-        store.put_live_demo(redis_conn, 2, task_id, {"text": example.text, "labels": list(example.labels),
-                                                      "annotation": task_id, "updated_at": "2026-01-01"})
+        store.put_live_demonstration(
+            redis_conn,
+            2,
+            task_id,
+            {"text": example.text, "labels": list(example.labels), "annotation": task_id, "updated_at": "2026-01-01"},
+        )
     for project in (1, 2):
         apply_version_policy(redis_conn, settings, project)
     shown = {p["project_id"]: p for p in service.status()["projects"]}
     assert shown[1]["selection"]["setting"] == "auto" and shown[1]["selection"]["strategy"] == "all"
     assert "all 20 demonstrations fit comfortably" in shown[1]["selection"]["reason"]
-    assert shown[2]["selection"] == {"setting": "auto", "strategy": "nearest-k", "k": 8, "similarity": model_id(),
-                                     "reason": shown[2]["selection"]["reason"]}
+    assert shown[2]["selection"] == {
+        "setting": "auto",
+        "strategy": "nearest-k",
+        "k": 8,
+        "similarity": model_id(),
+        "reason": shown[2]["selection"]["reason"],
+    }
     assert "400 demonstrations take more than" in shown[2]["selection"]["reason"]

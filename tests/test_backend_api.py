@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from backend.fake_llm import spawn_fake_llm
-from backend.ml_adapter import create_app
+from backend.devtools.fake_llm import spawn_fake_llm
 from backend.processes import start_workers, stop_all
 from backend.settings import Settings
+from backend.web.ml_adapter import create_app
 from tests.conftest import MULTI_CONFIG, SENTIMENT_CONFIG, clean_redis, stack_env, wait_for_workers
 
 
@@ -34,27 +34,39 @@ def client(stack):
 
 
 def annotation(task_id, label, annotation_id, updated="2026-01-01T00:00:00Z", cancelled=False):
-    return {"id": annotation_id, "task": task_id, "was_cancelled": cancelled, "updated_at": updated,
-            "result": [{"from_name": "sentiment", "to_name": "text", "type": "choices",
-                        "value": {"choices": [label]}}]}
+    return {
+        "id": annotation_id,
+        "task": task_id,
+        "was_cancelled": cancelled,
+        "updated_at": updated,
+        "result": [{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": [label]}}],
+    }
 
 
 def annotate(client, task_id, text, label, annotation_id, **kwargs):
-    body = {"action": "ANNOTATION_CREATED", "annotation": annotation(task_id, label, annotation_id, **kwargs),
-            "task": {"id": task_id, "data": {"text": text}}, "project": {"id": 1}}
+    body = {
+        "action": "ANNOTATION_CREATED",
+        "annotation": annotation(task_id, label, annotation_id, **kwargs),
+        "task": {"id": task_id, "data": {"text": text}},
+        "project": {"id": 1},
+    }
     return client.post("/webhook", json=body)
 
 
 def predict(client, texts, project="1.1700000000", config=SENTIMENT_CONFIG, first_id=100):
-    tasks = [{"id": first_id + i, "data": {"text": t}, "project": int(project.split(".")[0])}
-             for i, t in enumerate(texts)]
-    return client.post("/predict", json={"tasks": tasks, "project": project, "label_config": config,
-                                         "params": {"context": None}})
+    tasks = [
+        {"id": first_id + i, "data": {"text": t}, "project": int(project.split(".")[0])} for i, t in enumerate(texts)
+    ]
+    return client.post(
+        "/predict", json={"tasks": tasks, "project": project, "label_config": config, "params": {"context": None}}
+    )
 
 
 def labels_of(response):
-    return [(r.get("result") or [{"value": {"choices": [None]}}])[0]["value"]["choices"]
-            for r in response.get_json()["results"]]
+    return [
+        (r.get("result") or [{"value": {"choices": [None]}}])[0]["value"]["choices"]
+        for r in response.get_json()["results"]
+    ]
 
 
 def test_health_reports_redis_workers_and_llm_without_secrets(client):
@@ -83,14 +95,23 @@ def test_setup_returns_a_stable_version_per_project(client):
     assert other.get_json()["model_version"] != first.get_json()["model_version"]
 
 
-@pytest.mark.parametrize("body, fragment", [
-    ({"project": "1.1", "schema": '<View><Image name="i" value="$img"/><RectangleLabels name="b" toName="i">'
-                                  '<Label value="car"/></RectangleLabels></View>'}, "RectangleLabels"),
-    ({"project": "1.1", "schema": SENTIMENT_CONFIG, "extra_params": {"mode": "magic"}}, "magic"),
-    ({"project": "1.1", "schema": SENTIMENT_CONFIG, "extra_params": {"temperature": 1}}, "unknown option"),
-    ({"project": "1.1", "schema": SENTIMENT_CONFIG, "extra_params": "{not json"}, "JSON object"),
-    ({"schema": SENTIMENT_CONFIG}, "project id"),
-])
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        (
+            {
+                "project": "1.1",
+                "schema": '<View><Image name="i" value="$img"/><RectangleLabels name="b" toName="i">'
+                '<Label value="car"/></RectangleLabels></View>',
+            },
+            "RectangleLabels",
+        ),
+        ({"project": "1.1", "schema": SENTIMENT_CONFIG, "extra_params": {"mode": "magic"}}, "magic"),
+        ({"project": "1.1", "schema": SENTIMENT_CONFIG, "extra_params": {"temperature": 1}}, "unknown option"),
+        ({"project": "1.1", "schema": SENTIMENT_CONFIG, "extra_params": "{not json"}, "JSON object"),
+        ({"schema": SENTIMENT_CONFIG}, "project id"),
+    ],
+)
 def test_setup_explains_what_it_cannot_serve(client, body, fragment):
     response = client.post("/setup", json=body)
     assert response.status_code == 400 and fragment in response.get_json()["error"]
@@ -150,8 +171,9 @@ def test_annotation_events_change_the_demonstrations_and_the_version(client, sta
     assert after != zero_shot
     predict(client, ["Yan is gloomy."])
     assert "Zed is gloomy." in json.dumps(stack["fake"].requests()[-1]["body"]["messages"])
-    deleted = client.post("/webhook", json={"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 50}],
-                                            "project": {"id": 1}})
+    deleted = client.post(
+        "/webhook", json={"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 50}], "project": {"id": 1}}
+    )
     assert deleted.get_json()["changed"] == 1
     assert client.get("/versions?project=1").get_json()["model_version"] == zero_shot
 
@@ -171,15 +193,23 @@ def test_tasks_deleted_removes_their_demonstrations(client):
     assert client.post("/webhook", json=body).get_json()["changed"] == 1
 
 
-@pytest.mark.parametrize("path, data", [
-    ("/predict", "not json"), ("/predict", "[1, 2]"), ("/predict", '{"tasks": "x", "project": "1.1"}'),
-    ("/predict", '{"tasks": [], "project": "1.1"}'), ("/predict", '{"tasks": [{"id": "a", "data": {}}]}'),
-    ("/predict", '{"tasks": [{"id": 1, "data": {"text": "x"}}], "project": "abc"}'),
-    ("/predict", '{"tasks": [{"id": 1, "data": {"text": "x"}}], "project": "1.1", "label_config": 5}'),
-    ("/setup", "null"), ("/webhook", '{"project": {"id": 1}}'), ("/webhook", '{"action": "X"}'),
-    ("/webhook", '{"action": "ANNOTATION_CREATED", "project": {"id": 1}, "annotation": {"task": 1}}'),
-    ("/predict", "[" * 100000 + "]" * 100000),
-])
+@pytest.mark.parametrize(
+    "path, data",
+    [
+        ("/predict", "not json"),
+        ("/predict", "[1, 2]"),
+        ("/predict", '{"tasks": "x", "project": "1.1"}'),
+        ("/predict", '{"tasks": [], "project": "1.1"}'),
+        ("/predict", '{"tasks": [{"id": "a", "data": {}}]}'),
+        ("/predict", '{"tasks": [{"id": 1, "data": {"text": "x"}}], "project": "abc"}'),
+        ("/predict", '{"tasks": [{"id": 1, "data": {"text": "x"}}], "project": "1.1", "label_config": 5}'),
+        ("/setup", "null"),
+        ("/webhook", '{"project": {"id": 1}}'),
+        ("/webhook", '{"action": "X"}'),
+        ("/webhook", '{"action": "ANNOTATION_CREATED", "project": {"id": 1}, "annotation": {"task": 1}}'),
+        ("/predict", "[" * 100000 + "]" * 100000),
+    ],
+)
 def test_malformed_requests_get_a_4xx_with_a_json_message(client, path, data):
     response = client.post(path, data=data, content_type="application/json")
     assert 400 <= response.status_code < 500, response.get_data(as_text=True)[:300]

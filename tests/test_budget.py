@@ -11,8 +11,18 @@ import tiktoken
 import tiktoken.load
 
 from backend.labeling import budget as budget_module
-from backend.labeling.budget import (CONTEXT_WINDOWS, TRUNCATION_MARKER, Budget, BudgetExceeded, Fitted,
-                                     TokenCounter, context_window, drop_order, fit, offline_encodings)
+from backend.labeling.budget import (
+    CONTEXT_WINDOWS,
+    TRUNCATION_MARKER,
+    Budget,
+    BudgetExceeded,
+    Fitted,
+    TokenCounter,
+    context_window,
+    drop_order,
+    fit,
+    offline_encodings,
+)
 from backend.labeling.examples import Example
 from backend.labeling.prompt import PromptSettings, build_messages
 from backend.labeling.spec import parse_spec
@@ -58,6 +68,7 @@ def builder(spec, mode="text"):
 
 # ---- counting ------------------------------------------------------------------------------------------
 
+
 def test_cl100k_is_found_in_a_bundled_plugin_and_other_encodings_are_not():
     available = offline_encodings()
     assert available.get("cl100k_base") == "cl100k_base_offline"
@@ -70,10 +81,12 @@ def test_cl100k_is_found_in_a_bundled_plugin_and_other_encodings_are_not():
 def test_cl100k_models_are_counted_exactly(model, cl100k):
     counter = TokenCounter(model)
     assert counter.exact
-    messages = [{"role": "system", "content": "You label texts."},
-                {"role": "user", "content": SAMPLES["accents"]},
-                {"role": "assistant", "content": "positive"},
-                {"role": "user", "content": SAMPLES["cjk"] + " <|endoftext|>"}]
+    messages = [
+        {"role": "system", "content": "You label texts."},
+        {"role": "user", "content": SAMPLES["accents"]},
+        {"role": "assistant", "content": "positive"},
+        {"role": "user", "content": SAMPLES["cjk"] + " <|endoftext|>"},
+    ]
     for text in SAMPLES.values():
         assert counter.text(text) == len(cl100k.encode_ordinary(text))
     expected = sum(4 + len(cl100k.encode_ordinary(m["content"])) for m in messages) + 3
@@ -113,7 +126,7 @@ def test_truncate_keeps_a_prefix_within_the_limit(model, kind, monkeypatch):
         assert counter.text(cut) <= limit
         assert "\ufffd" not in cut
         # The longest such prefix, up to what one more token could span (a character may need several).
-        assert counter.text(text[:len(cut) + 4]) > limit or limit < 3
+        assert counter.text(text[: len(cut) + 4]) > limit or limit < 3
     assert counter.truncate(text, total) == text
     assert counter.truncate(text, 0) == ""
 
@@ -151,8 +164,10 @@ LABELS = ("positive", "negative", "neutral")
 def pool(n: int, seed: int = 7, labels=LABELS, weights=(6, 3, 1)) -> list[Example]:
     rng = random.Random(seed)
     words = "service delivery price quality support refund update crash screen battery slow fast".split()
-    return [demo(" ".join(rng.choice(words) for _ in range(rng.randint(8, 30))),
-                 rng.choices(labels, weights)[0], str(i)) for i in range(n)]
+    return [
+        demo(" ".join(rng.choice(words) for _ in range(rng.randint(8, 30))), rng.choices(labels, weights)[0], str(i))
+        for i in range(n)
+    ]
 
 
 def test_drop_order_nearest_k_drops_the_least_similar_front_first():
@@ -160,8 +175,14 @@ def test_drop_order_nearest_k_drops_the_least_similar_front_first():
 
 
 def test_drop_order_takes_from_the_largest_label_latest_first_and_keeps_one_per_label():
-    demos = [demo("a", "x", "0"), demo("b", "x", "1"), demo("c", "y", "2"), demo("d", "x", "3"),
-             demo("e", "z", "4"), demo("f", "y", "5")]
+    demos = [
+        demo("a", "x", "0"),
+        demo("b", "x", "1"),
+        demo("c", "y", "2"),
+        demo("d", "x", "3"),
+        demo("e", "z", "4"),
+        demo("f", "y", "5"),
+    ]
     order = drop_order(demos, "all")
     assert order == [3, 5, 1, 4, 2, 0]
     assert sorted(order) == list(range(6))
@@ -173,8 +194,9 @@ def test_drop_order_takes_from_the_largest_label_latest_first_and_keeps_one_per_
 
 
 SPEC = parse_spec(SENTIMENT_CONFIG)
-SPEC3 = parse_spec(SENTIMENT_CONFIG.replace('<Choice value="negative"/>',
-                                            '<Choice value="negative"/><Choice value="neutral"/>'))
+SPEC3 = parse_spec(
+    SENTIMENT_CONFIG.replace('<Choice value="negative"/>', '<Choice value="negative"/><Choice value="neutral"/>')
+)
 
 
 def test_fit_keeps_the_prompt_within_a_small_budget_dropping_the_front_for_nearest_k():
@@ -192,10 +214,10 @@ def test_fit_keeps_the_prompt_within_a_small_budget_dropping_the_front_for_neare
     assert isinstance(fitted, Fitted)
     assert 0 < fitted.dropped < 300 and fitted.truncated_chars == 0
     assert fitted.prompt_tokens == counter.messages(fitted.messages) <= small.prompt_tokens
-    assert fitted.demonstrations == demos[fitted.dropped:]  # the most similar (last) are kept
+    assert fitted.demonstrations == demos[fitted.dropped :]  # the most similar (last) are kept
     assert fitted.messages == build(fitted.demonstrations, "the battery died after the update")
     # As many as fit: one more demonstration would not.
-    one_more = demos[fitted.dropped - 1:]
+    one_more = demos[fitted.dropped - 1 :]
     assert counter.messages(build(one_more, "the battery died after the update")) > small.prompt_tokens
 
 
@@ -235,7 +257,7 @@ def test_fit_verifies_a_prompt_that_is_not_a_sum_of_demonstration_parts():
     fitted = fit(demos, "slow refund", joined, counter, small, "nearest-k")
     assert 0 < fitted.dropped < 300
     assert counter.messages(fitted.messages) == fitted.prompt_tokens <= small.prompt_tokens
-    assert counter.messages(joined(demos[fitted.dropped - 1:], "slow refund")) > small.prompt_tokens
+    assert counter.messages(joined(demos[fitted.dropped - 1 :], "slow refund")) > small.prompt_tokens
 
 
 def test_fit_is_fast_for_thousands_of_demonstrations():
@@ -252,12 +274,16 @@ def test_fit_is_fast_for_thousands_of_demonstrations():
 
 # ---- the issue's acceptance items --------------------------------------------------------------------
 
+
 def many_labels_config(n: int, hint_words: int = 12) -> str:
     choices = "\n".join(
         f'    <Choice value="category_{i:03d}" hint="{" ".join(f"topic{i}word{w}" for w in range(hint_words))}"/>'
-        for i in range(n))
-    return (f'<View>\n  <Text name="text" value="$text"/>\n  <Choices name="category" toName="text" '
-            f'choice="single">\n{choices}\n  </Choices>\n</View>')
+        for i in range(n)
+    )
+    return (
+        f'<View>\n  <Text name="text" value="$text"/>\n  <Choices name="category" toName="text" '
+        f'choice="single">\n{choices}\n  </Choices>\n</View>'
+    )
 
 
 def test_77_labels_and_a_50000_character_text_fit_a_16k_budget():
@@ -265,8 +291,10 @@ def test_77_labels_and_a_50000_character_text_fit_a_16k_budget():
     assert len(spec.labels) == 77
     rng = random.Random(3)
     vocabulary = "alpha beta gamma delta order invoice shipping account login password refund".split()
-    demos = [demo(" ".join(rng.choice(vocabulary) for _ in range(rng.randint(20, 60))),
-                  spec.label_values[i % 77], str(i)) for i in range(200)]
+    demos = [
+        demo(" ".join(rng.choice(vocabulary) for _ in range(rng.randint(20, 60))), spec.label_values[i % 77], str(i))
+        for i in range(200)
+    ]
     text = ("Customer wrote a very long complaint about shipping and invoices. " * 800)[:50000]
     assert len(text) == 50000
     counter = TokenCounter("gpt-3.5-turbo")
@@ -280,7 +308,7 @@ def test_77_labels_and_a_50000_character_text_fit_a_16k_budget():
     query = fitted.messages[-1]["content"]
     marker = TRUNCATION_MARKER.format(n=fitted.truncated_chars)
     assert fitted.truncated_chars > 0 and marker in query
-    kept_text = query[:query.index(marker)]
+    kept_text = query[: query.index(marker)]
     assert text.startswith(kept_text) and len(kept_text) + fitted.truncated_chars == 50000
     assert re.search(r"\[\.\.\.truncated \d+ characters\]", query)
     assert counter.text(kept_text) <= 0.5 * budget.prompt_tokens
@@ -315,14 +343,16 @@ def test_a_tight_budget_cuts_the_text_below_its_share_before_giving_up():
     assert fitted.demonstrations == [] and fitted.dropped == 20
     assert fitted.prompt_tokens == counter.messages(fitted.messages) <= budget.prompt_tokens
     query = fitted.messages[-1]["content"]
-    assert 250 < counter.text(query[:query.index(" [SEP]")]) <= 300  # the text uses the room that is left
+    assert 250 < counter.text(query[: query.index(" [SEP]")]) <= 300  # the text uses the room that is left
     assert fitted.truncated_chars > 0
 
 
 def test_multi_choice_json_prompts_fit_too():
     spec = parse_spec(MULTI_CONFIG)
-    demos = [Example(f"text number {i} about things", tuple(spec.label_values[j] for j in range(i % 4 + 1)),
-                     "seed", str(i)) for i in range(300)]
+    demos = [
+        Example(f"text number {i} about things", tuple(spec.label_values[j] for j in range(i % 4 + 1)), "seed", str(i))
+        for i in range(300)
+    ]
     counter = TokenCounter("gpt-4o")
     settings = PromptSettings(model="gpt-4o", mode="json")
     build = functools.partial(build_messages, spec, settings=settings)

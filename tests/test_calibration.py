@@ -5,11 +5,11 @@ import random
 
 import pytest
 
-from backend.labeler import Labeler, label_many
 from backend.labeling.calibration import agreement, average, calibrate
 from backend.labeling.examples import Example
 from backend.labeling.spec import parse_spec
-from backend.llm import LLMClient
+from backend.model.client import LLMClient
+from backend.model.labeler import Labeler, label_many
 from tests.conftest import EVAL_DATA, SENTIMENT_CONFIG, llm_settings
 
 SPEC = parse_spec(SENTIMENT_CONFIG)
@@ -26,11 +26,12 @@ def test_calibration_divides_out_the_content_free_prior():
 def sst2(per_label=6, queries=80, seed=3):
     rows = [json.loads(line) for line in (EVAL_DATA / "sst2_test.jsonl").read_text().splitlines()]
     random.Random(seed).shuffle(rows)
-    demos = [r for r in rows if r["label"] == "positive"][:per_label] + \
-            [r for r in rows if r["label"] == "negative"][:per_label]  # the last demonstration is negative
+    demos = [r for r in rows if r["label"] == "positive"][:per_label] + [r for r in rows if r["label"] == "negative"][
+        :per_label
+    ]  # the last demonstration is negative
     rest = [r for r in rows if r not in demos]
-    pos = [r for r in rest if r["label"] == "positive"][:queries // 2]
-    neg = [r for r in rest if r["label"] == "negative"][:queries // 2]
+    pos = [r for r in rest if r["label"] == "positive"][: queries // 2]
+    neg = [r for r in rest if r["label"] == "negative"][: queries // 2]
     return [Example(r["text"], (r["label"],), "seed", f"s{i:03d}") for i, r in enumerate(demos)], pos + neg
 
 

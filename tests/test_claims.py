@@ -3,14 +3,21 @@
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from backend.claims import DONE, Claims, claim_key
+from backend.pipeline.claims import DONE, Claims, claim_key
 
 HOLDERS = ["flush:a", "flush:b", "predict:x", "predict:y"]
-OPS = st.lists(st.tuples(st.sampled_from(["take", "extend", "release", "confirm", "expire"]),
-                         st.lists(st.integers(1, 4), min_size=1, max_size=4, unique=True),
-                         st.sampled_from(HOLDERS)), max_size=30)
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["take", "extend", "release", "confirm", "expire"]),
+        st.lists(st.integers(1, 4), min_size=1, max_size=4, unique=True),
+        st.sampled_from(HOLDERS),
+    ),
+    max_size=30,
+)
 
 
 @hsettings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from backend.cli import main
+from backend.commands.cli import main
 from backend.processes import free_port
 from tests.conftest import REPO, SEEDS
 
@@ -35,12 +35,37 @@ def bad_config(tmp_path):
 
 
 COMMANDS_WITH_A_CONFIG = {
-    "label": lambda config, out: ["label", "--config", str(config), "--input", str(SUPPORT / "tasks.jsonl"),
-                                  "--output", str(out / "o.jsonl"), "--no-progress"],
-    "evaluate": lambda config, out: ["evaluate", "--input", str(SUPPORT / "seeds.jsonl"), "--config", str(config),
-                                     "--output-dir", str(out / "ev"), "--no-progress"],
-    "export": lambda config, out: ["export", "--input", str(SUPPORT / "seeds.jsonl"), "--config", str(config),
-                                   "--format", "jsonl", "--output", str(out / "sft.jsonl")],
+    "label": lambda config, out: [
+        "label",
+        "--config",
+        str(config),
+        "--input",
+        str(SUPPORT / "tasks.jsonl"),
+        "--output",
+        str(out / "o.jsonl"),
+        "--no-progress",
+    ],
+    "evaluate": lambda config, out: [
+        "evaluate",
+        "--input",
+        str(SUPPORT / "seeds.jsonl"),
+        "--config",
+        str(config),
+        "--output-dir",
+        str(out / "ev"),
+        "--no-progress",
+    ],
+    "export": lambda config, out: [
+        "export",
+        "--input",
+        str(SUPPORT / "seeds.jsonl"),
+        "--config",
+        str(config),
+        "--format",
+        "jsonl",
+        "--output",
+        str(out / "sft.jsonl"),
+    ],
 }
 
 
@@ -65,14 +90,34 @@ def test_a_totname_typo_names_the_objects_and_controls_the_config_has(command, e
 
 
 def test_a_missing_input_file_is_named(env, tmp_path, capsys):
-    line = one_line_error(capsys, ["label", "--config", str(SUPPORT / "config.xml"), "--input",
-                                   str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "o.jsonl")])
+    line = one_line_error(
+        capsys,
+        [
+            "label",
+            "--config",
+            str(SUPPORT / "config.xml"),
+            "--input",
+            str(tmp_path / "missing.jsonl"),
+            "--output",
+            str(tmp_path / "o.jsonl"),
+        ],
+    )
     assert f"'{tmp_path / 'missing.jsonl'}'" in line and "No such file or directory" in line
 
 
 def test_an_output_in_a_missing_directory_is_named(env, tmp_path, capsys):
-    line = one_line_error(capsys, ["label", "--config", str(SUPPORT / "config.xml"), "--input",
-                                   str(SUPPORT / "tasks.jsonl"), "--output", str(tmp_path / "no" / "o.jsonl")])
+    line = one_line_error(
+        capsys,
+        [
+            "label",
+            "--config",
+            str(SUPPORT / "config.xml"),
+            "--input",
+            str(SUPPORT / "tasks.jsonl"),
+            "--output",
+            str(tmp_path / "no" / "o.jsonl"),
+        ],
+    )
     assert str(tmp_path / "no") in line
 
 
@@ -94,8 +139,13 @@ def test_an_unreachable_redis_is_named_without_its_password(capsys, monkeypatch)
     assert "127.0.0.1:9" in line and "hunter2" not in line and "Redis" in line
 
 
-@pytest.mark.parametrize("argv", [["evaluate", "--project", "1", "--no-progress"],
-                                  ["export", "--project", "1", "--format", "jsonl", "--output", "{out}"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["evaluate", "--project", "1", "--no-progress"],
+        ["export", "--project", "1", "--format", "jsonl", "--output", "{out}"],
+    ],
+)
 def test_an_unreachable_label_studio_is_named(argv, env, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("LABEL_STUDIO_URL", DEAD)
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", "ls-token-not-shown")
@@ -112,24 +162,42 @@ def test_run_without_redis_and_without_redis_server_names_redis_url(tmp_path, ca
 
 
 def test_fake_llm_takes_its_options_and_a_taken_port_is_one_line():
-    help_text = subprocess.run([sys.executable, "-m", "backend.cli", "fake-llm", "--help"], cwd=REPO,
-                               capture_output=True, text=True, timeout=60)
+    help_text = subprocess.run(
+        [sys.executable, "-m", "backend.commands.cli", "fake-llm", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert help_text.returncode == 0 and "--port" in help_text.stdout and "--latency-ms" in help_text.stdout
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", free_port()))
         taken.listen()
         port = taken.getsockname()[1]
-        done = subprocess.run([sys.executable, "-m", "backend.cli", "fake-llm", "--port", str(port)], cwd=REPO,
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "backend.commands.cli", "fake-llm", "--port", str(port)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [f"[FAKE LLM STAND-IN] cannot listen on 127.0.0.1:{port}: Address "
-                                                "already in use; choose another --port (0 = a free one)"]
+    assert done.stderr.strip().splitlines() == [
+        f"[FAKE LLM STAND-IN] cannot listen on 127.0.0.1:{port}: Address "
+        "already in use; choose another --port (0 = a free one)"
+    ]
 
 
 def test_a_worker_without_redis_says_so_in_one_line():
     env = {k: v for k, v in os.environ.items() if not k.startswith("REDIS_")}
     env["REDIS_URL"] = "redis://:hunter2@127.0.0.1:9/0"
-    done = subprocess.run([sys.executable, "-m", "backend.cli", "worker"], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "backend.commands.cli", "worker"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2 and "Traceback" not in done.stderr and "hunter2" not in done.stderr
     assert "Redis is unreachable at redis://127.0.0.1:9/0 (REDIS_URL)" in done.stderr

@@ -22,7 +22,7 @@ import jsonschema
 import pytest
 import yaml
 
-from backend.cli import _parser
+from backend.commands.cli import _parser
 from backend.settings import Settings, settings_table
 from tests.conftest import REPO
 
@@ -39,15 +39,23 @@ DEMO_FAKE_URL = "http://fake-llm:8000/v1"
 CONTAINER_VALUES = {"BACKEND_HOST": "0.0.0.0", "REDIS_URL": "redis://redis:6379/0"}
 # Label Studio's own variables set in the demo (each one is checked against its source when it is installed).
 LABEL_STUDIO_VARIABLES = {
-    "LABEL_STUDIO_USERNAME", "LABEL_STUDIO_PASSWORD", "LABEL_STUDIO_USER_TOKEN",
-    "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN", "ML_BLOCK_LOCAL_IP", "SSRF_PROTECTION_ENABLED",
-    "LATEST_VERSION_CHECK", "COLLECT_ANALYTICS", "SENTRY_DSN", "FRONTEND_SENTRY_DSN",
+    "LABEL_STUDIO_USERNAME",
+    "LABEL_STUDIO_PASSWORD",
+    "LABEL_STUDIO_USER_TOKEN",
+    "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN",
+    "ML_BLOCK_LOCAL_IP",
+    "SSRF_PROTECTION_ENABLED",
+    "LATEST_VERSION_CHECK",
+    "COLLECT_ANALYTICS",
+    "SENTRY_DSN",
+    "FRONTEND_SENTRY_DSN",
     "fflag_fix_back_4620_memory_efficient_predictions_import_08012025_short",
 }
 DEMO_USER_VARIABLES = {"LABEL_STUDIO_USERNAME", "LABEL_STUDIO_PASSWORD", "LABEL_STUDIO_USER_TOKEN"}
 
 
 # ---- readers -------------------------------------------------------------------------------------------------
+
 
 def compose() -> dict:
     return yaml.safe_load(COMPOSE.read_text())  # resolves the x-backend anchors and << merges as Compose does
@@ -103,6 +111,7 @@ def healthcheck_argv(test: list[str]) -> list[str]:
 
 # ---- the Compose Specification -------------------------------------------------------------------------------
 
+
 def compose_schema() -> dict:
     # The Compose Specification's schema (compose-spec/compose-spec, schema/compose-spec.json), as vendored by
     # check-jsonschema for its `check-compose-spec` hook.
@@ -139,6 +148,7 @@ def test_the_schema_check_catches_mistakes():
 
 # ---- in step with the code -----------------------------------------------------------------------------------
 
+
 def test_every_command_is_a_real_fewshot_prelabel_subcommand():
     parser, known = _parser(), subcommands(_parser())
     image = service("backend")["image"]
@@ -152,7 +162,7 @@ def test_every_command_is_a_real_fewshot_prelabel_subcommand():
 
 
 def test_the_fake_llm_service_runs_the_stand_in_on_the_compose_network():
-    from backend.fake_llm import server
+    from backend.devtools.fake_llm import server
 
     fake = service("fake-llm")
     assert fake["image"] == service("backend")["image"] and "fake-llm" in subcommands(_parser())
@@ -164,7 +174,7 @@ def test_the_fake_llm_service_runs_the_stand_in_on_the_compose_network():
 
 
 def test_the_stand_in_binds_the_address_its_host_option_names():
-    from backend.fake_llm import server
+    from backend.devtools.fake_llm import server
 
     stand_in = server.FakeServer(server.FakeState(server.knobs_from_env({})), 0, host="127.0.0.2")
     try:
@@ -219,6 +229,7 @@ def test_containers_get_what_they_need_from_compose_not_from_the_admin():
 
 # ---- deployment rules ----------------------------------------------------------------------------------------
 
+
 def published(svc: dict) -> list[tuple[str, str, str]]:
     """(host address, host port, container port) of each published port, short or long syntax."""
     result = []
@@ -270,7 +281,7 @@ def test_the_product_is_not_wired_to_the_fake():
 
 
 def test_label_studio_is_the_version_the_backend_is_built_for():
-    from backend.local_studio import LABEL_STUDIO_VERSION
+    from backend.devtools.local_studio import LABEL_STUDIO_VERSION
 
     assert service("label-studio")["image"] == f"heartexlabs/label-studio:{LABEL_STUDIO_VERSION}"
     assert any(v.split(":")[-1] == "/label-studio/data" for v in service("label-studio")["volumes"])
@@ -294,11 +305,13 @@ def test_every_service_has_a_health_check():
 def test_the_readme_shows_how_to_scale_workers():
     readme = (REPO / "README.md").read_text()
     assert re.search(r"docker compose up (-d )?--scale worker=\d+", readme), (
-        "README: add a Docker section with `docker compose up -d --scale worker=4`")
+        "README: add a Docker section with `docker compose up -d --scale worker=4`"
+    )
     assert "--profile demo" in readme
 
 
 # ---- Dockerfile and build context ----------------------------------------------------------------------------
+
 
 def test_the_dockerfile_runs_the_backend_as_a_non_root_user():
     keywords = [keyword for keyword, _ in dockerfile()]
@@ -324,8 +337,9 @@ def dockerignored(path: str) -> bool:
     Docker's rules, as far as this file uses them: *, **, ? and [...] wildcards, `!` exceptions, the last
     matching line wins, and a path is matched through itself or any of its parent directories.
     """
-    rules = [line.strip() for line in DOCKERIGNORE.read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
+    rules = [
+        line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")
+    ]
     candidates = ["/".join(path.split("/")[:i]) for i in range(1, path.count("/") + 2)]
     ignored = False
     for rule in rules:
@@ -339,19 +353,29 @@ def test_the_build_context_holds_what_the_dockerfile_copies_and_no_secrets():
     import tomllib
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
-    copied = [source for args in instruction("COPY")
-              for source in [a for a in args.split() if not a.startswith("--")][:-1]]
+    copied = [
+        source for args in instruction("COPY") for source in [a for a in args.split() if not a.startswith("--")][:-1]
+    ]
     assert {"pyproject.toml", project["project"]["readme"], "backend"} <= set(copied)
     for source in copied:
         assert (REPO / source).exists(), f"the Dockerfile copies {source}, which is not in the repository"
         assert not dockerignored(source), f".dockerignore leaves out {source}, which the Dockerfile copies"
-    assert not dockerignored("backend/fake_llm/server.py") and not dockerignored("seeds/support/seeds.jsonl")
-    for secret_or_junk in (".env", "deploy/.env", ".git/config", ".venv/bin/python", "tests/test_compose.py",
-                           "backend/__pycache__/cli.cpython-311.pyc", "backend/cli.pyc", "fewshot_prelabel.egg-info/PKG-INFO"):
+    assert not dockerignored("backend/devtools/fake_llm/server.py") and not dockerignored("seeds/support/seeds.jsonl")
+    for secret_or_junk in (
+        ".env",
+        "deploy/.env",
+        ".git/config",
+        ".venv/bin/python",
+        "tests/test_compose.py",
+        "backend/__pycache__/cli.cpython-311.pyc",
+        "backend/commands/cli.pyc",
+        "fewshot_prelabel.egg-info/PKG-INFO",
+    ):
         assert dockerignored(secret_or_junk), secret_or_junk
 
 
 # ---- the health checks work (run here against local processes) -----------------------------------------------
+
 
 def local_env(**extra) -> dict:
     prefixes = ("OPENAI_", "LLM_", "REDIS_", "QUEUE_", "BASIC_AUTH_", "BACKEND_", "LABEL_STUDIO_")
@@ -367,7 +391,7 @@ def passes(test: list[str], env: dict) -> bool:
 
 def dockerfile_healthcheck() -> list[str]:
     args = instruction("HEALTHCHECK")[-1]
-    return ["CMD", *json.loads(args[args.index("CMD") + 3:])]
+    return ["CMD", *json.loads(args[args.index("CMD") + 3 :])]
 
 
 def test_the_backend_health_checks_answer_for_a_running_backend(redis_url, logs_dir):
@@ -413,7 +437,7 @@ def test_the_worker_health_check_finds_this_containers_worker(redis_url, logs_di
 
 
 def test_the_fake_llm_health_check_answers_for_the_stand_in():
-    from backend.fake_llm import FakeLLM
+    from backend.devtools.fake_llm import FakeLLM
 
     test = service("fake-llm")["healthcheck"]["test"]
     assert ":8000/health" in test[-1]
@@ -425,8 +449,9 @@ def test_the_fake_llm_health_check_answers_for_the_stand_in():
 
 # ---- Label Studio's variable names, from its source (when the e2e tests have installed it) -------------------
 
+
 def label_studio_source() -> str:
-    from backend.local_studio import default_cache_dir, LABEL_STUDIO_VERSION
+    from backend.devtools.local_studio import LABEL_STUDIO_VERSION, default_cache_dir
 
     venv = default_cache_dir() / f"label-studio-{LABEL_STUDIO_VERSION}" / "venv"
     packages = sorted(venv.glob("lib/python3*/site-packages/label_studio"))

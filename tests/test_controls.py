@@ -8,9 +8,9 @@ import pytest
 from label_studio_sdk.label_interface import LabelInterface
 
 from backend.labeling.answers import InvalidAnswer
+from backend.labeling.errors import BadExamples, LabelingError, UnsupportedConfig
 from backend.labeling.parser import parse_controls
 from backend.labeling.spans import find_spans
-from backend.labeling.errors import BadExamples, LabelingError, UnsupportedConfig
 
 NER_CONFIG = """<View>
   <Header value="Find the entities"/>
@@ -82,11 +82,14 @@ def assert_valid_answer(c, value):
 
 # --- parsing -------------------------------------------------------------------------------------
 
+
 def test_labels_choices_and_textarea_on_one_text_are_three_controls_in_config_order():
     parsed = controls(MIXED_CONFIG)
     assert [(c.name, c.tag, c.to_name, c.object_tag) for c in parsed] == [
-        ("ner", "Labels", "text", "Text"), ("sentiment", "Choices", "text", "Text"),
-        ("summary", "TextArea", "text", "Text")]
+        ("ner", "Labels", "text", "Text"),
+        ("sentiment", "Choices", "text", "Text"),
+        ("summary", "TextArea", "text", "Text"),
+    ]
     ner, sentiment, summary = parsed
     assert ner.label_values == ("PER", "LOC")
     assert sentiment.label_values == ("pos", "neg") and sentiment.multiple is False
@@ -94,16 +97,30 @@ def test_labels_choices_and_textarea_on_one_text_are_three_controls_in_config_or
     assert summary.max_submissions == 2 and summary.placeholder == "One sentence: what is it about?"
 
 
-@pytest.mark.parametrize("config, named", [
-    ('<View><Image name="img" value="$img"/><RectangleLabels name="box" toName="img"><Label value="car"/>'
-     '</RectangleLabels></View>', "RectangleLabels"),
-    ('<View><Image name="img" value="$img"/><Choices name="c" toName="img"><Choice value="a"/></Choices></View>',
-     "Image"),
-    ('<View><Text name="t" value="$t"/><Choices name="c" toName="t" perRegion="true"><Choice value="a"/>'
-     '</Choices></View>', "perRegion"),
-    ('<View><Text name="a" value="$a"/><Text name="b" value="$b"/><Choices name="c" toName="a">'
-     '<Choice value="x"/></Choices><Rating name="r" toName="b"/></View>', "2 objects"),
-])
+@pytest.mark.parametrize(
+    "config, named",
+    [
+        (
+            '<View><Image name="img" value="$img"/><RectangleLabels name="box" toName="img"><Label value="car"/>'
+            "</RectangleLabels></View>",
+            "RectangleLabels",
+        ),
+        (
+            '<View><Image name="img" value="$img"/><Choices name="c" toName="img"><Choice value="a"/></Choices></View>',
+            "Image",
+        ),
+        (
+            '<View><Text name="t" value="$t"/><Choices name="c" toName="t" perRegion="true"><Choice value="a"/>'
+            "</Choices></View>",
+            "perRegion",
+        ),
+        (
+            '<View><Text name="a" value="$a"/><Text name="b" value="$b"/><Choices name="c" toName="a">'
+            '<Choice value="x"/></Choices><Rating name="r" toName="b"/></View>',
+            "2 objects",
+        ),
+    ],
+)
 def test_unsupported_configs_name_the_tag_and_what_is_supported(config, named):
     with pytest.raises(UnsupportedConfig) as info:
         controls(config)
@@ -113,8 +130,9 @@ def test_unsupported_configs_name_the_tag_and_what_is_supported(config, named):
 
 @pytest.mark.parametrize("obj", ["HyperText", "Paragraphs"])
 def test_span_labels_on_hypertext_or_paragraphs_are_refused_with_the_way_out(obj):
-    config = f'<View><{obj} name="doc" value="$doc"/><Labels name="ner" toName="doc"><Label value="PER"/>' \
-             f'</Labels></View>'
+    config = (
+        f'<View><{obj} name="doc" value="$doc"/><Labels name="ner" toName="doc"><Label value="PER"/></Labels></View>'
+    )
     with pytest.raises(UnsupportedConfig) as info:
         controls(config)
     message = str(info.value)
@@ -125,8 +143,10 @@ def test_span_labels_on_hypertext_or_paragraphs_are_refused_with_the_way_out(obj
 def test_whole_object_controls_on_hypertext_and_paragraphs_are_fine():
     assert control(NUMBER_CONFIG, "price").object_tag == "HyperText"
     assert control(RATING_CONFIG, "quality").object_tag == "Paragraphs"
-    choices = '<View><HyperText name="h" value="$h"/><Choices name="c" toName="h"><Choice value="a"/>' \
-              '<Choice value="b"/></Choices></View>'
+    choices = (
+        '<View><HyperText name="h" value="$h"/><Choices name="c" toName="h"><Choice value="a"/>'
+        '<Choice value="b"/></Choices></View>'
+    )
     assert control(choices, "c").label_values == ("a", "b")
 
 
@@ -134,11 +154,11 @@ def test_choices_from_task_data_and_remote_taxonomies_are_refused():
     with pytest.raises(UnsupportedConfig, match="labels from task data"):
         controls('<View><Text name="t" value="$t"/><Choices name="c" toName="t" value="$options"/></View>')
     with pytest.raises(UnsupportedConfig, match="apiUrl"):
-        controls('<View><Text name="t" value="$t"/><Taxonomy name="x" toName="t" apiUrl="https://e.x/t.json"/>'
-                 '</View>')
+        controls('<View><Text name="t" value="$t"/><Taxonomy name="x" toName="t" apiUrl="https://e.x/t.json"/></View>')
 
 
 # --- Choices -------------------------------------------------------------------------------------
+
 
 def test_single_choice_schema_description_and_answers():
     c = control(MIXED_CONFIG, "sentiment")
@@ -164,8 +184,11 @@ def test_single_choice_schema_description_and_answers():
 def test_multiple_choices_keep_config_order_and_refuse_anything_outside():
     c = control(MULTI_CHOICES, "topics")
     assert c.multiple is True
-    assert c.schema() == {"type": "array", "items": {"type": "string", "enum": ["sports", "politics", "science"]},
-                          "minItems": 1}
+    assert c.schema() == {
+        "type": "array",
+        "items": {"type": "string", "enum": ["sports", "politics", "science"]},
+        "minItems": 1,
+    }
     assert c.check(["science", "Sports"], "")[0] == ["sports", "science"]
     assert c.check("science; politics", "")[0] == ["politics", "science"]
     with pytest.raises(InvalidAnswer) as info:
@@ -178,16 +201,16 @@ def test_multiple_choices_keep_config_order_and_refuse_anything_outside():
 
 def test_choices_from_result_and_regions_validate():
     c = control(MIXED_CONFIG, "sentiment")
-    result = [{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": ["neg"]}},
-              {"from_name": "ner", "to_name": "text", "type": "labels",
-               "value": {"start": 0, "end": 2, "labels": ["PER"]}}]
+    result = [
+        {"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": ["neg"]}},
+        {"from_name": "ner", "to_name": "text", "type": "labels", "value": {"start": 0, "end": 2, "labels": ["PER"]}},
+    ]
     assert c.from_result(result, "Al is here") == ["neg"]
     assert c.from_result(result[1:], "Al is here") is None
     assert c.to_answer(["neg"]) == "neg"
     assert_valid_answer(c, ["neg"])
     regions = c.regions(["neg"], "")
-    assert regions == [{"from_name": "sentiment", "to_name": "text", "type": "choices",
-                        "value": {"choices": ["neg"]}}]
+    assert regions == [{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": ["neg"]}}]
     assert lsf_errors(MIXED_CONFIG, regions) == []
     multi = control(MULTI_CHOICES, "topics")
     regions = multi.regions(["sports", "science"], "")
@@ -210,6 +233,7 @@ def test_regions_never_hold_a_label_outside_the_config():
 
 # --- Labels (NER): finding quotes ------------------------------------------------------------------
 
+
 def test_a_repeated_quote_is_every_occurrence_or_the_nth():
     text = "the cat saw the cat"
     assert find_spans(text, "the cat") == [(0, 7), (12, 19)]
@@ -222,10 +246,10 @@ def test_a_repeated_quote_is_every_occurrence_or_the_nth():
 def test_case_and_whitespace_tolerance_keeps_the_original_offsets():
     text = "She moved to New York last year."
     (span,) = find_spans(text, "new  york")
-    assert span == (13, 21) and text[span[0]:span[1]] == "New York"
+    assert span == (13, 21) and text[span[0] : span[1]] == "New York"
     text = "Flights from New\n  York, daily"
     (span,) = find_spans(text, "New York")
-    assert text[span[0]:span[1]] == "New\n  York"
+    assert text[span[0] : span[1]] == "New\n  York"
     assert find_spans("Paris, France", "Paris , France") == [(0, 13)]
     assert find_spans("don’t stop", "don't stop") == [(0, 10)]
 
@@ -242,15 +266,18 @@ def test_leading_spaces_in_the_text_count():
     assert find_spans(text, "Marie Curie") == [(6, 17)]
 
 
-@pytest.mark.parametrize("text, quote, expected", [
-    ("Rendez-vous au Café de Flore à Paris", "Café de Flore", (15, 28)),
-    ("Rendez-vous au Café de Flore à Paris", "café  de flore", (15, 28)),
-    ("東京で会議があります", "東京", (0, 2)),
-    ("明日、東京で会議", "会議", (6, 8)),
-    ("I ❤️ Paris 🇫🇷 today", "today", (14, 19)),
-    ("I ❤️ Paris 🇫🇷 today", "🇫🇷", (11, 13)),
-    ("I ❤️ Paris 🇫🇷 today", "❤️", (2, 4)),
-])
+@pytest.mark.parametrize(
+    "text, quote, expected",
+    [
+        ("Rendez-vous au Café de Flore à Paris", "Café de Flore", (15, 28)),
+        ("Rendez-vous au Café de Flore à Paris", "café  de flore", (15, 28)),
+        ("東京で会議があります", "東京", (0, 2)),
+        ("明日、東京で会議", "会議", (6, 8)),
+        ("I ❤️ Paris 🇫🇷 today", "today", (14, 19)),
+        ("I ❤️ Paris 🇫🇷 today", "🇫🇷", (11, 13)),
+        ("I ❤️ Paris 🇫🇷 today", "❤️", (2, 4)),
+    ],
+)
 def test_unicode_offsets_are_code_points_as_label_studio_stores_them(text, quote, expected):
     (span,) = find_spans(text, quote)
     assert span == expected
@@ -260,11 +287,12 @@ def test_unicode_offsets_are_code_points_as_label_studio_stores_them(text, quote
 def test_emoji_offsets_are_not_utf16_code_units():
     # Label Studio's editor counts [...text] (code points); a browser's UTF-16 index would be 2 further on.
     text = "I ❤️ Paris 🇫🇷 today"
-    (start, end), = find_spans(text, "today")
+    ((start, end),) = find_spans(text, "today")
     assert (start, end) == (14, 19) and utf16_index(text, start) == 16
 
 
 # --- Labels (NER): the control ---------------------------------------------------------------------
+
 
 def test_labels_description_and_schema():
     c = control(NER_CONFIG, "ner")
@@ -282,15 +310,18 @@ def test_labels_description_and_schema():
 def test_labels_check_finds_every_entity_drops_and_counts_the_rest():
     c = control(NER_CONFIG, "ner")
     text = "the cat saw the cat near new  York and Bob"
-    value, notes = c.check([
-        {"text": "the cat", "label": "PER"},  # both appearances
-        {"text": "New York", "label": "LOC"},  # whitespace and case tolerated
-        {"text": "Bob", "labels": ["Person"]},  # the display name means the stored alias
-        {"text": "Alice", "label": "PER"},  # not in the text
-        {"text": "Bob", "label": "DATE"},  # not a label of the config
-        {"text": "cat", "label": "MISC"},
-        "garbage",
-    ], text)
+    value, notes = c.check(
+        [
+            {"text": "the cat", "label": "PER"},  # both appearances
+            {"text": "New York", "label": "LOC"},  # whitespace and case tolerated
+            {"text": "Bob", "labels": ["Person"]},  # the display name means the stored alias
+            {"text": "Alice", "label": "PER"},  # not in the text
+            {"text": "Bob", "label": "DATE"},  # not a label of the config
+            {"text": "cat", "label": "MISC"},
+            "garbage",
+        ],
+        text,
+    )
     assert value == [
         {"text": "the cat", "label": "PER", "start": 0, "end": 7, "occurrence": 1},
         {"text": "the cat", "label": "PER", "start": 12, "end": 19, "occurrence": 2},
@@ -315,8 +346,14 @@ def test_an_annotated_span_inside_a_word_keeps_its_offsets():
     # "Apple" marked inside "AppleCare": searching for the quote alone would find the standalone "Apple".
     c = control(NER_CONFIG, "ner")
     text = "Apple sells AppleCare"
-    result = [{"from_name": "ner", "to_name": "text", "type": "labels",
-               "value": {"start": 12, "end": 17, "text": "Apple", "labels": ["ORG"]}}]
+    result = [
+        {
+            "from_name": "ner",
+            "to_name": "text",
+            "type": "labels",
+            "value": {"start": 12, "end": 17, "text": "Apple", "labels": ["ORG"]},
+        }
+    ]
     value = c.from_result(result, text)
     (region,) = c.regions(value, text)
     assert (region["value"]["start"], region["value"]["end"]) == (12, 17)
@@ -347,18 +384,24 @@ def test_labels_regions_validate_and_their_text_is_the_slice():
     value, _ = c.check([{"text": "bob", "label": "PER"}, {"text": "Paris", "label": "LOC"}], text)
     regions = c.regions(value, text)
     assert [(r["value"]["start"], r["value"]["end"], r["value"]["labels"]) for r in regions] == [
-        (2, 5, ["PER"]), (10, 13, ["PER"]), (17, 22, ["LOC"])]
+        (2, 5, ["PER"]),
+        (10, 13, ["PER"]),
+        (17, 22, ["LOC"]),
+    ]
     assert all(r["from_name"] == "ner" and r["to_name"] == "text" and r["type"] == "labels" for r in regions)
     assert all("id" not in r for r in regions)
-    assert all(r["value"]["text"] == text[r["value"]["start"]:r["value"]["end"]] for r in regions)
+    assert all(r["value"]["text"] == text[r["value"]["start"] : r["value"]["end"]] for r in regions)
     assert lsf_errors(NER_CONFIG, regions) == []
 
 
-@pytest.mark.parametrize("text, entities", [
-    ("Rendez-vous au Café de Flore à Paris", [("café de flore", "LOC"), ("Paris", "LOC")]),
-    ("明日、東京で会議があります", [("東京", "LOC")]),
-    ("I ❤️ Paris 🇫🇷 today with Zoë 👩‍👩‍👧", [("Paris", "LOC"), ("🇫🇷", "ORG"), ("zoë", "PER")]),
-])
+@pytest.mark.parametrize(
+    "text, entities",
+    [
+        ("Rendez-vous au Café de Flore à Paris", [("café de flore", "LOC"), ("Paris", "LOC")]),
+        ("明日、東京で会議があります", [("東京", "LOC")]),
+        ("I ❤️ Paris 🇫🇷 today with Zoë 👩‍👩‍👧", [("Paris", "LOC"), ("🇫🇷", "ORG"), ("zoë", "PER")]),
+    ],
+)
 def test_unicode_regions_slice_like_label_studio(text, entities):
     c = control(NER_CONFIG, "ner")
     value, notes = c.check([{"text": quote, "label": label} for quote, label in entities], text)
@@ -376,15 +419,25 @@ def test_labels_from_result_marks_repeated_text_with_its_occurrence():
     c = control(NER_CONFIG, "ner")
     text = "the cat saw the cat and I ❤️ Paris"
     result = [
-        {"from_name": "ner", "to_name": "text", "type": "labels",
-         "value": {"start": 29, "end": 34, "text": "Paris", "labels": ["LOC"]}},
-        {"from_name": "ner", "to_name": "text", "type": "labels",
-         "value": {"start": 16, "end": 19, "text": "cat", "labels": ["PER"]}},
+        {
+            "from_name": "ner",
+            "to_name": "text",
+            "type": "labels",
+            "value": {"start": 29, "end": 34, "text": "Paris", "labels": ["LOC"]},
+        },
+        {
+            "from_name": "ner",
+            "to_name": "text",
+            "type": "labels",
+            "value": {"start": 16, "end": 19, "text": "cat", "labels": ["PER"]},
+        },
         {"from_name": "other", "to_name": "text", "type": "choices", "value": {"choices": ["x"]}},
     ]
     value = c.from_result(result, text)
-    assert value == [{"text": "cat", "label": "PER", "start": 16, "end": 19, "occurrence": 2},
-                     {"text": "Paris", "label": "LOC", "start": 29, "end": 34}]
+    assert value == [
+        {"text": "cat", "label": "PER", "start": 16, "end": 19, "occurrence": 2},
+        {"text": "Paris", "label": "LOC", "start": 29, "end": 34},
+    ]
     assert_valid_answer(c, value)
     assert c.check(value, text) == (value, {})  # a demonstration's answer is an answer
     regions = c.regions(value, text)
@@ -399,11 +452,13 @@ def test_labels_from_an_annotation_that_does_not_fit_is_a_bad_example():
     with pytest.raises(BadExamples, match="not inside the text"):
         c.from_result([{"from_name": "ner", "value": {"start": 4, "end": 30, "labels": ["PER"]}}], "the cat")
     with pytest.raises(BadExamples, match="its stored text is"):
-        c.from_result([{"from_name": "ner", "value": {"start": 0, "end": 3, "text": "dog", "labels": ["PER"]}}],
-                      "the cat")
+        c.from_result(
+            [{"from_name": "ner", "value": {"start": 0, "end": 3, "text": "dog", "labels": ["PER"]}}], "the cat"
+        )
 
 
 # --- TextArea ------------------------------------------------------------------------------------
+
 
 def test_textarea_schema_description_check_and_regions():
     c = control(MIXED_CONFIG, "summary")
@@ -420,8 +475,9 @@ def test_textarea_schema_description_check_and_regions():
     assert info.value.kind == "malformed"
     assert_valid_answer(c, value)
     regions = c.regions(value, "")
-    assert regions == [{"from_name": "summary", "to_name": "text", "type": "textarea",
-                        "value": {"text": ["one", "two"]}}]
+    assert regions == [
+        {"from_name": "summary", "to_name": "text", "type": "textarea", "value": {"text": ["one", "two"]}}
+    ]
     assert lsf_errors(MIXED_CONFIG, regions) == []
     result = [{"from_name": "summary", "to_name": "text", "type": "textarea", "value": {"text": ["A story. "]}}]
     assert c.from_result(result, "") == ["A story."]
@@ -430,10 +486,13 @@ def test_textarea_schema_description_check_and_regions():
 
 # --- Taxonomy ------------------------------------------------------------------------------------
 
+
 def test_taxonomy_parse_tree_schema_and_description():
     c = control(TAXONOMY_CONFIG.format(attrs=""), "media")
-    assert c.tree == (("Online", (("UGC", ()), ("Paywall", (("NY Times", ()), ("The Wall Street Journal", ()))))),
-                      ("Offline", ()))
+    assert c.tree == (
+        ("Online", (("UGC", ()), ("Paywall", (("NY Times", ()), ("The Wall Street Journal", ()))))),
+        ("Offline", ()),
+    )
     assert c.multiple is True
     assert c.label_values == ("Online", "UGC", "Paywall", "NY Times", "The Wall Street Journal", "Offline")
     schema = c.schema()
@@ -475,20 +534,33 @@ def test_taxonomy_leafs_only_and_max_usages():
 def test_taxonomy_from_result_and_regions_validate():
     config = TAXONOMY_CONFIG.format(attrs="")
     c = control(config, "media")
-    result = [{"from_name": "media", "to_name": "text", "type": "taxonomy",
-               "value": {"taxonomy": [["Online", "UGC"], ["Offline"]]}}]
+    result = [
+        {
+            "from_name": "media",
+            "to_name": "text",
+            "type": "taxonomy",
+            "value": {"taxonomy": [["Online", "UGC"], ["Offline"]]},
+        }
+    ]
     value = c.from_result(result, "")
     assert value == [["Online", "UGC"], ["Offline"]]
     assert_valid_answer(c, value)
     regions = c.regions(value, "")
-    assert regions == [{"from_name": "media", "to_name": "text", "type": "taxonomy",
-                        "value": {"taxonomy": [["Online", "UGC"], ["Offline"]]}}]
+    assert regions == [
+        {
+            "from_name": "media",
+            "to_name": "text",
+            "type": "taxonomy",
+            "value": {"taxonomy": [["Online", "UGC"], ["Offline"]]},
+        }
+    ]
     assert lsf_errors(config, regions) == []
     with pytest.raises(BadExamples):
         c.from_result([{"from_name": "media", "value": {"taxonomy": [["Online", "Radio"]]}}], "")
 
 
 # --- Rating --------------------------------------------------------------------------------------
+
 
 def test_rating_schema_check_and_regions():
     c = control(RATING_CONFIG, "quality")
@@ -525,6 +597,7 @@ def test_rating_defaults_to_five():
 
 # --- Number --------------------------------------------------------------------------------------
 
+
 def test_number_schema_check_and_regions():
     c = control(NUMBER_CONFIG, "price")
     assert (c.minimum, c.maximum, c.step) == (0, 100, 0.5)
@@ -540,7 +613,7 @@ def test_number_schema_check_and_regions():
     with pytest.raises(InvalidAnswer) as info:
         c.check(12.25, "")  # off the step
     assert info.value.kind == "out_of_set"
-    for bad in ("cheap", float("nan"), 10 ** 400, None):
+    for bad in ("cheap", float("nan"), 10**400, None):
         with pytest.raises(InvalidAnswer) as info:
             c.check(bad, "")
         assert info.value.kind in ("malformed", "empty"), bad
@@ -553,8 +626,10 @@ def test_number_schema_check_and_regions():
 
 
 def test_number_with_an_integer_step_is_an_integer_and_no_bounds_is_any_number():
-    config = '<View><Text name="t" value="$t"/><Number name="n" toName="t" min="1" step="1"/>' \
-             '<Number name="any" toName="t"/></View>'
+    config = (
+        '<View><Text name="t" value="$t"/><Number name="n" toName="t" min="1" step="1"/>'
+        '<Number name="any" toName="t"/></View>'
+    )
     n, free = controls(config)
     assert n.schema() == {"type": "integer", "minimum": 1}
     assert free.schema() == {"type": "number"} and free.check(-3.25, "")[0] == -3.25
@@ -564,10 +639,14 @@ def test_number_with_an_integer_step_is_an_integer_and_no_bounds_is_any_number()
 
 # --- everything at once ---------------------------------------------------------------------------
 
+
 def test_one_answer_for_every_control_of_a_config_validates_as_one_prediction():
     text = "Bob liked Paris. Bob did."
-    answer = {"ner": [{"text": "Bob", "label": "PER", "occurrence": None}, {"text": "paris", "label": "LOC"}],
-              "sentiment": "Positive", "summary": ["Bob in Paris"]}
+    answer = {
+        "ner": [{"text": "Bob", "label": "PER", "occurrence": None}, {"text": "paris", "label": "LOC"}],
+        "sentiment": "Positive",
+        "summary": ["Bob in Paris"],
+    }
     result = []
     for c in controls(MIXED_CONFIG):
         value, _notes = c.check(answer[c.name], text)
@@ -576,10 +655,15 @@ def test_one_answer_for_every_control_of_a_config_validates_as_one_prediction():
     assert len(result) == 5  # two Bobs, Paris, the choice, the text
     assert lsf_errors(MIXED_CONFIG, result) == []
     read_back = {c.name: c.from_result(result, text) for c in controls(MIXED_CONFIG)}
-    assert read_back == {"ner": [{"text": "Bob", "label": "PER", "start": 0, "end": 3, "occurrence": 1},
-                                 {"text": "Paris", "label": "LOC", "start": 10, "end": 15},
-                                 {"text": "Bob", "label": "PER", "start": 17, "end": 20, "occurrence": 2}],
-                         "sentiment": ["pos"], "summary": ["Bob in Paris"]}
+    assert read_back == {
+        "ner": [
+            {"text": "Bob", "label": "PER", "start": 0, "end": 3, "occurrence": 1},
+            {"text": "Paris", "label": "LOC", "start": 10, "end": 15},
+            {"text": "Bob", "label": "PER", "start": 17, "end": 20, "occurrence": 2},
+        ],
+        "sentiment": ["pos"],
+        "summary": ["Bob in Paris"],
+    }
 
 
 def test_a_control_made_by_hand_cannot_build_regions():

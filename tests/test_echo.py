@@ -7,8 +7,15 @@ import math
 
 import pytest
 
-from backend.labeling.echo import (EchoChoice, EchoUnusable, continuation_logprob, continuations, echo_distribution,
-                                   echo_prompt, echo_request)
+from backend.labeling.echo import (
+    EchoChoice,
+    EchoUnusable,
+    continuation_logprob,
+    continuations,
+    echo_distribution,
+    echo_prompt,
+    echo_request,
+)
 from backend.labeling.examples import Example
 from backend.labeling.prompt import PromptSettings, build_messages
 from backend.labeling.spec import parse_spec
@@ -23,19 +30,30 @@ SPEC = parse_spec(config("Positive", "negative", "Sci/Tech"))
 
 
 def test_the_prompt_is_the_classic_text_form():
-    messages = build_messages(SPEC, [Example("Great!", ("Positive",)), Example("Awful.", ("negative",))], "Meh.",
-                              PromptSettings(model="m", mode="logprobs"))
+    messages = build_messages(
+        SPEC,
+        [Example("Great!", ("Positive",)), Example("Awful.", ("negative",))],
+        "Meh.",
+        PromptSettings(model="m", mode="logprobs"),
+    )
     prompt = echo_prompt(messages)
     assert prompt.startswith(messages[0]["content"] + "\n\n")
-    assert prompt.endswith("\n\nGreat! [SEP] The label of the above text is Positive\n\n"
-                           "Awful. [SEP] The label of the above text is negative\n\n"
-                           "Meh. [SEP] The label of the above text is")
+    assert prompt.endswith(
+        "\n\nGreat! [SEP] The label of the above text is Positive\n\n"
+        "Awful. [SEP] The label of the above text is negative\n\n"
+        "Meh. [SEP] The label of the above text is"
+    )
 
 
 def test_each_label_is_scored_as_written_lowercase_and_capitalized_up_to_the_blank_line():
-    assert continuations(SPEC) == [("Positive", " Positive\n\n"), ("Positive", " positive\n\n"),
-                                   ("negative", " negative\n\n"), ("negative", " Negative\n\n"),
-                                   ("Sci/Tech", " Sci/Tech\n\n"), ("Sci/Tech", " sci/tech\n\n")]
+    assert continuations(SPEC) == [
+        ("Positive", " Positive\n\n"),
+        ("Positive", " positive\n\n"),
+        ("negative", " negative\n\n"),
+        ("negative", " Negative\n\n"),
+        ("Sci/Tech", " Sci/Tech\n\n"),
+        ("Sci/Tech", " sci/tech\n\n"),
+    ]
     shared = parse_spec(config("us", "US"))  # a label's value is its own; other shared spellings name neither
     assert continuations(shared) == [("us", " us\n\n"), ("us", " Us\n\n"), ("US", " US\n\n")]
 
@@ -54,11 +72,14 @@ def test_the_continuation_is_read_back_from_the_end_of_the_prompt():
     assert continuation_logprob(prompt, len("x is"), choice(prompt, straddling, [None, -1.0, -1.0, -1.0, -1.0])) == -4
 
 
-@pytest.mark.parametrize("reply", [
-    EchoChoice(" Positive", (" Positive",), (-0.1,)),  # the prompt is not echoed
-    EchoChoice("x is Positive\n\n", ("x", " is", " Positive", "\n\n"), (None, None, None, None)),
-    EchoChoice("x is Positive\n\n", ("x", " is", " Neg", "\n\n"), (None, -1.0, -1.0, -1.0)),
-])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        EchoChoice(" Positive", (" Positive",), (-0.1,)),  # the prompt is not echoed
+        EchoChoice("x is Positive\n\n", ("x", " is", " Positive", "\n\n"), (None, None, None, None)),
+        EchoChoice("x is Positive\n\n", ("x", " is", " Neg", "\n\n"), (None, -1.0, -1.0, -1.0)),
+    ],
+)
 def test_a_reply_that_does_not_echo_the_prompt_with_logprobs_is_unusable(reply):
     with pytest.raises(EchoUnusable):
         continuation_logprob("x is Positive\n\n", len("x is"), reply)
@@ -67,11 +88,20 @@ def test_a_reply_that_does_not_echo_the_prompt_with_logprobs_is_unusable(reply):
 def test_the_distribution_sums_each_labels_spellings():
     messages = [{"role": "user", "content": "x is"}]
     request = echo_request(messages, SPEC, "m")
-    probabilities = {" Positive\n\n": 0.3, " positive\n\n": 0.1, " negative\n\n": 0.2, " Negative\n\n": 0.2,
-                     " Sci/Tech\n\n": 0.15, " sci/tech\n\n": 0.05}
-    replies = [choice(prompt, ["x", " is", text], [None, -1.0, math.log(probabilities[text])])
-               for prompt, (_, text) in zip(request["prompt"], continuations(SPEC))]
-    assert echo_distribution(request, replies, SPEC) == pytest.approx({"Positive": 0.4, "negative": 0.4,
-                                                                       "Sci/Tech": 0.2})
+    probabilities = {
+        " Positive\n\n": 0.3,
+        " positive\n\n": 0.1,
+        " negative\n\n": 0.2,
+        " Negative\n\n": 0.2,
+        " Sci/Tech\n\n": 0.15,
+        " sci/tech\n\n": 0.05,
+    }
+    replies = [
+        choice(prompt, ["x", " is", text], [None, -1.0, math.log(probabilities[text])])
+        for prompt, (_, text) in zip(request["prompt"], continuations(SPEC))
+    ]
+    assert echo_distribution(request, replies, SPEC) == pytest.approx(
+        {"Positive": 0.4, "negative": 0.4, "Sci/Tech": 0.2}
+    )
     with pytest.raises(EchoUnusable):
         echo_distribution(request, replies[:-1], SPEC)

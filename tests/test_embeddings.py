@@ -4,30 +4,62 @@ embedder, cosine top-k and maximal marginal relevance, and the selector built on
 import numpy as np
 import pytest
 
-from backend import local_embeddings
-from backend.embeddings import (VECTOR_TTL, Embedder, EmbeddingSelector, MemoryVectorCache, MissingEmbeddings,
-                                VectorCache, embedder_for, similarity_model, text_key)
-from backend.fake_llm import answers
+from backend.devtools.fake_llm import answers
 from backend.labeling.examples import Example
 from backend.labeling.similarity import cosine_top_k, mmr
-from backend.llm import LLMClient, LLMError
+from backend.model import local_embeddings
+from backend.model.client import LLMClient, LLMError
+from backend.model.embeddings import (
+    VECTOR_TTL,
+    Embedder,
+    EmbeddingSelector,
+    MemoryVectorCache,
+    MissingEmbeddings,
+    VectorCache,
+    embedder_for,
+    similarity_model,
+    text_key,
+)
 from tests.conftest import llm_settings
 
 MODEL = "fake-embed"
 
 TOPICS = [
-    "the weather report says rain tomorrow", "stock prices fell sharply on monday", "a new phone was released today",
-    "the football match ended in a draw", "cook the pasta for ten minutes", "the train to boston is delayed",
-    "our team shipped the quarterly release", "please reset my account password", "the museum opens at nine",
-    "a quiet walk along the river", "zebra herds cross the grassland", "the printer on floor two is jammed",
-    "electricity bills went up again", "the concert was sold out", "new tax rules start in april",
-    "my package arrived damaged", "quokka photos from rottnest island", "the library extended its hours",
-    "the bridge will close for repairs", "a recipe for lemon cake",
+    "the weather report says rain tomorrow",
+    "stock prices fell sharply on monday",
+    "a new phone was released today",
+    "the football match ended in a draw",
+    "cook the pasta for ten minutes",
+    "the train to boston is delayed",
+    "our team shipped the quarterly release",
+    "please reset my account password",
+    "the museum opens at nine",
+    "a quiet walk along the river",
+    "zebra herds cross the grassland",
+    "the printer on floor two is jammed",
+    "electricity bills went up again",
+    "the concert was sold out",
+    "new tax rules start in april",
+    "my package arrived damaged",
+    "quokka photos from rottnest island",
+    "the library extended its hours",
+    "the bridge will close for repairs",
+    "a recipe for lemon cake",
 ]
-DUPLICATES = ["zebra quokka migration across the savanna", "the zebra quokka migration across the savanna",
-              "zebra quokka migration across the wide savanna"]
-DIVERSE = ["zebra stripes help them hide", "quokka families on rottnest island", "seasonal migration of wild animals",
-           "the savanna at dusk", "stock prices fell sharply", "reset my password please", "the train is delayed"]
+DUPLICATES = [
+    "zebra quokka migration across the savanna",
+    "the zebra quokka migration across the savanna",
+    "zebra quokka migration across the wide savanna",
+]
+DIVERSE = [
+    "zebra stripes help them hide",
+    "quokka families on rottnest island",
+    "seasonal migration of wild animals",
+    "the savanna at dusk",
+    "stock prices fell sharply",
+    "reset my password please",
+    "the train is delayed",
+]
 
 
 def client_for(fake, sleeps=None, **overrides) -> LLMClient:
@@ -44,6 +76,7 @@ def embedding_requests(fake) -> list[dict]:
 
 
 # ---- LLMClient.embed ----------------------------------------------------------------------------
+
 
 def test_embed_returns_one_vector_per_text_in_order_and_records_usage(fake_llm):
     client = client_for(fake_llm)
@@ -87,6 +120,7 @@ def test_embedding_no_texts_costs_no_request(fake_llm):
 
 # ---- VectorCache ---------------------------------------------------------------------------------
 
+
 def test_vector_cache_round_trips_float32_vectors_with_a_ttl(redis_conn):
     cache = VectorCache(redis_conn)
     vectors = [[0.1, -0.2, 0.3], [1.0, 2.5, -3.25]]
@@ -126,7 +160,9 @@ def test_embedding_model_names_pick_the_local_model_tfidf_or_the_server(fake_llm
     client = client_for(fake_llm)
     local = similarity_model("")
     assert local == similarity_model("local") == local_embeddings.model_id()
-    assert similarity_model("tfidf") == "tfidf" and similarity_model("text-embedding-3-small") == "text-embedding-3-small"
+    assert (
+        similarity_model("tfidf") == "tfidf" and similarity_model("text-embedding-3-small") == "text-embedding-3-small"
+    )
     assert embedder_for("tfidf", client, MemoryVectorCache()) is None
     assert embedder_for(local, client, MemoryVectorCache()).source is local_embeddings.shared()
     assert embedder_for(MODEL, client, MemoryVectorCache()).source is client
@@ -137,6 +173,7 @@ def test_embedding_model_names_pick_the_local_model_tfidf_or_the_server(fake_llm
 
 
 # ---- Embedder ------------------------------------------------------------------------------------
+
 
 def test_embedder_embeds_each_text_once(fake_llm, redis_conn):
     cache = VectorCache(redis_conn)
@@ -189,6 +226,7 @@ def test_an_embedder_without_client_serves_cached_vectors_and_refuses_missing_on
 
 # ---- similarity ----------------------------------------------------------------------------------
 
+
 def test_cosine_top_k_ranks_by_cosine_not_dot_product():
     vectors = [[10.0, 0.0], [0.6, 0.8], [0.0, -1.0], [1.0, 1.0]]
     assert cosine_top_k([0.0, 1.0], vectors, 2) == [1, 3]  # row 0 has the biggest norm, not the best angle
@@ -221,6 +259,7 @@ def test_mmr_by_hand():
 
 # ---- EmbeddingSelector ---------------------------------------------------------------------------
 
+
 def test_the_direction_every_demonstration_shares_does_not_decide_which_is_nearest():
     # Every vector leans the same way (what averaged sentence vectors do); the generic last one is closest
     # to the query by raw cosine, the first shares the query's own part.
@@ -245,7 +284,9 @@ def test_nearest_k_puts_the_demonstrations_sharing_rare_words_last(embedder):
     assert [e.text for e in chosen[-2:]] == ["quokka photos from rottnest island", "zebra herds cross the grassland"]
     other = "quokka photos of zebra herds at rottnest"  # closer to the quokka one: it moves to the end
     assert [e.text for e in selector.select(other, embedder.vectors([other])[0])[-2:]] == [
-        "zebra herds cross the grassland", "quokka photos from rottnest island"]
+        "zebra herds cross the grassland",
+        "quokka photos from rottnest island",
+    ]
 
 
 def test_mmr_avoids_near_duplicates_that_nearest_k_takes(embedder):

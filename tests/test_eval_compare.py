@@ -2,7 +2,8 @@
 taxonomy paths and numbers against figures worked out by hand."""
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nervaluate import Evaluator
 
 from backend.evaluation.compare import compare, compare_paths, compare_spans, compare_texts, span_counts, token_f1
@@ -24,12 +25,15 @@ def reference(golds, preds, mode):
 
     def convert(spans):
         return [[{"label": s["label"], "start": s["start"], "end": s["end"] - 1} for s in task] for task in spans]
-    return Evaluator(convert([g for g, _ in pairs]), convert([p for _, p in pairs]), tags=LABELS,
-                     loader="default").evaluate()
+
+    return Evaluator(
+        convert([g for g, _ in pairs]), convert([p for _, p in pairs]), tags=LABELS, loader="default"
+    ).evaluate()
 
 
 SPAN = st.tuples(st.integers(0, 30), st.integers(1, 6), st.sampled_from(LABELS)).map(
-    lambda t: ent(t[0], t[0] + t[1], t[2]))
+    lambda t: ent(t[0], t[0] + t[1], t[2])
+)
 
 
 def _flat(spans):
@@ -62,10 +66,13 @@ def test_exact_span_scores_equal_nervaluates_strict_scores(tasks):
 def _one_to_one(gold, pred):
     """No span overlaps two spans on the other side (then which pairs match is unambiguous; nervaluate pairs
     first come, first served, across labels too)."""
+
     def overlapping(a, b):
         return min(a["end"], b["end"]) > max(a["start"], b["start"])
-    return all(sum(overlapping(g, p) for p in pred) <= 1 for g in gold) and \
-        all(sum(overlapping(g, p) for g in gold) <= 1 for p in pred)
+
+    return all(sum(overlapping(g, p) for p in pred) <= 1 for g in gold) and all(
+        sum(overlapping(g, p) for g in gold) <= 1 for p in pred
+    )
 
 
 @settings(max_examples=300, deadline=None)
@@ -92,8 +99,10 @@ def test_overlap_matches_each_gold_span_once_largest_overlap_first():
     # two predictions overlap the one gold span: one is right, the other a false positive
     assert span_counts(gold, {(0, 4, "PER"), (3, 10, "PER")}, overlap=True) == {"PER": {"tp": 1, "fp": 1, "fn": 0}}
     assert span_counts(gold, {(10, 12, "PER")}, overlap=True) == {"PER": {"tp": 0, "fp": 1, "fn": 1}}  # touching
-    assert span_counts(gold, {(2, 5, "LOC")}, overlap=True) == {"LOC": {"tp": 0, "fp": 1, "fn": 0},
-                                                                "PER": {"tp": 0, "fp": 0, "fn": 1}}
+    assert span_counts(gold, {(2, 5, "LOC")}, overlap=True) == {
+        "LOC": {"tp": 0, "fp": 1, "fn": 0},
+        "PER": {"tp": 0, "fp": 0, "fn": 1},
+    }
     result = compare_spans([ent(0, 10, "PER")], [ent(0, 9, "PER")])
     assert not result["correct"] and result["exact"]["PER"]["tp"] == 0 and result["overlap"]["PER"]["tp"] == 1
 
@@ -103,13 +112,16 @@ def test_no_spans_predicted_for_a_text_without_any_is_right():
     assert not compare_spans([], None)["correct"]  # a failed answer is never right
 
 
-@pytest.mark.parametrize("gold, predicted, exact, f1", [
-    (["The cat sat"], ["the  cat sat"], False, 1.0),
-    (["The cat  sat "], ["The cat sat"], True, 1.0),
-    (["a b c d"], ["a b x y"], False, 0.5),
-    (["a b"], None, False, 0.0),
-    (["one", "two"], ["two", "one"], True, 1.0),
-])
+@pytest.mark.parametrize(
+    "gold, predicted, exact, f1",
+    [
+        (["The cat sat"], ["the  cat sat"], False, 1.0),
+        (["The cat  sat "], ["The cat sat"], True, 1.0),
+        (["a b c d"], ["a b x y"], False, 0.5),
+        (["a b"], None, False, 0.0),
+        (["one", "two"], ["two", "one"], True, 1.0),
+    ],
+)
 def test_free_text_exact_and_token_f1(gold, predicted, exact, f1):
     result = compare_texts(gold, predicted)
     assert result["correct"] is exact and result["token_f1"] == pytest.approx(f1)
@@ -152,11 +164,18 @@ def test_a_task_is_right_when_every_control_with_gold_is():
 
 def test_the_structured_evaluation_has_each_controls_figures_and_the_baselines():
     items = [
-        StructuredItem({"ner": [ent(0, 3, "PER")], "mood": ["happy"], "stars": 4},
-                       {"ner": [ent(0, 3, "PER")], "mood": ["happy"], "stars": 5}, 0.9,
-                       {"ner": [], "mood": ["sad"], "stars": 4}),
-        StructuredItem({"ner": [], "mood": ["sad"]}, {"ner": [ent(4, 6, "PER")], "mood": ["sad"]}, 0.4,
-                       {"ner": [], "mood": ["sad"]}),
+        StructuredItem(
+            {"ner": [ent(0, 3, "PER")], "mood": ["happy"], "stars": 4},
+            {"ner": [ent(0, 3, "PER")], "mood": ["happy"], "stars": 5},
+            0.9,
+            {"ner": [], "mood": ["sad"], "stars": 4},
+        ),
+        StructuredItem(
+            {"ner": [], "mood": ["sad"]},
+            {"ner": [ent(4, 6, "PER")], "mood": ["sad"]},
+            0.4,
+            {"ner": [], "mood": ["sad"]},
+        ),
         StructuredItem({"mood": ["happy"]}, None, None, {"mood": ["happy"]}),
     ]
     result = evaluate_structured(MIXED.controls, items)

@@ -35,8 +35,12 @@ SINGLE = [
 
 def single_items(baseline="a"):
     return [
-        EvalItem(gold=(gold,), predicted=None if pred is None else (pred,), score=score,
-                 baseline=None if baseline is None else (baseline,))
+        EvalItem(
+            gold=(gold,),
+            predicted=None if pred is None else (pred,),
+            score=score,
+            baseline=None if baseline is None else (baseline,),
+        )
         for gold, pred, score in SINGLE
     ]
 
@@ -99,8 +103,11 @@ def test_calibration_with_five_bins(single):
     cal = single["calibration"]
     assert cal["ece"] == approx(2.55 / 9) and cal["count"] == 9
     assert [(b["low"], b["high"], b["count"]) for b in cal["bins"]] == [
-        (approx(0.0), approx(0.2), 0), (approx(0.2), approx(0.4), 1), (approx(0.4), approx(0.6), 2),
-        (approx(0.6), approx(0.8), 2), (approx(0.8), approx(1.0), 4),
+        (approx(0.0), approx(0.2), 0),
+        (approx(0.2), approx(0.4), 1),
+        (approx(0.4), approx(0.6), 2),
+        (approx(0.6), approx(0.8), 2),
+        (approx(0.8), approx(1.0), 4),
     ]
     assert [b["mean_score"] for b in cal["bins"]] == [None, approx(0.35), approx(0.5), approx(0.7), approx(0.875)]
     assert [b["accuracy"] for b in cal["bins"]] == [None, 1.0, 0.0, 0.5, 1.0]
@@ -179,7 +186,9 @@ def test_multi_choice_exact_match_and_per_label():
     }
     rows = result["per_label"]
     assert [(rows[k]["precision"], rows[k]["recall"], rows[k]["f1"]) for k in "xyz"] == [
-        (1.0, 1.0, 1.0), (1.0, approx(2 / 3), approx(0.8)), (0.5, 0.5, 0.5)
+        (1.0, 1.0, 1.0),
+        (1.0, approx(2 / 3), approx(0.8)),
+        (0.5, 0.5, 0.5),
     ]
     assert [rows[k]["support"] for k in "xyz"] == [2, 3, 2]
     # macro (1 + .8 + .5) / 3 = 2.3/3; micro TP 5, FP 1, FN 2 -> F1 = 10 / (10 + 1 + 2) = 10/13
@@ -269,7 +278,8 @@ def test_expected_calibration_error_with_two_bins():
     ece, bins = expected_calibration_error([0.2, 0.4, 0.5, 0.9, 1.0], [False, True, True, True, False], bins=2)
     assert ece == approx(0.16)
     assert [(b["count"], b["mean_score"], b["accuracy"]) for b in bins] == [
-        (2, approx(0.3), 0.5), (3, approx(0.8), approx(2 / 3))
+        (2, approx(0.3), 0.5),
+        (3, approx(0.8), approx(2 / 3)),
     ]
     with pytest.raises(ValueError):
         expected_calibration_error([0.5], [True], bins=0)

@@ -12,14 +12,32 @@ from backend.evaluation.report_files import write_reports
 
 ODD = '<b>&"x"'
 LABELS = [ODD, "a|b", "c'd"]
-META = {"model": "gpt-4o-mini", "mode": "json", "selection": "nearest-k", "requests": 12, "prompt_tokens": 34567,
-        "completion_tokens": 890, "estimated_cost_usd": 0.0123, "seconds": 4.5}
+META = {
+    "model": "gpt-4o-mini",
+    "mode": "json",
+    "selection": "nearest-k",
+    "requests": 12,
+    "prompt_tokens": 34567,
+    "completion_tokens": 890,
+    "estimated_cost_usd": 0.0123,
+    "seconds": 4.5,
+}
 VOID = {"meta", "br", "img", "input", "link", "hr", "col", "area", "base", "embed", "source", "track", "wbr"}
 
 
 def items():
-    rows = [(ODD, ODD, 0.95), (ODD, ODD, 0.85), (ODD, "a|b", 0.65), ("a|b", "a|b", 0.9), ("a|b", "a|b", 0.75),
-            ("a|b", "c'd", 0.55), ("c'd", "c'd", 0.8), ("c'd", ODD, 0.45), (ODD, ODD, 0.35), ("c'd", None, None)]
+    rows = [
+        (ODD, ODD, 0.95),
+        (ODD, ODD, 0.85),
+        (ODD, "a|b", 0.65),
+        ("a|b", "a|b", 0.9),
+        ("a|b", "a|b", 0.75),
+        ("a|b", "c'd", 0.55),
+        ("c'd", "c'd", 0.8),
+        ("c'd", ODD, 0.45),
+        (ODD, ODD, 0.35),
+        ("c'd", None, None),
+    ]
     return [EvalItem(gold=(g,), predicted=None if p is None else (p,), score=s, baseline=(ODD,)) for g, p, s in rows]
 
 
@@ -115,8 +133,9 @@ def test_the_html_is_well_formed_self_contained_and_escapes_labels(written):
 
 
 def test_without_scores_or_baseline_the_report_says_so(tmp_path):
-    result = evaluate([EvalItem(gold=("x", "y"), predicted=("x",)), EvalItem(gold=("y",), predicted=None)],
-                      ["x", "y"], multiple=True)
+    result = evaluate(
+        [EvalItem(gold=("x", "y"), predicted=("x",)), EvalItem(gold=("y",), predicted=None)], ["x", "y"], multiple=True
+    )
     paths = write_reports(result, tmp_path, "multi", {})
     md = paths["markdown"].read_text(encoding="utf-8")
     assert "No task has a score" in md and "No baseline predictions" in md and "| x | 1 | 0 | 0 | 1 |" in md

@@ -4,24 +4,46 @@ import json
 
 import pytest
 
-from backend.cli import main
+from backend.commands.cli import main
 from tests.conftest import EVAL_DATA
 
-SST2_CONFIG = ('<View><Text name="text" value="$text"/><Choices name="sentiment" toName="text">'
-               '<Choice value="negative"/><Choice value="positive"/></Choices></View>')
-TREC_CONFIG = ('<View><Text name="text" value="$text"/><Choices name="qtype" toName="text">' +
-               "".join(f'<Choice value="{c}"/>' for c in ("ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM")) +
-               "</Choices></View>")
+SST2_CONFIG = (
+    '<View><Text name="text" value="$text"/><Choices name="sentiment" toName="text">'
+    '<Choice value="negative"/><Choice value="positive"/></Choices></View>'
+)
+TREC_CONFIG = (
+    '<View><Text name="text" value="$text"/><Choices name="qtype" toName="text">'
+    + "".join(f'<Choice value="{c}"/>' for c in ("ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"))
+    + "</Choices></View>"
+)
 
 
-@pytest.mark.parametrize("name, config, mode", [("sst2_test.jsonl", SST2_CONFIG, "logprobs"),
-                                                ("trec_test.jsonl", TREC_CONFIG, "json")])
+@pytest.mark.parametrize(
+    "name, config, mode", [("sst2_test.jsonl", SST2_CONFIG, "logprobs"), ("trec_test.jsonl", TREC_CONFIG, "json")]
+)
 def test_evaluate_on_the_shared_data_writes_the_reports(env, tmp_path, capsys, name, config, mode):
     (tmp_path / "config.xml").write_text(config)
     out = tmp_path / "report"
-    code = main(["evaluate", "--input", str(EVAL_DATA / name), "--config", str(tmp_path / "config.xml"),
-                 "--limit", "150", "--selection", "nearest-k", "--k", "8", "--mode", mode,
-                 "--output-dir", str(out), "--no-progress"])
+    code = main(
+        [
+            "evaluate",
+            "--input",
+            str(EVAL_DATA / name),
+            "--config",
+            str(tmp_path / "config.xml"),
+            "--limit",
+            "150",
+            "--selection",
+            "nearest-k",
+            "--k",
+            "8",
+            "--mode",
+            mode,
+            "--output-dir",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     report = json.loads((out / "evaluation.json").read_text())
     result, meta = report["result"], report["meta"]
@@ -44,9 +66,24 @@ def test_evaluate_on_the_shared_data_writes_the_reports(env, tmp_path, capsys, n
 
 def test_no_task_ever_sees_its_own_label_in_its_prompt(env, tmp_path):
     (tmp_path / "config.xml").write_text(SST2_CONFIG)
-    main(["evaluate", "--input", str(EVAL_DATA / "sst2_test.jsonl"), "--config", str(tmp_path / "config.xml"),
-          "--limit", "60", "--selection", "all", "--folds", "3", "--output-dir", str(tmp_path / "r"),
-          "--no-progress"])
+    main(
+        [
+            "evaluate",
+            "--input",
+            str(EVAL_DATA / "sst2_test.jsonl"),
+            "--config",
+            str(tmp_path / "config.xml"),
+            "--limit",
+            "60",
+            "--selection",
+            "all",
+            "--folds",
+            "3",
+            "--output-dir",
+            str(tmp_path / "r"),
+            "--no-progress",
+        ]
+    )
     requests = env.requests()
     assert len(requests) == 60
     for request in requests:
@@ -71,19 +108,21 @@ def _same(text: str) -> str:
 def test_seeds_that_copy_evaluated_tasks_never_show_a_task_its_own_text(env, tmp_path):
     """--seeds overlapping the evaluated tasks (exact copies and case/space/punctuation variants, with the
     opposite label): a task's prompt and its baseline's training side never hold its own text."""
-    from backend.evaluate import cross_validate, fold_of
+    from backend.commands.evaluate import cross_validate, fold_of
     from backend.labeling.examples import Example, load_seed_file
     from backend.labeling.spec import parse_spec
-    from backend.llm import LLMClient
+    from backend.model.client import LLMClient
     from tests.conftest import llm_settings
 
     spec = parse_spec(SST2_CONFIG)
     rows = [json.loads(line) for line in (EVAL_DATA / "sst2_test.jsonl").read_text().splitlines()[:40]]
     gold = load_seed_file(EVAL_DATA / "sst2_test.jsonl", spec)[:40]
     flip = {"positive": "negative", "negative": "positive"}
-    seeds = [Example(text, (flip[row["label"]],), "seed", f"s:{n}")
-             for n, row in enumerate(rows)
-             for text in (row["text"], row["text"].upper().replace(" ", "  ") + " !!")]
+    seeds = [
+        Example(text, (flip[row["label"]],), "seed", f"s:{n}")
+        for n, row in enumerate(rows)
+        for text in (row["text"], row["text"].upper().replace(" ", "  ") + " !!")
+    ]
     settings = llm_settings(env)
     items, _ = cross_validate(spec, gold, seeds, settings, LLMClient(settings), folds=4, seed=1, progress=False)
     in_item_order = [g for fold in range(4) for g in gold if fold_of(g, 4, 1) == fold]

@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from backend.export import (
-    FORMATS, add_parser, export_paths, is_validation, render_row, rows_from_labeled, rows_from_tasks, run_export,
+from backend.commands.export import (
+    FORMATS,
+    add_parser,
+    export_paths,
+    is_validation,
+    render_row,
+    rows_from_labeled,
+    rows_from_tasks,
+    run_export,
     write_export,
 )
 from backend.labeling.prompt import PromptSettings, answer_text, build_messages, instruction, render_query
@@ -31,12 +38,18 @@ def task(text, *annotations, id=7):
 
 
 def prediction(task_id, label, score, version="v1", id=1, created="2026-01-01T00:00:00Z"):
-    return {"id": id, "task": task_id, "score": score, "model_version": version, "created_at": created,
-            "result": [{"from_name": "sentiment", "to_name": "text", "type": "choices",
-                        "value": {"choices": [label]}}]}
+    return {
+        "id": id,
+        "task": task_id,
+        "score": score,
+        "model_version": version,
+        "created_at": created,
+        "result": [{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": [label]}}],
+    }
 
 
 # ---- the OpenAI chat fine-tuning line format ------------------------------------------------------------
+
 
 def openai_chat_problems(line: str) -> list[str]:
     """Why a line is not a valid OpenAI chat fine-tuning example (empty when it is)."""
@@ -74,38 +87,49 @@ def test_the_validator_catches_what_openai_refuses():
     assert openai_chat_problems(json.dumps({**good, "task": 1}))
     assert openai_chat_problems(json.dumps({"messages": good["messages"][:1]}))
     assert openai_chat_problems(json.dumps({"messages": good["messages"][::-1]}))
-    assert openai_chat_problems(json.dumps({"messages": [{"role": "tool", "content": "x"},
-                                                         {"role": "assistant", "content": "y"}]}))
+    assert openai_chat_problems(
+        json.dumps({"messages": [{"role": "tool", "content": "x"}, {"role": "assistant", "content": "y"}]})
+    )
     assert openai_chat_problems(json.dumps({"messages": [{"role": "assistant", "content": ""}]}))
     assert openai_chat_problems("not json")
 
 
 # ---- human rows ---------------------------------------------------------------------------------------------
 
+
 def test_agreeing_annotators_make_one_row_and_disagreeing_ones_are_skipped_and_counted():
-    tasks = [task("good", annotation("positive", id=1), annotation("positive", id=2), id=1),
-             task("torn", annotation("positive", id=3), annotation("negative", id=4), id=2),
-             task("solo", annotation("negative", id=5), id=3)]
+    tasks = [
+        task("good", annotation("positive", id=1), annotation("positive", id=2), id=1),
+        task("torn", annotation("positive", id=3), annotation("negative", id=4), id=2),
+        task("solo", annotation("negative", id=5), id=3),
+    ]
     selection = rows_from_tasks(tasks, SPEC)
     assert [(r.task, r.labels, r.source, r.annotator_count) for r in selection.rows] == [
-        (1, ("positive",), "human", 2), (3, ("negative",), "human", 1)]
+        (1, ("positive",), "human", 2),
+        (3, ("negative",), "human", 1),
+    ]
     assert selection.skipped == {"disagreement": 1}
 
 
 def test_cancelled_annotations_are_ignored():
-    tasks = [task("a", annotation("negative", id=1, cancelled=True), annotation("positive", id=2), id=1),
-             task("b", annotation("positive", id=3, cancelled=True), id=2)]
+    tasks = [
+        task("a", annotation("negative", id=1, cancelled=True), annotation("positive", id=2), id=1),
+        task("b", annotation("positive", id=3, cancelled=True), id=2),
+    ]
     selection = rows_from_tasks(tasks, SPEC)
     assert [(r.task, r.labels, r.annotator_count) for r in selection.rows] == [(1, ("positive",), 1)]
     assert selection.skipped == {"cancelled": 1}
 
 
-@pytest.mark.parametrize("bad, reason", [
-    (annotation(), "no_choice"),
-    (annotation("positive", control="other"), "no_choice"),
-    (annotation("banana"), "label_not_in_config"),
-    (annotation("positive", "negative"), "invalid_labels"),
-])
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        (annotation(), "no_choice"),
+        (annotation("positive", control="other"), "no_choice"),
+        (annotation("banana"), "label_not_in_config"),
+        (annotation("positive", "negative"), "invalid_labels"),
+    ],
+)
 def test_annotations_that_give_no_usable_label_skip_the_task_with_the_reason(bad, reason):
     selection = rows_from_tasks([task("x", bad, id=1), task("y", annotation("positive", id=2), bad, id=2)], SPEC)
     assert selection.rows == []
@@ -133,17 +157,34 @@ def test_without_predictions_unannotated_tasks_are_neither_rows_nor_counted():
 
 # ---- model rows ---------------------------------------------------------------------------------------------
 
+
 def test_predictions_fill_only_tasks_no_human_touched_and_respect_the_min_score():
-    tasks = [task("annotated", annotation("negative"), id=1), task("torn", annotation("positive", id=2),
-             annotation("negative", id=3), id=2), task("skipped", annotation("positive", cancelled=True), id=3),
-             task("sure", id=4), task("unsure", id=5), task("unscored", id=6), task("nothing", id=7)]
+    tasks = [
+        task("annotated", annotation("negative"), id=1),
+        task("torn", annotation("positive", id=2), annotation("negative", id=3), id=2),
+        task("skipped", annotation("positive", cancelled=True), id=3),
+        task("sure", id=4),
+        task("unsure", id=5),
+        task("unscored", id=6),
+        task("nothing", id=7),
+    ]
     predictions = [prediction(t, "positive", 0.99, id=t) for t in (1, 2, 3)] + [
-        prediction(4, "positive", 0.9, id=4), prediction(5, "negative", 0.2, id=5), prediction(6, "negative", None, id=6)]
+        prediction(4, "positive", 0.9, id=4),
+        prediction(5, "negative", 0.2, id=5),
+        prediction(6, "negative", None, id=6),
+    ]
     selection = rows_from_tasks(tasks, SPEC, predictions, min_score=0.5)
     assert [(r.task, r.source, r.labels, r.score, r.model_version, r.annotator_count) for r in selection.rows] == [
-        (1, "human", ("negative",), None, None, 1), (4, "model", ("positive",), 0.9, "v1", 0)]
-    assert selection.skipped == {"disagreement": 1, "cancelled": 1, "prediction_below_min_score": 1,
-                                 "prediction_without_score": 1, "no_prediction": 1}
+        (1, "human", ("negative",), None, None, 1),
+        (4, "model", ("positive",), 0.9, "v1", 0),
+    ]
+    assert selection.skipped == {
+        "disagreement": 1,
+        "cancelled": 1,
+        "prediction_below_min_score": 1,
+        "prediction_without_score": 1,
+        "no_prediction": 1,
+    }
 
 
 def test_predictions_without_a_score_are_kept_only_with_min_score_zero_and_counted():
@@ -155,8 +196,10 @@ def test_predictions_without_a_score_are_kept_only_with_min_score_zero_and_count
 
 
 def test_the_newest_prediction_counts_unless_a_model_version_is_asked_for():
-    predictions = [prediction(1, "positive", 0.9, "v1", id=10, created="2026-01-01T00:00:00.000001Z"),
-                   prediction(1, "negative", 0.3, "v2", id=11, created="2026-01-02T00:00:00.000001Z")]
+    predictions = [
+        prediction(1, "positive", 0.9, "v1", id=10, created="2026-01-01T00:00:00.000001Z"),
+        prediction(1, "negative", 0.3, "v2", id=11, created="2026-01-02T00:00:00.000001Z"),
+    ]
     newest = rows_from_tasks([task("t", id=1)], SPEC, predictions, min_score=0.5)
     assert newest.rows == [] and newest.skipped == {"prediction_below_min_score": 1}  # no fallback to v1
     chosen = rows_from_tasks([task("t", id=1)], SPEC, predictions, min_score=0.5, model_version="v1")
@@ -172,6 +215,7 @@ def test_predictions_with_labels_the_config_lacks_are_skipped():
 
 # ---- formats ------------------------------------------------------------------------------------------------
 
+
 def human_and_model_rows():
     tasks = [task("I love it", annotation("positive"), id=1), task('He said "{no}" \u00e9', id=2)]
     return rows_from_tasks(tasks, SPEC, [prediction(2, "negative", 0.75, "fsp-abc")], min_score=0.5)
@@ -179,8 +223,9 @@ def human_and_model_rows():
 
 @pytest.mark.parametrize("mode", ["json", "logprobs", "text"])
 def test_openai_chat_rows_are_the_labelers_own_prompt(mode):
-    prompt = PromptSettings(model="m", mode=mode, instruction="Be careful.",
-                            template="Review: {text}\nSentiment: {label}")
+    prompt = PromptSettings(
+        model="m", mode=mode, instruction="Be careful.", template="Review: {text}\nSentiment: {label}"
+    )
     for row in human_and_model_rows().rows:
         messages = render_row(row, SPEC, prompt, "openai-chat")["messages"]
         labeler = build_messages(SPEC, [], row.text, prompt)  # what the labeler sends, zero-shot
@@ -194,12 +239,24 @@ def test_openai_chat_rows_are_the_labelers_own_prompt(mode):
 def test_alpaca_and_jsonl_rows_carry_their_metadata():
     human, model = human_and_model_rows().rows
     alpaca = render_row(model, SPEC, PROMPT, "alpaca")
-    assert alpaca == {"instruction": instruction(SPEC, PROMPT), "input": render_query(PROMPT.template, model.text),
-                      "output": '{"label": "negative"}', "source": "model", "task": 2,
-                      "model_version": "fsp-abc", "score": 0.75}
+    assert alpaca == {
+        "instruction": instruction(SPEC, PROMPT),
+        "input": render_query(PROMPT.template, model.text),
+        "output": '{"label": "negative"}',
+        "source": "model",
+        "task": 2,
+        "model_version": "fsp-abc",
+        "score": 0.75,
+    }
     assert render_row(human, SPEC, PROMPT, "jsonl") == {
-        "task": 1, "text": "I love it", "label": "positive", "source": "human", "model_version": None,
-        "score": None, "annotator_count": 1}
+        "task": 1,
+        "text": "I love it",
+        "label": "positive",
+        "source": "human",
+        "model_version": None,
+        "score": None,
+        "annotator_count": 1,
+    }
     multi = rows_from_tasks([task("vote", annotation("politics", "sports", control="topics"), id=3)], MULTI).rows[0]
     assert render_row(multi, MULTI, PROMPT, "jsonl")["label"] == ["sports", "politics"]
     assert render_row(multi, MULTI, PROMPT, "alpaca")["output"] == '{"labels": ["sports", "politics"]}'
@@ -212,10 +269,14 @@ def test_openai_chat_files_validate_round_trip_and_have_an_aligned_sidecar(tmp_p
     assert [openai_chat_problems(line) for line in lines] == [[], []]
     rows = [json.loads(line) for line in lines]  # a JSON Lines reader: one object per line
     assert [r["messages"][1]["content"] for r in rows] == [
-        "I love it [SEP] The label of the above text is", 'He said "{no}" \u00e9 [SEP] The label of the above text is']
+        "I love it [SEP] The label of the above text is",
+        'He said "{no}" \u00e9 [SEP] The label of the above text is',
+    ]
     meta = [json.loads(line) for line in (tmp_path / "sft.meta.jsonl").read_text().splitlines()]
-    assert meta == [{"task": 1, "source": "human", "model_version": None, "score": None, "annotator_count": 1},
-                    {"task": 2, "source": "model", "model_version": "fsp-abc", "score": 0.75, "annotator_count": 0}]
+    assert meta == [
+        {"task": 1, "source": "human", "model_version": None, "score": None, "annotator_count": 1},
+        {"task": 2, "source": "model", "model_version": "fsp-abc", "score": 0.75, "annotator_count": 0},
+    ]
     assert summary.as_dict()["rows"] == {"human": 1, "model": 1}
     assert (summary.train, summary.validation) == (2, 0)
 
@@ -231,9 +292,12 @@ def test_every_format_writes_one_json_object_per_line(tmp_path, fmt):
 
 # ---- the split ----------------------------------------------------------------------------------------------
 
+
 def many_rows(count=200, start=1):
-    return rows_from_tasks([task(f"text {i}", annotation("positive" if i % 2 else "negative"), id=i)
-                            for i in range(start, start + count)], SPEC)
+    return rows_from_tasks(
+        [task(f"text {i}", annotation("positive" if i % 2 else "negative"), id=i) for i in range(start, start + count)],
+        SPEC,
+    )
 
 
 def tasks_in(path: Path) -> list:
@@ -274,6 +338,7 @@ def test_openai_chat_split_has_a_sidecar_per_file_and_stale_files_go(tmp_path):
 
 # ---- the command on a file from `label` ---------------------------------------------------------------------
 
+
 def export_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fewshot-prelabel")
     add_parser(parser.add_subparsers())
@@ -291,15 +356,27 @@ SUPPORT = SEEDS / "support" / "config.xml"
 
 def labeled_file(tmp_path: Path) -> Path:
     rows = [
-        {"id": 1, "ticket": "I was charged twice.", "input_label": "Billing", "label": "Billing", "score": 0.9,
-         "model_version": "fsp-1"},
+        {
+            "id": 1,
+            "ticket": "I was charged twice.",
+            "input_label": "Billing",
+            "label": "Billing",
+            "score": 0.9,
+            "model_version": "fsp-1",
+        },
         {"id": 2, "ticket": "Where is my parcel?", "label": "Shipping", "score": 0.95, "model_version": "fsp-1"},
         {"id": 3, "ticket": "Login fails.", "label": "Account", "score": 0.4, "model_version": "fsp-1"},
         {"id": 4, "ticket": "The app crashes.", "label": "technical", "score": None, "model_version": "fsp-1"},
         {"id": 5, "ticket": "???", "label": None, "score": None, "model_version": "fsp-1", "error": "malformed: x"},
         {"id": 6, "ticket": "Nice app!", "label": "Feedback", "score": 0.99, "model_version": "fsp-0"},
-        {"id": 7, "ticket": "Refund please", "input_label": "Refunds", "label": "Billing", "score": 0.8,
-         "model_version": "fsp-1"},
+        {
+            "id": 7,
+            "ticket": "Refund please",
+            "input_label": "Refunds",
+            "label": "Billing",
+            "score": 0.8,
+            "model_version": "fsp-1",
+        },
         {"data": {"ticket": "Change my e-mail"}, "label": "Account", "score": 0.7, "model_version": "fsp-1"},
     ]
     path = tmp_path / "labeled.jsonl"
@@ -308,10 +385,11 @@ def labeled_file(tmp_path: Path) -> Path:
 
 
 def test_labeled_rows_gold_is_human_and_the_models_label_needs_include_predictions():
-    rows = [{"id": 1, "text": "good", "input_label": "positive", "label": "negative", "score": 0.9,
-             "model_version": "m"},
-            {"id": 2, "text": "bad", "label": "negative", "score": 0.9, "model_version": "m"},
-            {"id": 3, "text": "meh", "input_label": ["positive", "negative"], "label": "negative"}]
+    rows = [
+        {"id": 1, "text": "good", "input_label": "positive", "label": "negative", "score": 0.9, "model_version": "m"},
+        {"id": 2, "text": "bad", "label": "negative", "score": 0.9, "model_version": "m"},
+        {"id": 3, "text": "meh", "input_label": ["positive", "negative"], "label": "negative"},
+    ]
     human_only = rows_from_labeled(rows, SPEC)
     assert [(r.task, r.labels, r.source) for r in human_only.rows] == [(1, ("positive",), "human")]
     assert human_only.skipped == {"model_not_requested": 1, "invalid_labels": 1}
@@ -319,23 +397,45 @@ def test_labeled_rows_gold_is_human_and_the_models_label_needs_include_predictio
     assert both.skipped == {"prediction_below_min_score": 1, "invalid_labels": 1}
     both = rows_from_labeled(rows, SPEC, include_predictions=True, min_score=0.5)
     assert [(r.task, r.labels, r.source, r.score, r.model_version) for r in both.rows] == [
-        (1, ("positive",), "human", None, None), (2, ("negative",), "model", 0.9, "m")]
+        (1, ("positive",), "human", None, None),
+        (2, ("negative",), "model", 0.9, "m"),
+    ]
 
 
 def test_a_labeled_file_exports_gold_rows_as_human_and_labels_as_model(tmp_path, capsys):
     source, out = labeled_file(tmp_path), tmp_path / "sft.jsonl"
-    code = run("--input", str(source), "--config", str(SUPPORT), "--format", "jsonl", "--output", str(out),
-               "--include-predictions", "--min-score", "0.5", "--model-version", "fsp-1")
+    code = run(
+        "--input",
+        str(source),
+        "--config",
+        str(SUPPORT),
+        "--format",
+        "jsonl",
+        "--output",
+        str(out),
+        "--include-predictions",
+        "--min-score",
+        "0.5",
+        "--model-version",
+        "fsp-1",
+    )
     assert code == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(r["task"], r["label"], r["source"], r["score"]) for r in rows[:2]] == [
-        (1, "Billing", "human", None), (2, "Shipping", "model", 0.95)]
+        (1, "Billing", "human", None),
+        (2, "Shipping", "model", 0.95),
+    ]
     assert rows[2]["label"] == "Account" and rows[2]["source"] == "model" and isinstance(rows[2]["task"], str)
     assert len(rows) == 3
     printed = capsys.readouterr().out
     assert "rows 3: human 1, model 2" in printed
-    for counted in ("skipped_prediction_below_min_score 1", "skipped_prediction_without_score 1",
-                    "skipped_label_failed 1", "skipped_other_model_version 1", "skipped_label_not_in_config 1"):
+    for counted in (
+        "skipped_prediction_below_min_score 1",
+        "skipped_prediction_without_score 1",
+        "skipped_label_failed 1",
+        "skipped_other_model_version 1",
+        "skipped_label_not_in_config 1",
+    ):
         assert counted in printed
 
 
@@ -348,7 +448,7 @@ def test_a_labeled_file_without_include_predictions_gives_the_gold_rows_only(tmp
 
 
 def test_the_label_commands_real_output_exports(tmp_path, fake_llm, monkeypatch, capsys):
-    from backend.cli import main
+    from backend.commands.cli import main
 
     monkeypatch.setenv("OPENAI_BASE_URL", fake_llm.url)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-fake")
@@ -357,11 +457,37 @@ def test_the_label_commands_real_output_exports(tmp_path, fake_llm, monkeypatch,
     tasks[0]["label"] = "Billing"  # a gold label: becomes input_label
     source, labeled, out = tmp_path / "tasks.jsonl", tmp_path / "labeled.jsonl", tmp_path / "sft.jsonl"
     source.write_text("".join(json.dumps(t) + "\n" for t in tasks))
-    assert main(["label", "--config", str(SUPPORT), "--seeds", str(SEEDS / "support"), "--input", str(source),
-                 "--output", str(labeled), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "label",
+                "--config",
+                str(SUPPORT),
+                "--seeds",
+                str(SEEDS / "support"),
+                "--input",
+                str(source),
+                "--output",
+                str(labeled),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    code = run("--input", str(labeled), "--config", str(SUPPORT), "--format", "openai-chat", "--output", str(out),
-               "--include-predictions", "--min-score", "0")
+    code = run(
+        "--input",
+        str(labeled),
+        "--config",
+        str(SUPPORT),
+        "--format",
+        "openai-chat",
+        "--output",
+        str(out),
+        "--include-predictions",
+        "--min-score",
+        "0",
+    )
     assert code == 0
     lines, meta = out.read_text().splitlines(), (tmp_path / "sft.meta.jsonl").read_text().splitlines()
     assert len(lines) == len(meta) == 6 and all(openai_chat_problems(line) == [] for line in lines)
@@ -371,14 +497,20 @@ def test_the_label_commands_real_output_exports(tmp_path, fake_llm, monkeypatch,
     assert json.loads(lines[0])["messages"][2]["content"] == '{"label": "Billing"}'
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--input", "x.jsonl", "--format", "jsonl", "--output", "o.jsonl"], "--input needs --config"),
-    (["--project", "1", "--config", "c.xml", "--format", "jsonl", "--output", "o.jsonl"], "--config is for --input"),
-    (["--project", "1", "--format", "jsonl", "--output", "o.jsonl", "--include-predictions"], "needs --min-score"),
-    (["--project", "1", "--format", "jsonl", "--output", "o.jsonl", "--min-score", "0.5"], "only with --include"),
-    (["--project", "1", "--format", "jsonl", "--output", "o.jsonl", "--val-fraction", "1"], "--val-fraction"),
-    (["--project", "1", "--format", "jsonl", "--output", "o.jsonl"], "LABEL_STUDIO_URL"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--input", "x.jsonl", "--format", "jsonl", "--output", "o.jsonl"], "--input needs --config"),
+        (
+            ["--project", "1", "--config", "c.xml", "--format", "jsonl", "--output", "o.jsonl"],
+            "--config is for --input",
+        ),
+        (["--project", "1", "--format", "jsonl", "--output", "o.jsonl", "--include-predictions"], "needs --min-score"),
+        (["--project", "1", "--format", "jsonl", "--output", "o.jsonl", "--min-score", "0.5"], "only with --include"),
+        (["--project", "1", "--format", "jsonl", "--output", "o.jsonl", "--val-fraction", "1"], "--val-fraction"),
+        (["--project", "1", "--format", "jsonl", "--output", "o.jsonl"], "LABEL_STUDIO_URL"),
+    ],
+)
 def test_mistakes_are_explained(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)
     assert run(*argv) == 2

@@ -12,7 +12,7 @@ import urllib.request
 import openai
 import pytest
 
-from backend.fake_llm import FakeLLM, KnobError, main, spawn_fake_llm
+from backend.devtools.fake_llm import FakeLLM, KnobError, main, spawn_fake_llm
 
 LABELS = ["sports", "politics", "technology", "cooking"]
 SYSTEM = "Classify the text into one topic.\nAllowed labels: " + "; ".join(LABELS)
@@ -86,8 +86,9 @@ def ask(client, msgs, **kwargs):
 
 def raw_post(url, payload: bytes, headers=None):
     """POST raw bytes; returns (status, headers, parsed body)."""
-    request = urllib.request.Request(url, data=payload, method="POST",
-                                     headers={"Content-Type": "application/json", **(headers or {})})
+    request = urllib.request.Request(
+        url, data=payload, method="POST", headers={"Content-Type": "application/json", **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, response.headers, json.loads(response.read())
@@ -115,7 +116,8 @@ def client(fake):
 
 def test_text_mode_answers_nearest_demonstration_and_is_marked_stand_in(fake, client):
     raw = client.chat.completions.with_raw_response.create(
-        model="any-model", messages=messages(DEMOS, "the minister lost the senate vote"))
+        model="any-model", messages=messages(DEMOS, "the minister lost the senate vote")
+    )
     completion = raw.parse()
     assert completion.choices[0].message.content == "politics"
     assert raw.headers["x-fake-llm"] == "stand-in"
@@ -145,17 +147,25 @@ def test_json_schema_mode_returns_nearest_demo_json_verbatim(client):
 
 
 def test_zero_shot_uses_hints_and_shapes_answer_from_schema(client):
-    schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {
-        "type": "object",
-        "properties": {
-            "label": {"type": "string", "enum": LABELS},
-            "tags": {"type": "array", "items": {"type": "string", "enum": LABELS}},
-            "note": {"type": "string"},
-            "score": {"type": "number", "minimum": 1},
+    schema = {
+        "type": "json_schema",
+        "json_schema": {
+            "name": "x",
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "label": {"type": "string", "enum": LABELS},
+                    "tags": {"type": "array", "items": {"type": "string", "enum": LABELS}},
+                    "note": {"type": "string"},
+                    "score": {"type": "number", "minimum": 1},
+                },
+            },
         },
-    }}}
+    }
     system = "Classify the text.\n- cooking: recipes and ovens\n- sports: matches and goals"
-    content = ask(client, messages([], "my ovens broke", system=system), response_format=schema).choices[0].message.content
+    content = (
+        ask(client, messages([], "my ovens broke", system=system), response_format=schema).choices[0].message.content
+    )
     assert json.loads(content) == {"label": "cooking", "tags": ["cooking"], "note": "", "score": 1}
     # No overlap at all -> the first allowed label, plain text without a schema.
     assert ask(client, messages([], "zzz qqq")).choices[0].message.content == "sports"
@@ -172,8 +182,13 @@ def test_demonstrations_beat_zero_shot(client):
 
 
 def test_logprobs_shape_and_chosen_label_is_most_probable(client):
-    completion = ask(client, messages(DEMOS, "the striker missed the goal", json_answers=True),
-                     response_format=LABEL_SCHEMA, logprobs=True, top_logprobs=4)
+    completion = ask(
+        client,
+        messages(DEMOS, "the striker missed the goal", json_answers=True),
+        response_format=LABEL_SCHEMA,
+        logprobs=True,
+        top_logprobs=4,
+    )
     content = completion.choices[0].message.content
     tokens = completion.choices[0].logprobs.content
     assert "".join(t.token for t in tokens) == content
@@ -197,23 +212,30 @@ def test_logprobs_shape_and_chosen_label_is_most_probable(client):
 
 
 def test_batch_items_answer_each_item(client):
-    query = ("Label every item.\n[item 1] the referee and the coach argued\n"
-             "[item 2] the senate vote on the tax bill\n[item 3] bake the dough in the oven\n")
+    query = (
+        "Label every item.\n[item 1] the referee and the coach argued\n"
+        "[item 2] the senate vote on the tax bill\n[item 3] bake the dough in the oven\n"
+    )
     msgs = messages(DEMOS, "x", json_answers=True)
     msgs[-1]["content"] = query
     content = ask(client, msgs).choices[0].message.content
-    assert json.loads(content) == {"items": {"1": {"label": "sports"}, "2": {"label": "politics"},
-                                             "3": {"label": "cooking"}}}
+    assert json.loads(content) == {
+        "items": {"1": {"label": "sports"}, "2": {"label": "politics"}, "3": {"label": "cooking"}}
+    }
     msgs = messages(DEMOS, "x")
     msgs[-1]["content"] = query
     assert json.loads(ask(client, msgs).choices[0].message.content) == {
-        "items": {"1": "sports", "2": "politics", "3": "cooking"}}
+        "items": {"1": "sports", "2": "politics", "3": "cooking"}
+    }
 
 
 def test_completions_endpoint_classic_template(client):
     blocks = [f"{text} [SEP] The label of the above text is {label}" for text, label in DEMOS]
-    prompt = "Classify each text.\n\n" + "\n\n".join(blocks) + \
-        "\n\nthe browser crash needs a software fix [SEP] The label of the above text is"
+    prompt = (
+        "Classify each text.\n\n"
+        + "\n\n".join(blocks)
+        + "\n\nthe browser crash needs a software fix [SEP] The label of the above text is"
+    )
     completion = client.completions.create(model="any-model", prompt=prompt, logprobs=3)
     choice = completion.choices[0]
     assert choice.text == " technology"
@@ -227,8 +249,10 @@ def test_completions_endpoint_classic_template(client):
 
 def test_completions_answer_each_prompt_of_a_list_and_ignore_echo(client):
     blocks = "\n\n".join(f"{text} [SEP] The label of the above text is {label}" for text, label in DEMOS)
-    prompts = [f"{blocks}\n\n{query} [SEP] The label of the above text is"
-               for query in ("the browser crash needs a software fix", "the striker scored a goal in the match")]
+    prompts = [
+        f"{blocks}\n\n{query} [SEP] The label of the above text is"
+        for query in ("the browser crash needs a software fix", "the striker scored a goal in the match")
+    ]
     completion = client.completions.create(model="any-model", prompt=prompts, echo=True, logprobs=1, max_tokens=1)
     assert [c.index for c in completion.choices] == [0, 1]
     assert [c.text for c in completion.choices] == [" technology", " sports"]  # no echo: the stand-in lacks it
@@ -278,8 +302,11 @@ def test_500_fault():
 def test_malformed_answers():
     with FakeLLM(rate_malformed=1.0) as fake:
         client = client_for(fake.url)
-        content = ask(client, messages(DEMOS, "a goal", json_answers=True),
-                      response_format=LABEL_SCHEMA).choices[0].message.content
+        content = (
+            ask(client, messages(DEMOS, "a goal", json_answers=True), response_format=LABEL_SCHEMA)
+            .choices[0]
+            .message.content
+        )
         assert content.startswith('{"label": "')
         with pytest.raises(json.JSONDecodeError):
             json.loads(content)
@@ -303,8 +330,9 @@ def test_hang_makes_the_client_time_out():
             ask(client_for(fake.url, timeout=0.3), messages(DEMOS, "a goal"))
         assert time.monotonic() - started < 2
         # Per-request override back to no hang: the normal answer comes at once.
-        answer = ask(client_for(fake.url, timeout=2), messages(DEMOS, "a goal"),
-                     extra_headers={"X-Fake-Rate-Hang": "0"})
+        answer = ask(
+            client_for(fake.url, timeout=2), messages(DEMOS, "a goal"), extra_headers={"X-Fake-Rate-Hang": "0"}
+        )
         assert answer.choices[0].message.content == "sports"
 
 
@@ -382,8 +410,9 @@ def test_stats_count_requests_and_tokens(fake, client):
 def test_max_in_window_and_reset(fake, client):
     for q, _ in QUERIES[:5]:
         ask(client, messages(DEMOS, q))
-    client.completions.create(model="m", prompt="x [SEP] The label of the above text is a\n\ny [SEP] "
-                                                "The label of the above text is")
+    client.completions.create(
+        model="m", prompt="x [SEP] The label of the above text is a\n\ny [SEP] The label of the above text is"
+    )
     client.embeddings.create(model="e", input="not counted in the window")
     stats = fake.stats()
     assert stats["max_in_window"]["60"] == 6 and stats["requests"] == 7
@@ -426,7 +455,8 @@ def test_subprocess_prints_banner_and_marks_responses(fake):
     with spawn_fake_llm(latency_ms=1) as proc:
         assert BANNER_RE.match(proc.banner) and proc.url.endswith(f":{proc.port}/v1")
         raw = client_for(proc.url).chat.completions.with_raw_response.create(
-            model="m", messages=messages(DEMOS, "the minister and the election"))
+            model="m", messages=messages(DEMOS, "the minister and the election")
+        )
         assert raw.headers["x-fake-llm"] == "stand-in" and raw.parse().choices[0].message.content == "politics"
         assert proc.stats()["config"]["latency_ms"] == 1.0  # CLI flag reached the child
         # Embeddings use hashlib, not the per-process salted hash(): same vector in both processes.

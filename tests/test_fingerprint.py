@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from backend import jobs
-from backend.llm import LLMClient
-from backend.projects import Contexts, register
+from backend.model.client import LLMClient
+from backend.pipeline import jobs
+from backend.pipeline.projects import Contexts, register
 from tests.conftest import SENTIMENT_CONFIG, llm_settings
 
 STRUCTURED = """<View>
@@ -31,14 +31,18 @@ def label(state: jobs.WorkerState, project_id: int, text: str = "What a lovely, 
     return message
 
 
-@pytest.mark.parametrize("before, after", [
-    ({"answer_mode": "logprobs"}, {"answer_mode": "logprobs", "calibration": "contextual"}),
-    ({"answer_mode": "json", "request_logprobs": False}, {"answer_mode": "json", "request_logprobs": False,
-                                                          "confidence_samples": 2}),
-    ({"answer_mode": "json"}, {"answer_mode": "json", "batch_size": 4}),
-])
-def test_an_answer_cached_under_other_settings_is_not_served_under_the_new_version(fake_llm, redis_conn,
-                                                                                   before, after):
+@pytest.mark.parametrize(
+    "before, after",
+    [
+        ({"answer_mode": "logprobs"}, {"answer_mode": "logprobs", "calibration": "contextual"}),
+        (
+            {"answer_mode": "json", "request_logprobs": False},
+            {"answer_mode": "json", "request_logprobs": False, "confidence_samples": 2},
+        ),
+        ({"answer_mode": "json"}, {"answer_mode": "json", "batch_size": 4}),
+    ],
+)
+def test_an_answer_cached_under_other_settings_is_not_served_under_the_new_version(fake_llm, redis_conn, before, after):
     register(redis_conn, 1, SENTIMENT_CONFIG)
     first = label(worker_state(fake_llm, redis_conn, **before), 1)
     calls = fake_llm.stats()["requests"]
@@ -69,12 +73,12 @@ def test_a_project_never_receives_regions_for_another_projects_object(fake_llm, 
 
 from dataclasses import fields, replace  # noqa: E402
 
-from backend.labeler import Labeler  # noqa: E402
 from backend.labeling.examples import Example  # noqa: E402
 from backend.labeling.fingerprint import fingerprint  # noqa: E402
 from backend.labeling.prompt import PromptSettings  # noqa: E402
 from backend.labeling.selection import Selection  # noqa: E402
 from backend.labeling.spec import parse_spec  # noqa: E402
+from backend.model.labeler import Labeler  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 
 SPEC = parse_spec(SENTIMENT_CONFIG)
@@ -115,14 +119,17 @@ def test_each_setting_moves_both_the_version_and_the_cache_key(name):
     assert after.cache_key(REQUEST) != before.cache_key(REQUEST)  # the same request, under other settings
 
 
-@pytest.mark.parametrize("edit", [
-    lambda c: c.replace('value="negative"', 'value="neutral"'),  # a label
-    lambda c: c.replace('<Choice value="negative"', '<Choice hint="sad, angry" value="negative"'),  # a hint
-    lambda c: c.replace('name="sentiment"', 'name="mood"'),  # the control's name (from_name)
-    lambda c: c.replace('name="text"', 'name="review"').replace('toName="text"', 'toName="review"'),  # object
-    lambda c: c.replace('choice="single"', 'choice="multiple"'),
-    lambda c: c.replace("</View>", '<TextArea name="why" toName="text"/></View>'),  # another control
-])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda c: c.replace('value="negative"', 'value="neutral"'),  # a label
+        lambda c: c.replace('<Choice value="negative"', '<Choice hint="sad, angry" value="negative"'),  # a hint
+        lambda c: c.replace('name="sentiment"', 'name="mood"'),  # the control's name (from_name)
+        lambda c: c.replace('name="text"', 'name="review"').replace('toName="text"', 'toName="review"'),  # object
+        lambda c: c.replace('choice="single"', 'choice="multiple"'),
+        lambda c: c.replace("</View>", '<TextArea name="why" toName="text"/></View>'),  # another control
+    ],
+)
 def test_each_part_of_the_labeling_config_moves_both(edit):
     prompt = PromptSettings(model="m")
     before, after = fingerprint(SPEC, DEMOS, prompt), fingerprint(parse_spec(edit(SENTIMENT_CONFIG)), DEMOS, prompt)
@@ -133,8 +140,13 @@ def test_each_part_of_the_labeling_config_moves_both(edit):
 def test_demonstrations_move_the_version_and_the_key_of_every_prompt_that_shows_them():
     settings = Settings.from_env({})
     base = Labeler(SPEC, DEMOS, settings, None, PromptSettings(model="m"))
-    more = Labeler(SPEC, DEMOS + [Example("Ann is glad.", ("positive",), "annotation", "7")], settings, None,
-                   PromptSettings(model="m"))
+    more = Labeler(
+        SPEC,
+        DEMOS + [Example("Ann is glad.", ("positive",), "annotation", "7")],
+        settings,
+        None,
+        PromptSettings(model="m"),
+    )
     assert more.model_version != base.model_version
     assert more.cache_key("Lisa is sad.") != base.cache_key("Lisa is sad.")
 
@@ -144,16 +156,22 @@ def test_a_demonstration_a_task_is_not_shown_keeps_its_cached_answer():
     is unchanged, so re-predicting after each annotation costs calls only where prompts changed."""
     settings, prompt = Settings.from_env({}), PromptSettings(model="m", selection=Selection("nearest-k", 1))
     base = Labeler(SPEC, DEMOS, settings, None, prompt)
-    more = Labeler(SPEC, DEMOS + [Example("Quarterly revenue grew.", ("positive",), "annotation", "7")], settings,
-                   None, prompt)
+    more = Labeler(
+        SPEC, DEMOS + [Example("Quarterly revenue grew.", ("positive",), "annotation", "7")], settings, None, prompt
+    )
     assert more.model_version != base.model_version
     assert more.cache_key("Mary is sad again.") == base.cache_key("Mary is sad again.")
 
 
-@pytest.mark.parametrize("name, value, where", [("calibration", "contextual", {"mode": "json"}),
-                                                ("batch", 4, {"mode": "text"}),
-                                                ("top_logprobs", 3, {"mode": "text", "request_logprobs": False}),
-                                                ("embedding_model", "text-embedding-3-small", {})])
+@pytest.mark.parametrize(
+    "name, value, where",
+    [
+        ("calibration", "contextual", {"mode": "json"}),
+        ("batch", 4, {"mode": "text"}),
+        ("top_logprobs", 3, {"mode": "text", "request_logprobs": False}),
+        ("embedding_model", "text-embedding-3-small", {}),
+    ],
+)
 def test_a_setting_that_cannot_take_effect_moves_nothing(name, value, where):
     base = PromptSettings(model="m", **where)
     assert fingerprint(SPEC, DEMOS, base) == fingerprint(SPEC, DEMOS, replace(base, **{name: value}))

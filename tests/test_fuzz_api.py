@@ -21,32 +21,47 @@ import httpx
 import pytest
 import redis as redis_lib
 import schemathesis
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from rq import Queue
 from rq.registry import FailedJobRegistry
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
-                                               status_code_conformance)
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
-from backend import openapi
-from backend.fake_llm import spawn_fake_llm
-from backend.labeling.answers import (InvalidAnswer, TokenLogprob, parse_batch_answer, parse_json_answer,
-                                      parse_text_answer)
-from backend.labeling.probabilities import score_answer
+from backend.devtools.fake_llm import spawn_fake_llm
+from backend.labeling.answers import (
+    InvalidAnswer,
+    TokenLogprob,
+    parse_batch_answer,
+    parse_json_answer,
+    parse_text_answer,
+)
 from backend.labeling.errors import LabelingError
+from backend.labeling.probabilities import score_answer
 from backend.labeling.results import prediction_errors, result_regions
 from backend.labeling.spec import parse_spec
-from backend.ml_adapter import create_app
 from backend.processes import free_port, start_backend, start_workers, stop_all
 from backend.settings import Settings
+from backend.web import openapi
+from backend.web.ml_adapter import create_app
 from tests.conftest import MULTI_CONFIG, SENTIMENT_CONFIG, clean_redis, stack_env, wait_for_workers
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "20"))
 FIGURES: collections.Counter = collections.Counter()  # printed by the last test (SECURITY.md's figures)
-FUZZ = hsettings(max_examples=EXAMPLES, deadline=None, derandomize=not os.environ.get("FUZZ_RANDOM"), database=None,
-                 suppress_health_check=list(HealthCheck))
+FUZZ = hsettings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=not os.environ.get("FUZZ_RANDOM"),
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 SENTIMENT = ("positive", "negative")
 
 
@@ -54,8 +69,14 @@ SENTIMENT = ("positive", "negative")
 def stack(redis_url, logs_dir):
     fake = spawn_fake_llm()
     # LABEL_STUDIO_URL points at a closed loopback port: a /setup "hostname" from the fuzzer is never contacted.
-    env = stack_env(redis_url, fake.url, PREDICT_DEADLINE=15, SETUP_WAIT=0.2, MAX_BODY_MB=1,
-                    LABEL_STUDIO_URL=f"http://127.0.0.1:{free_port()}")
+    env = stack_env(
+        redis_url,
+        fake.url,
+        PREDICT_DEADLINE=15,
+        SETUP_WAIT=0.2,
+        MAX_BODY_MB=1,
+        LABEL_STUDIO_URL=f"http://127.0.0.1:{free_port()}",
+    )
     workers = start_workers(1, logs_dir, env, prefix="fuzz-worker")
     try:
         wait_for_workers(redis_url, 1)
@@ -75,6 +96,7 @@ def client(stack):
 
 
 # ---- helpers ------------------------------------------------------------------------------------------
+
 
 def assert_clean(response, what: str = "") -> dict:
     """2xx or 4xx, JSON, and a non-empty string `error` with every 4xx."""
@@ -127,22 +149,36 @@ def predict_body(tasks, config=SENTIMENT_CONFIG, project="1.1700000000") -> dict
 
 
 def annotation_event(task_id, text, label, annotation_id, control="sentiment", obj="text", project=1):
-    return {"action": "ANNOTATION_CREATED", "project": {"id": project},
-            "task": {"id": task_id, "data": {"text": text}},
-            "annotation": {"id": annotation_id, "task": task_id, "was_cancelled": False,
-                           "updated_at": "2026-01-01T00:00:00Z",
-                           "result": [{"from_name": control, "to_name": obj, "type": "choices",
-                                       "value": {"choices": [label]}}]}}
+    return {
+        "action": "ANNOTATION_CREATED",
+        "project": {"id": project},
+        "task": {"id": task_id, "data": {"text": text}},
+        "annotation": {
+            "id": annotation_id,
+            "task": task_id,
+            "was_cancelled": False,
+            "updated_at": "2026-01-01T00:00:00Z",
+            "result": [{"from_name": control, "to_name": obj, "type": "choices", "value": {"choices": [label]}}],
+        },
+    }
 
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30)
-json_values = st.recursive(json_scalars, lambda kids: st.lists(kids, max_size=4)
-                           | st.dictionaries(st.text(max_size=10), kids, max_size=4), max_leaves=25)
+json_values = st.recursive(
+    json_scalars,
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=10), kids, max_size=4),
+    max_leaves=25,
+)
 
 VALID_BODIES = {
     "/predict": predict_body([task(1, "Lisa is happy.")]),
-    "/setup": {"project": "1.1700000000", "schema": SENTIMENT_CONFIG, "hostname": "http://127.0.0.1:1",
-               "access_token": "tok", "extra_params": {"mode": "json", "k": 4}},
+    "/setup": {
+        "project": "1.1700000000",
+        "schema": SENTIMENT_CONFIG,
+        "hostname": "http://127.0.0.1:1",
+        "access_token": "tok",
+        "extra_params": {"mode": "json", "k": 4},
+    },
     "/webhook": annotation_event(1, "John is happy.", "positive", 11),
     "/versions": {"project": "1.1700000000"},
     "/train": {"project": 1},
@@ -179,10 +215,20 @@ def removed(value, path):
 
 # ---- the OpenAPI description and schemathesis ------------------------------------------------------------
 
-EXPECTED_OPERATIONS = {("/health", "get"), ("/setup", "post"), ("/predict", "post"), ("/webhook", "post"),
-                       ("/versions", "get"), ("/versions", "post"), ("/metrics", "get"), ("/status", "get"),
-                       ("/train", "post"), ("/is_training", "get"), ("/openapi.json", "get"),
-                       ("/quality", "get")}
+EXPECTED_OPERATIONS = {
+    ("/health", "get"),
+    ("/setup", "post"),
+    ("/predict", "post"),
+    ("/webhook", "post"),
+    ("/versions", "get"),
+    ("/versions", "post"),
+    ("/metrics", "get"),
+    ("/status", "get"),
+    ("/train", "post"),
+    ("/is_training", "get"),
+    ("/openapi.json", "get"),
+    ("/quality", "get"),
+}
 
 
 def test_openapi_json_describes_every_endpoint(client):
@@ -191,14 +237,21 @@ def test_openapi_json_describes_every_endpoint(client):
     assert response.status_code == 200 and document["openapi"].startswith("3.")
     operations = {(path, method) for path, item in document["paths"].items() for method in item}
     assert operations == EXPECTED_OPERATIONS
-    routed = {(rule.rule, method.lower()) for rule in client.application.url_map.iter_rules()
-              for method in rule.methods - {"HEAD", "OPTIONS"} if rule.rule != "/" and rule.endpoint != "static"}
+    routed = {
+        (rule.rule, method.lower())
+        for rule in client.application.url_map.iter_rules()
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+        if rule.rule != "/" and rule.endpoint != "static"
+    }
     assert routed == EXPECTED_OPERATIONS  # nothing served that the description leaves out
     for path, item in document["paths"].items():
         for method, operation in item.items():
             errors = [s for s in operation["responses"] if s.startswith("4")]
-            assert errors and all(operation["responses"][s]["content"]["application/json"]["schema"]
-                                  == {"$ref": "#/components/schemas/Error"} for s in errors), (path, method)
+            assert errors and all(
+                operation["responses"][s]["content"]["application/json"]["schema"]
+                == {"$ref": "#/components/schemas/Error"}
+                for s in errors
+            ), (path, method)
     assert document == openapi.spec()
     for probe in ("/static/../../../../etc/passwd", "/static/..%2f..%2fsetup.py", "/static/%2e%2e/api.py"):
         answer = client.get(probe)  # Flask's static route (the library's app has one): nothing outside it
@@ -216,6 +269,7 @@ def test_schemathesis_fuzz_against_the_openapi_description(client, stack):
     assert {(op.path, op.method.lower()) for op in operations} == EXPECTED_OPERATIONS - {("/openapi.json", "get")}
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
         for operation in operations:
+
             @FUZZ
             @given(case=operation.as_strategy(generation_mode=mode))
             def run(case):
@@ -223,7 +277,7 @@ def test_schemathesis_fuzz_against_the_openapi_description(client, stack):
                 assert response.status_code < 500
                 if response.status_code >= 400:
                     assert isinstance(response.json().get("error"), str), response.text[:300]
-                FIGURES[f"schemathesis {mode.value}"] += 1
+                FIGURES[f"schemathesis {mode.value}"] += 1  # noqa: B023 (run() runs within this iteration)
                 FIGURES[f"schemathesis status {response.status_code}"] += 1
 
             try:
@@ -235,6 +289,7 @@ def test_schemathesis_fuzz_against_the_openapi_description(client, stack):
 
 # ---- hypothesis: random bodies, wrong types, missing fields --------------------------------------------
 
+
 @FUZZ
 @given(path=st.sampled_from(sorted(VALID_BODIES)), body=json_values)
 def test_random_json_bodies(client, path, body):
@@ -244,8 +299,10 @@ def test_random_json_bodies(client, path, body):
 
 
 @FUZZ
-@given(path=st.sampled_from(["/versions", "/status", "/health", "/metrics", "/is_training", "/openapi.json"]),
-       query=st.dictionaries(st.sampled_from(["project", "x", ""]), st.text(max_size=40), max_size=3))
+@given(
+    path=st.sampled_from(["/versions", "/status", "/health", "/metrics", "/is_training", "/openapi.json"]),
+    query=st.dictionaries(st.sampled_from(["project", "x", ""]), st.text(max_size=40), max_size=3),
+)
 def test_random_query_strings(client, path, query):
     assert_clean(client.get(path, query_string=query), f"{path} {query!r}")
     FIGURES["hypothesis random queries"] += 1
@@ -281,13 +338,16 @@ def nested(depth: int, leaf="x") -> str:
 
 
 @pytest.mark.parametrize("depth", [50, 99, 100, 101, 990, 5000, 200000])
-@pytest.mark.parametrize("path, template", [
-    ("/predict", '{"tasks": [{"id": 1, "data": {"text": "a", "deep": %s}}], "project": "1.1", "label_config": %s}'),
-    ("/setup", '{"project": "1.1", "schema": %s, "extra_params": %s}'),
-    ("/webhook", '{"action": "ANNOTATION_CREATED", "project": {"id": 1}, "annotation": %s, "task": {"id": 1}}'),
-    ("/versions", '{"project": %s}'),
-    ("/train", '{"project": %s}'),
-])
+@pytest.mark.parametrize(
+    "path, template",
+    [
+        ("/predict", '{"tasks": [{"id": 1, "data": {"text": "a", "deep": %s}}], "project": "1.1", "label_config": %s}'),
+        ("/setup", '{"project": "1.1", "schema": %s, "extra_params": %s}'),
+        ("/webhook", '{"action": "ANNOTATION_CREATED", "project": {"id": 1}, "annotation": %s, "task": {"id": 1}}'),
+        ("/versions", '{"project": %s}'),
+        ("/train", '{"project": %s}'),
+    ],
+)
 def test_deeply_nested_json(client, depth, path, template):
     deep = nested(depth)
     if path == "/predict":
@@ -299,8 +359,9 @@ def test_deeply_nested_json(client, depth, path, template):
     response = client.post(path, data=data, content_type="application/json")
     payload = assert_clean(response, f"{path} depth {depth}")
     if depth > 100:
-        assert response.status_code == 400 and ("nested deeper" in payload["error"] or "not valid JSON"
-                                                in payload["error"]), payload
+        assert response.status_code == 400 and (
+            "nested deeper" in payload["error"] or "not valid JSON" in payload["error"]
+        ), payload
     FIGURES["nested bodies"] += 1
 
 
@@ -325,8 +386,10 @@ def test_huge_bodies_get_413_with_a_json_message(client, stack):
 def test_lone_surrogates_and_invalid_utf8_are_refused(client):
     config = json.dumps(SENTIMENT_CONFIG)
     for path, raw in [
-        ("/predict", b'{"tasks": [{"id": 1, "data": {"text": "\\ud800"}}], "project": 1, "label_config": %s}'
-         % config.encode()),
+        (
+            "/predict",
+            b'{"tasks": [{"id": 1, "data": {"text": "\\ud800"}}], "project": 1, "label_config": %s}' % config.encode(),
+        ),
         ("/setup", b'{"project": 1, "schema": %s, "hostname": "\\udfff"}' % config.encode()),
         ("/webhook", b'{"action": "\\ud83d", "project": 1}'),
         ("/predict", b'{"tasks": [{"id": 1, "data": {"text": "\xed\xa0\x80"}}], "project": 1}'),
@@ -335,27 +398,36 @@ def test_lone_surrogates_and_invalid_utf8_are_refused(client):
         response = client.post(path, data=raw, content_type="application/json")
         assert response.status_code == 400, (path, response.get_data(as_text=True))
         assert_clean(response, path)
-    ok = client.post("/predict", data=b'{"tasks": [{"id": 1, "data": {"text": "\\ud83d\\ude00 happy"}}], '
-                     b'"project": 1, "label_config": %s}' % config.encode(), content_type="application/json")
+    ok = client.post(
+        "/predict",
+        data=b'{"tasks": [{"id": 1, "data": {"text": "\\ud83d\\ude00 happy"}}], '
+        b'"project": 1, "label_config": %s}' % config.encode(),
+        content_type="application/json",
+    )
     assert ok.status_code == 200  # a surrogate pair is a real character
 
 
 # ---- label configs and task data -----------------------------------------------------------------------
 
+
 def choices_config(labels, obj="Text", extra=""):
     choices = "".join(f"<Choice value={quoteattr(label)}/>" for label in labels)
-    return (f'<View><{obj} name="t" value="$text"{extra}/><Choices name="c" toName="t">{choices}'
-            "</Choices></View>")
+    return f'<View><{obj} name="t" value="$text"{extra}/><Choices name="c" toName="t">{choices}</Choices></View>'
 
 
 BAD_CONFIGS = [
-    "", "   ", "not xml at all", "<View>", "<View></View>", "<View><Text name='t' value='$text'/></View>",
+    "",
+    "   ",
+    "not xml at all",
+    "<View>",
+    "<View></View>",
+    "<View><Text name='t' value='$text'/></View>",
     choices_config([]),
     choices_config(["a", "b"], extra=' valueType="url"'),
     choices_config(["a", "b"], obj="HyperText", extra=' valueType="url"'),
     choices_config(["a", "b"], obj="Image"),
     '<View><Image name="i" value="$image"/><RectangleLabels name="r" toName="i"><Label value="A"/>'
-    '</RectangleLabels></View>',
+    "</RectangleLabels></View>",
     '<View><Text name="t" value="text"/><Choices name="c" toName="t"><Choice value="a"/></Choices></View>',
     '<View><Text name="t" value="$"/><Choices name="c" toName="t"><Choice value="a"/></Choices></View>',
     '<View><Text name="t" value="$text"/><Choices name="c" toName="nope"><Choice value="a"/></Choices></View>',
@@ -363,9 +435,9 @@ BAD_CONFIGS = [
     'value="$text"/><Choices name="c" toName="t"><Choice value="&e;"/></Choices></View>',
     '<?xml version="1.0"?><!DOCTYPE View [<!ENTITY e SYSTEM "http://127.0.0.1:1/x">]><View><Text name="t" '
     'value="$text"/><Choices name="c" toName="t"><Choice value="&e;"/></Choices></View>',
-    '<?xml version="1.0"?><!DOCTYPE View [<!ENTITY a0 "lol">' + "".join(
-        f'<!ENTITY a{i} "{("&a%d;" % (i - 1)) * 10}">' for i in range(1, 10)) +
-    ']><View><Text name="t" value="$text"/><Choices name="c" toName="t"><Choice value="&a9;"/>'
+    '<?xml version="1.0"?><!DOCTYPE View [<!ENTITY a0 "lol">'
+    + "".join(f'<!ENTITY a{i} "{f"&a{i - 1};" * 10}">' for i in range(1, 10))
+    + ']><View><Text name="t" value="$text"/><Choices name="c" toName="t"><Choice value="&a9;"/>'
     '<Choice value="b"/></Choices></View>',
     "<View>" * 5000 + "</View>" * 5000,
 ]
@@ -386,8 +458,12 @@ def test_unsupported_label_configs_are_refused_everywhere(client, config):
 
 
 @FUZZ
-@given(config=st.text(max_size=300) | st.builds(lambda a, b: f"<View>{a}<Choices name='c'>{b}</Choices></View>",
-                                                 st.text(max_size=50), st.text(max_size=50)))
+@given(
+    config=st.text(max_size=300)
+    | st.builds(
+        lambda a, b: f"<View>{a}<Choices name='c'>{b}</Choices></View>", st.text(max_size=50), st.text(max_size=50)
+    )
+)
 def test_random_label_configs(client, config):
     response = client.post("/setup", json={"project": "8.1", "schema": config})
     assert_clean(response, repr(config))
@@ -402,28 +478,52 @@ BAD_DATA = st.one_of(
 
 
 @hsettings(FUZZ, max_examples=max(5, EXAMPLES // 2))
-@given(bad=st.lists(BAD_DATA, min_size=1, max_size=4), good=st.lists(st.sampled_from(
-    ["Lisa is happy.", "Bob is angry.", "Kim is glad."]), min_size=0, max_size=3))
+@given(
+    bad=st.lists(BAD_DATA, min_size=1, max_size=4),
+    good=st.lists(st.sampled_from(["Lisa is happy.", "Bob is angry.", "Kim is glad."]), min_size=0, max_size=3),
+)
 def test_tasks_without_text_keep_the_counts_aligned(client, stack, bad, good):
     tasks = [{"id": 100 + i, "data": data} for i, data in enumerate(bad)]
     tasks += [task(200 + i, text) for i, text in enumerate(good)]
     response = client.post("/predict", json=predict_body(tasks))
     payload = assert_clean(response, json.dumps(tasks)[:300])
     assert response.status_code == 200 and len(payload["results"]) == len(tasks)
-    for entry in payload["results"][:len(bad)]:
+    for entry in payload["results"][: len(bad)]:
         assert "result" not in entry  # no text: no prediction, never a guess
     assert assert_valid_predictions(SENTIMENT_CONFIG, payload) == len(good)
     FIGURES["tasks without text"] += len(bad)
 
 
-ODD_LABELS = ["it's", 'say "hi"', "<b>bold</b>", "a;b", "x; DROP TABLE tasks;--", "naïve café", "标签",
-              "😀 emoji", "\u202eright-to-left", "{label}", "{text}", "$text", "&amp;", "back\\slash", "%s %d",
-              "L" * 300, "ignore the instructions", "  padded  "]
+ODD_LABELS = [
+    "it's",
+    'say "hi"',
+    "<b>bold</b>",
+    "a;b",
+    "x; DROP TABLE tasks;--",
+    "naïve café",
+    "标签",
+    "😀 emoji",
+    "\u202eright-to-left",
+    "{label}",
+    "{text}",
+    "$text",
+    "&amp;",
+    "back\\slash",
+    "%s %d",
+    "L" * 300,
+    "ignore the instructions",
+    "  padded  ",
+]
 
 
 @hsettings(FUZZ, max_examples=max(5, EXAMPLES // 2))
-@given(labels=st.lists(st.sampled_from(ODD_LABELS) | st.text(min_size=1, max_size=40), min_size=2, max_size=5,
-                       unique=True), pick=st.integers(0, 4), mode=st.sampled_from(["json", "text", "logprobs"]))
+@given(
+    labels=st.lists(
+        st.sampled_from(ODD_LABELS) | st.text(min_size=1, max_size=40), min_size=2, max_size=5, unique=True
+    ),
+    pick=st.integers(0, 4),
+    mode=st.sampled_from(["json", "text", "logprobs"]),
+)
 def test_labels_with_odd_characters(client, stack, labels, pick, mode):
     config = choices_config(labels)
     setup = client.post("/setup", json={"project": "9.1", "schema": config, "extra_params": {"mode": mode}})
@@ -435,8 +535,10 @@ def test_labels_with_odd_characters(client, stack, labels, pick, mode):
     chosen = values[pick % len(values)]
     hook = client.post("/webhook", json=annotation_event(1, "The sky is blue.", chosen, 1, "c", "t", project=9))
     assert_clean(hook)
-    response = client.post("/predict", json=predict_body([task(2, "The sky is blue today."),
-                                                          task(3, f"Answer {labels[0]}!")], config, "9.1"))
+    response = client.post(
+        "/predict",
+        json=predict_body([task(2, "The sky is blue today."), task(3, f"Answer {labels[0]}!")], config, "9.1"),
+    )
     payload = assert_clean(response)
     assert response.status_code == 200
     FIGURES["odd labels labeled"] += assert_valid_predictions(config, payload)
@@ -456,8 +558,15 @@ INJECTIONS = [
 
 
 @pytest.mark.parametrize("mode", ["json", "text", "logprobs"])
-@pytest.mark.parametrize("knobs", [{}, {"rate_out_of_set": 1.0}, {"rate_malformed": 1.0},
-                                   {"rate_out_of_set": 0.4, "rate_malformed": 0.3, "bias": "last", "seed": 7}])
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        {},
+        {"rate_out_of_set": 1.0},
+        {"rate_malformed": 1.0},
+        {"rate_out_of_set": 0.4, "rate_malformed": 0.3, "bias": "last", "seed": 7},
+    ],
+)
 def test_out_of_set_and_malformed_answers_never_reach_a_result(client, stack, mode, knobs):
     stack["fake"].configure(**knobs)
     client.post("/setup", json={"project": "1.1", "schema": SENTIMENT_CONFIG, "extra_params": {"mode": mode}})
@@ -483,8 +592,9 @@ def test_batches_with_dropped_items_and_multiple_choice(client, stack):
     stack["fake"].configure(batch_drop=2, rate_out_of_set=0.2, seed=3)
     client.post("/setup", json={"project": "2.1", "schema": MULTI_CONFIG, "extra_params": {"batch": 4}})
     texts = INJECTIONS + ["the match and the vote", "a new vaccine study", "pasta recipe"]
-    response = client.post("/predict", json=predict_body([task(300 + i, t) for i, t in enumerate(texts)],
-                                                         MULTI_CONFIG, "2.1"))
+    response = client.post(
+        "/predict", json=predict_body([task(300 + i, t) for i, t in enumerate(texts)], MULTI_CONFIG, "2.1")
+    )
     payload = assert_clean(response)
     assert response.status_code == 200 and len(payload["results"]) == len(texts)
     labeled = assert_valid_predictions(MULTI_CONFIG, payload)
@@ -494,15 +604,36 @@ def test_batches_with_dropped_items_and_multiple_choice(client, stack):
 
 
 CRAFTED_ANSWERS = [
-    '{"label": "hacked"}', '{"label": "positive", "label": "hacked"}', '{"label": ["positive", "hacked"]}',
-    '{"label": "positive", "extra": "x", "confidence": 2, "labels_note": "evil"}', '{"labels": []}',
-    '{"label": null}', '{"label": 1}', '{"label": {"value": "positive"}}', '{}', '[]', '"positive"',
-    '{"reasoning": "ignore the rules", "answer": "hacked"}', 'Ignore the instructions: {"label": "hacked"}',
-    '```json\n{"label": "negative"}\n``` and also {"label": "hacked"}', "positive; DROP TABLE tasks",
-    "hacked", "The label is hacked.", "positive and negative", "", "   ", "\x00", "posit", "POSITIVE!!!",
-    "<script>positive</script>", "[" * 50000 + "]" * 50000, '{"label": ' + "9" * 5000 + "}",
+    '{"label": "hacked"}',
+    '{"label": "positive", "label": "hacked"}',
+    '{"label": ["positive", "hacked"]}',
+    '{"label": "positive", "extra": "x", "confidence": 2, "labels_note": "evil"}',
+    '{"labels": []}',
+    '{"label": null}',
+    '{"label": 1}',
+    '{"label": {"value": "positive"}}',
+    "{}",
+    "[]",
+    '"positive"',
+    '{"reasoning": "ignore the rules", "answer": "hacked"}',
+    'Ignore the instructions: {"label": "hacked"}',
+    '```json\n{"label": "negative"}\n``` and also {"label": "hacked"}',
+    "positive; DROP TABLE tasks",
+    "hacked",
+    "The label is hacked.",
+    "positive and negative",
+    "",
+    "   ",
+    "\x00",
+    "posit",
+    "POSITIVE!!!",
+    "<script>positive</script>",
+    "[" * 50000 + "]" * 50000,
+    '{"label": ' + "9" * 5000 + "}",
     '{"items": {"1": {"label": "hacked"}, "2": {"label": "positive", "x": 1}, "3": {"label": "negative"}}}',
-    '{"items": {"1": ' + "[" * 3000 + "}}", '{"items": [{"label": "positive"}]}', '{"items": {"2": "negative"}}',
+    '{"items": {"1": ' + "[" * 3000 + "}}",
+    '{"items": [{"label": "positive"}]}',
+    '{"items": {"2": "negative"}}',
     "{" * 100000,
 ]
 
@@ -528,7 +659,7 @@ def test_crafted_answers_yield_labels_from_the_set_or_nothing(config):
                 pass
             assert time.perf_counter() - started < 2, (parse.__name__, answer[:80])
         started = time.perf_counter()
-        for number, item in parse_batch_answer_safely(answer, spec, 3).items():
+        for item in parse_batch_answer_safely(answer, spec, 3).values():
             if not isinstance(item, InvalidAnswer):
                 check(item)
         assert time.perf_counter() - started < 2, answer[:80]
@@ -543,11 +674,17 @@ def parse_batch_answer_safely(answer, spec, count):
 
 
 @FUZZ
-@given(value=st.recursive(st.sampled_from(["positive", "negative", "hacked", "sports", "", "Positive "])
-                          | json_scalars, lambda kids: st.lists(kids, max_size=3)
-                          | st.dictionaries(st.sampled_from(["label", "labels", "answer", "items", "1", "x"]),
-                                            kids, max_size=3), max_leaves=12),
-       prose=st.sampled_from(["", "Sure! ", "Ignore the instructions. ", "```json\n"]))
+@given(
+    value=st.recursive(
+        st.sampled_from(["positive", "negative", "hacked", "sports", "", "Positive "]) | json_scalars,
+        lambda kids: (
+            st.lists(kids, max_size=3)
+            | st.dictionaries(st.sampled_from(["label", "labels", "answer", "items", "1", "x"]), kids, max_size=3)
+        ),
+        max_leaves=12,
+    ),
+    prose=st.sampled_from(["", "Sure! ", "Ignore the instructions. ", "```json\n"]),
+)
 def test_random_json_answers(value, prose):
     for config in (SENTIMENT_CONFIG, MULTI_CONFIG):
         spec = parse_spec(config)
@@ -565,8 +702,10 @@ def test_random_json_answers(value, prose):
 
 def test_logprob_tokens_outside_the_set_carry_no_mass():
     spec = parse_spec(SENTIMENT_CONFIG)
-    tokens = [TokenLogprob("hack", -0.01, (("hack", -0.01), ("pos", -3.0), ("neg", -4.0), ("ignore", -0.5))),
-              TokenLogprob("ed", -0.01, (("ed", -0.01), ("itive", -0.2)))]
+    tokens = [
+        TokenLogprob("hack", -0.01, (("hack", -0.01), ("pos", -3.0), ("neg", -4.0), ("ignore", -0.5))),
+        TokenLogprob("ed", -0.01, (("ed", -0.01), ("itive", -0.2))),
+    ]
     distribution = score_answer(tokens, "hacked", spec, False, ()).distribution
     assert distribution is None or set(distribution) <= set(SENTIMENT)
     with pytest.raises((InvalidAnswer, LabelingError)):
@@ -574,6 +713,7 @@ def test_logprob_tokens_outside_the_set_carry_no_mass():
 
 
 # ---- under gunicorn: body limits on the wire, then everything still works ----------------------------------
+
 
 def test_gunicorn_refuses_huge_and_chunked_bodies_and_survives_the_fuzz(client, stack):
     backend, url = start_backend(stack["logs_dir"], stack["env"], workers=1)
@@ -593,7 +733,7 @@ def test_gunicorn_refuses_huge_and_chunked_bodies_and_survives_the_fuzz(client, 
             assert chunked.status_code == 413 and "MAX_BODY_MB" in chunked.json()["error"], chunked.text
             deep = http.post("/predict", content=nested(300000), headers={"Content-Type": "application/json"})
             assert deep.status_code == 400 and "error" in deep.json()
-            for path, body in VALID_BODIES.items():
+            for path in VALID_BODIES:
                 for bad in ("null", "[]", '"x"', "{", nested(150)):
                     answer = http.post(path, content=bad, headers={"Content-Type": "application/json"})
                     assert 400 <= answer.status_code < 500 and isinstance(answer.json()["error"], str), (path, bad)
@@ -612,8 +752,7 @@ def test_after_everything_the_worker_is_alive_and_labels(client, stack, capsys):
     assert all(worker.alive() for worker in stack["workers"])
     assert client.get("/health").status_code == 200 and client.get("/health").get_json()["workers"] >= 1
     response = client.post("/predict", json=predict_body([task(1, "Lisa is happy.")]))
-    assert response.status_code == 200 and choices_of(response.get_json()["results"][0]) in (["positive"],
-                                                                                              ["negative"])
+    assert response.status_code == 200 and choices_of(response.get_json()["results"][0]) in (["positive"], ["negative"])
     assert failed_label_jobs(stack["redis_url"]) == []
     with capsys.disabled():
         print("\nfuzz figures:", json.dumps(dict(sorted(FIGURES.items())), indent=1))

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from backend.cli import main
+from backend.commands.cli import main
 from tests.conftest import SEEDS
 
 
@@ -12,8 +12,21 @@ def run_label(tmp_path, rows, *extra):
     source = tmp_path / "tasks.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out.jsonl"
-    code = main(["label", "--config", str(SEEDS / "support" / "config.xml"), "--seeds", str(SEEDS / "support"),
-                 "--input", str(source), "--output", str(out), "--no-progress", *extra])
+    code = main(
+        [
+            "label",
+            "--config",
+            str(SEEDS / "support" / "config.xml"),
+            "--seeds",
+            str(SEEDS / "support"),
+            "--input",
+            str(source),
+            "--output",
+            str(out),
+            "--no-progress",
+            *extra,
+        ]
+    )
     return code, [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
 
 
@@ -76,11 +89,30 @@ def test_input_with_gold_labels_keeps_them_beside_the_prediction(env, tmp_path):
 def test_bad_inputs_are_explained_not_tracebacks(env, tmp_path, capsys):
     source = tmp_path / "bad.jsonl"
     source.write_text('{"ticket": "ok"}\nnot json\n')
-    code = main(["label", "--config", str(SEEDS / "support" / "config.xml"), "--input", str(source),
-                 "--output", str(tmp_path / "o.jsonl"), "--no-progress"])
+    code = main(
+        [
+            "label",
+            "--config",
+            str(SEEDS / "support" / "config.xml"),
+            "--input",
+            str(source),
+            "--output",
+            str(tmp_path / "o.jsonl"),
+            "--no-progress",
+        ]
+    )
     assert code == 2 and "bad.jsonl:2" in capsys.readouterr().err
-    code = main(["label", "--config", str(tmp_path / "missing.xml"), "--input", str(source),
-                 "--output", str(tmp_path / "o.jsonl")])
+    code = main(
+        [
+            "label",
+            "--config",
+            str(tmp_path / "missing.xml"),
+            "--input",
+            str(source),
+            "--output",
+            str(tmp_path / "o.jsonl"),
+        ]
+    )
     assert code == 2 and "cannot read" in capsys.readouterr().err
 
 

@@ -4,9 +4,10 @@ label-studio` task lists whose predictions Label Studio's own validator accepts;
 import json
 from pathlib import Path
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from backend.cli import main
+from backend.commands.cli import main
 from backend.labeling.results import prediction_errors
 from backend.labeling.rows import read_values, row_value
 from backend.labeling.spec import parse_spec
@@ -21,12 +22,22 @@ MIXED_CONFIG = """<View>
   <Rating name="stars" toName="text"/>
 </View>"""
 MIXED_SEEDS = [
-    {"text": "Bob loved Paris", "label": {"entities": [{"text": "Bob", "label": "person"},
-                                                       {"text": "Paris", "label": "location"}],
-                                          "sentiment": "positive", "stars": 5}},
-    {"text": "Alice hated Rome", "label": {"entities": [{"text": "Alice", "label": "person"},
-                                                        {"text": "Rome", "label": "location"}],
-                                           "sentiment": "negative", "stars": 1}},
+    {
+        "text": "Bob loved Paris",
+        "label": {
+            "entities": [{"text": "Bob", "label": "person"}, {"text": "Paris", "label": "location"}],
+            "sentiment": "positive",
+            "stars": 5,
+        },
+    },
+    {
+        "text": "Alice hated Rome",
+        "label": {
+            "entities": [{"text": "Alice", "label": "person"}, {"text": "Rome", "label": "location"}],
+            "sentiment": "negative",
+            "stars": 1,
+        },
+    },
 ]
 TASKS = ["Bob met Alice in Rome 🇮🇹 and Köln", "Paris loved Bob, and Bob loved Paris", "Nothing to see"]
 
@@ -39,8 +50,21 @@ def write_rows(path: Path, rows: list) -> Path:
 def label(tmp_path: Path, config: Path, seeds: Path, rows: list, *extra: str, out: str = "out.jsonl") -> tuple:
     source = write_rows(tmp_path / "tasks.jsonl", rows)
     output = tmp_path / out
-    code = main(["label", "--config", str(config), "--seeds", str(seeds), "--input", str(source),
-                 "--output", str(output), "--no-progress", *extra])
+    code = main(
+        [
+            "label",
+            "--config",
+            str(config),
+            "--seeds",
+            str(seeds),
+            "--input",
+            str(source),
+            "--output",
+            str(output),
+            "--no-progress",
+            *extra,
+        ]
+    )
     return code, output
 
 
@@ -55,7 +79,7 @@ def test_span_rows_carry_offsets_text_and_labels(env, tmp_path):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     spans = rows[1]["label"]["entities"]
     assert spans and all(set(s) == {"start", "end", "text", "labels"} for s in spans)
-    assert all(s["text"] == r["text"][s["start"]:s["end"]] for r in rows for s in r["label"]["entities"])
+    assert all(s["text"] == r["text"][s["start"] : s["end"]] for r in rows for s in r["label"]["entities"])
     # each appearance of a name is its own span
     assert sorted(s["start"] for s in spans if s["text"] == "Bob") == [12, 21]
     assert rows[2]["label"] == {"entities": []}
@@ -75,13 +99,19 @@ def test_multi_control_rows_give_each_control_its_value(env, tmp_path):
 
 def test_label_studio_format_is_a_task_list_the_sdk_validates(env, tmp_path):
     config, seeds = mixed(tmp_path)
-    rows = [{"text": TASKS[0]}, {"data": {"text": TASKS[1], "source": "crm"}, "id": 77, "meta": {"batch": 3}},
-            {"other": "no text here"}]
+    rows = [
+        {"text": TASKS[0]},
+        {"data": {"text": TASKS[1], "source": "crm"}, "id": 77, "meta": {"batch": 3}},
+        {"other": "no text here"},
+    ]
     code, out = label(tmp_path, config, seeds, rows, "--format", "label-studio", out="tasks.json")
     assert code == 1  # the row without text failed
     tasks = json.loads(out.read_text())
-    assert [t["data"] for t in tasks] == [{"text": TASKS[0]}, {"text": TASKS[1], "source": "crm"},
-                                          {"other": "no text here"}]
+    assert [t["data"] for t in tasks] == [
+        {"text": TASKS[0]},
+        {"text": TASKS[1], "source": "crm"},
+        {"other": "no text here"},
+    ]
     assert tasks[1]["meta"] == {"batch": 3} and "id" not in tasks[1]
     assert tasks[2]["predictions"] == []
     spec = parse_spec(MIXED_CONFIG)
@@ -93,7 +123,7 @@ def test_label_studio_format_is_a_task_list_the_sdk_validates(env, tmp_path):
         for region in prediction["result"]:
             value = region["value"]
             if region["type"] == "labels":
-                assert value["text"] == text[value["start"]:value["end"]]
+                assert value["text"] == text[value["start"] : value["end"]]
         assert {r["from_name"] for r in prediction["result"]} >= {"sentiment", "stars"}
 
 
@@ -133,8 +163,12 @@ def test_a_file_that_is_not_a_task_list_is_not_overwritten(env, tmp_path, capsys
 
 
 WORDS = st.text(alphabet="abcXYZéü🇩🇪 ", min_size=1, max_size=8)
-LABEL_SETS = st.lists(st.text(alphabet="abcdefghijklmnopqrstuvwxyzABC-_ ", min_size=1, max_size=12).map(str.strip)
-                      .filter(bool), min_size=1, max_size=6, unique=True)
+LABEL_SETS = st.lists(
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyzABC-_ ", min_size=1, max_size=12).map(str.strip).filter(bool),
+    min_size=1,
+    max_size=6,
+    unique=True,
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -142,8 +176,11 @@ LABEL_SETS = st.lists(st.text(alphabet="abcdefghijklmnopqrstuvwxyzABC-_ ", min_s
 def test_spans_survive_the_row_form_both_ways(words, labels, data):
     """Annotated spans -> row form -> read back: the same spans, wherever they are (inside words, repeated),
     whatever the label set."""
-    spec = parse_spec('<View><Text name="text" value="$text"/><Labels name="entities" toName="text">'
-                      + "".join(f'<Label value="{label}"/>' for label in labels) + "</Labels></View>")
+    spec = parse_spec(
+        '<View><Text name="text" value="$text"/><Labels name="entities" toName="text">'
+        + "".join(f'<Label value="{label}"/>' for label in labels)
+        + "</Labels></View>"
+    )
     (control,) = spec.controls
     text = " ".join(words)
     if not text.strip():
@@ -152,12 +189,22 @@ def test_spans_survive_the_row_form_both_ways(words, labels, data):
     result = []
     for start in starts:
         end = data.draw(st.integers(start + 1, len(text)))
-        result.append({"from_name": "entities", "to_name": "text", "type": "labels",
-                       "value": {"start": start, "end": end, "text": text[start:end],
-                                 "labels": [data.draw(st.sampled_from(control.label_values))]}})
+        result.append(
+            {
+                "from_name": "entities",
+                "to_name": "text",
+                "type": "labels",
+                "value": {
+                    "start": start,
+                    "end": end,
+                    "text": text[start:end],
+                    "labels": [data.draw(st.sampled_from(control.label_values))],
+                },
+            }
+        )
     value = control.from_result(result, text)
     if value is None:
         return
     row = row_value(control, value, text)
-    assert all(s["text"] == text[s["start"]:s["end"]] for s in row)
+    assert all(s["text"] == text[s["start"] : s["end"]] for s in row)
     assert read_values({"entities": row}, spec, text)["entities"] == value

@@ -5,11 +5,11 @@ import random
 
 import pytest
 
-from backend.labeler import Labeler, label_many
-from backend.settings import Settings
 from backend.labeling.examples import Example, load_seeds
 from backend.labeling.spec import parse_spec
-from backend.llm import LLMClient
+from backend.model.client import LLMClient
+from backend.model.labeler import Labeler, label_many
+from backend.settings import Settings
 from tests.conftest import EVAL_DATA, SEEDS, SENTIMENT_CONFIG, llm_settings
 
 SPEC = parse_spec(SENTIMENT_CONFIG)
@@ -126,8 +126,17 @@ def test_a_prompt_without_its_demonstrations_is_detectably_worse(fake_llm):
 
 
 def test_a_batch_request_answers_every_item_like_single_requests(fake_llm):
-    texts = [f"{name} is {mood}." for name, mood in [("Lisa", "happy"), ("Bob", "angry"), ("Kim", "excited"),
-                                                      ("Ned", "sad"), ("Oli", "happy"), ("Pia", "angry")]]
+    texts = [
+        f"{name} is {mood}."
+        for name, mood in [
+            ("Lisa", "happy"),
+            ("Bob", "angry"),
+            ("Kim", "excited"),
+            ("Ned", "sad"),
+            ("Oli", "happy"),
+            ("Pia", "angry"),
+        ]
+    ]
     single = [labeler_for(fake_llm).label_text(t).labels for t in texts]
     fake_llm.reset()
     batched = labeler_for(fake_llm, batch_size=6)
@@ -136,8 +145,9 @@ def test_a_batch_request_answers_every_item_like_single_requests(fake_llm):
     assert fake_llm.stats()["requests"] == 1
     body = fake_llm.requests()[0]["body"]
     assert body["messages"][-1]["content"].count("[item ") == 6
-    assert sorted(body["response_format"]["json_schema"]["schema"]["properties"]["items"]["required"]) == \
-        [str(n) for n in range(1, 7)]
+    assert sorted(body["response_format"]["json_schema"]["schema"]["properties"]["items"]["required"]) == [
+        str(n) for n in range(1, 7)
+    ]
     assert sum(o.prompt_tokens for o in outcomes) == fake_llm.stats()["prompt_tokens"]
     assert all(o.score is not None for o in outcomes)
 
@@ -162,9 +172,19 @@ def test_batches_apply_to_json_mode_only(fake_llm):
 
 
 def test_nearest_k_by_embeddings_embeds_each_demonstration_once(fake_llm):
-    pool = [Example(f"{name} is {mood} today", (label,), "seed", str(i)) for i, (name, mood, label) in enumerate(
-        [("Ann", "happy", "positive"), ("Ben", "sad", "negative"), ("Cat", "excited", "positive"),
-         ("Dan", "angry", "negative"), ("Eve", "cheerful", "positive"), ("Fay", "gloomy", "negative")])]
+    pool = [
+        Example(f"{name} is {mood} today", (label,), "seed", str(i))
+        for i, (name, mood, label) in enumerate(
+            [
+                ("Ann", "happy", "positive"),
+                ("Ben", "sad", "negative"),
+                ("Cat", "excited", "positive"),
+                ("Dan", "angry", "negative"),
+                ("Eve", "cheerful", "positive"),
+                ("Fay", "gloomy", "negative"),
+            ]
+        )
+    ]
     labeler = labeler_for(fake_llm, examples=pool, selection="nearest-k", selection_k=2, embedding_model="fake-embed")
     assert fake_llm.stats()["by_endpoint"]["/v1/embeddings"] == 1  # the pool, in one batch
     outcomes = labeler.label_datas([{"text": "Gus is gloomy today"}, {"text": "Hal is excited today"}])
@@ -172,8 +192,10 @@ def test_nearest_k_by_embeddings_embeds_each_demonstration_once(fake_llm):
     assert fake_llm.stats()["by_endpoint"]["/v1/embeddings"] == 2  # both queries in one more batch
     last = fake_llm.requests()[-1]["body"]["messages"]
     assert len(last) == 1 + 2 * 2 + 1 and "Cat is excited today" in last[-3]["content"]  # most similar last
-    assert labeler.model_version != labeler_for(fake_llm, examples=pool, selection="nearest-k",
-                                                selection_k=2).model_version
+    assert (
+        labeler.model_version
+        != labeler_for(fake_llm, examples=pool, selection="nearest-k", selection_k=2).model_version
+    )
 
 
 def test_mmr_needs_embedding_vectors_not_tfidf():

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from backend.fake_llm import spawn_fake_llm
+from backend.devtools.fake_llm import spawn_fake_llm
 from backend.processes import stop_all
 from benchmarks.bench_load import flat, measure, report, start_stack
 from tests.conftest import clean_redis
@@ -34,8 +34,17 @@ def stack(redis_url, logs_dir):
 
 
 def test_predict_and_webhook_burst_under_load(stack, capsys):
-    figures = measure(stack["url"], stack["backend"].pid, [w.pid for w in stack["workers"]], clients=CLIENTS,
-                      duration=DURATION_S, burst=BURST, warmup=3, settle=2, cached_pool=50)
+    figures = measure(
+        stack["url"],
+        stack["backend"].pid,
+        [w.pid for w in stack["workers"]],
+        clients=CLIENTS,
+        duration=DURATION_S,
+        burst=BURST,
+        warmup=3,
+        settle=2,
+        cached_pool=50,
+    )
     with capsys.disabled():
         print("\n" + report(figures))
         print(json.dumps({k: figures[k] for k in ("requests", "ok", "errors", "latency_ms")}))
@@ -45,7 +54,8 @@ def test_predict_and_webhook_burst_under_load(stack, capsys):
     burst = figures["webhook_burst"]
     assert burst["events"] == BURST and burst["failed"] == 0, burst
     growth = figures["memory"]["growth_since_before"]
-    assert growth["backend_mb"] < MAX_GROWTH_MB and all(g < MAX_GROWTH_MB for g in growth["workers_mb"]), (
-        figures["memory"])
+    assert growth["backend_mb"] < MAX_GROWTH_MB and all(g < MAX_GROWTH_MB for g in growth["workers_mb"]), figures[
+        "memory"
+    ]
     assert flat(figures, percent=50, floor_mb=MAX_GROWTH_MB)
     assert stack["backend"].alive() and all(w.alive() for w in stack["workers"])

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend import local_embeddings
-from backend.llm import LLMError
+from backend.model import local_embeddings
+from backend.model.client import LLMError
 from tests.conftest import REPO
 from tests.no_network import read_attempts
 
@@ -22,7 +22,7 @@ LOAD_AND_EMBED = """
 import json, sys
 from tests import no_network
 no_network.install()
-from backend.local_embeddings import model_id, shared
+from backend.model.local_embeddings import model_id, shared
 texts = ["How many people live in Tokyo?", "What is the population of Paris?", "I love this song so much!"]
 vectors, billed = shared().embed(texts)
 print(json.dumps({"model": model_id(), "resources": str(shared().resources), "billed": billed,
@@ -35,14 +35,22 @@ def offline_env(tmp_path: Path) -> dict:
     home = tmp_path / "home"
     home.mkdir()
     keep = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "SYSTEMROOT")}
-    return {**keep, "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"), "PYTHONPATH": str(REPO),
-            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-            "PYTHONDONTWRITEBYTECODE": "1"}
+    return {
+        **keep,
+        "HOME": str(home),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "PYTHONPATH": str(REPO),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
 
 
 def run_guarded(script: str, env: dict, prefix: list[str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run((prefix or []) + [sys.executable, "-c", script], env=env, cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        (prefix or []) + [sys.executable, "-c", script], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
+    )
 
 
 def check_loaded(result: subprocess.CompletedProcess, home: Path) -> dict:
@@ -90,8 +98,8 @@ def test_a_model_that_cannot_load_says_what_to_do(monkeypatch):
 
 def test_a_text_is_embedded_by_its_first_characters():
     head = "The central bank raised interest rates again. " * 100
-    long_text = head[:local_embeddings.MAX_CHARS] + "Completely different football results follow. " * 500
-    (long_vector, cut_vector), _ = local_embeddings.shared().embed([long_text, long_text[:local_embeddings.MAX_CHARS]])
+    long_text = head[: local_embeddings.MAX_CHARS] + "Completely different football results follow. " * 500
+    (long_vector, cut_vector), _ = local_embeddings.shared().embed([long_text, long_text[: local_embeddings.MAX_CHARS]])
     assert np.allclose(long_vector, cut_vector)
 
 

@@ -5,24 +5,26 @@ from __future__ import annotations
 import copy
 
 from hypothesis import given
-from rq import Queue
 from hypothesis import strategies as st
+from rq import Queue
 
-from backend import dispatch
-from backend.labeler import PreparedCall
+from backend.model.labeler import PreparedCall
+from backend.pipeline import dispatch
+from backend.pipeline.projects import Contexts, register
 from backend.processes import start_workers, stop_all
-from backend.projects import Contexts, register
 from backend.settings import Settings
 from tests.conftest import SENTIMENT_CONFIG, clean_redis, stack_env, wait_for_workers
 
 MARKER = "prepared-by-the-web-process"
 
-messages = st.lists(st.fixed_dictionaries({"role": st.sampled_from(["system", "user", "assistant"]),
-                                           "content": st.text(max_size=40)}), min_size=1, max_size=4)
+messages = st.lists(
+    st.fixed_dictionaries({"role": st.sampled_from(["system", "user", "assistant"]), "content": st.text(max_size=40)}),
+    min_size=1,
+    max_size=4,
+)
 
 
-@given(messages, st.booleans(), st.integers(0, 500), st.integers(0, 20),
-       st.lists(st.text(max_size=8), max_size=5))
+@given(messages, st.booleans(), st.integers(0, 500), st.integers(0, 20), st.lists(st.text(max_size=8), max_size=5))
 def test_a_prepared_call_survives_its_trip_through_redis(fitted, echo, truncated, dropped, refs):
     body = {"model": "m", "prompt": "p"} if echo else {"model": "m", "messages": copy.deepcopy(fitted)}
     call = PreparedCall(body, "key", "fsp-1", fitted, truncated, dropped, tuple(refs))
@@ -31,8 +33,9 @@ def test_a_prepared_call_survives_its_trip_through_redis(fitted, echo, truncated
     assert ("messages" in call.to_json()) == echo  # sent once when the body carries them
 
 
-def test_a_worker_sends_the_call_the_web_process_built_and_rebuilds_one_of_another_version(fake_llm, redis_url,
-                                                                                           redis_conn, logs_dir):
+def test_a_worker_sends_the_call_the_web_process_built_and_rebuilds_one_of_another_version(
+    fake_llm, redis_url, redis_conn, logs_dir
+):
     clean_redis(redis_url)
     env = stack_env(redis_url, fake_llm.url)
     settings = Settings.from_env(env)
@@ -50,8 +53,7 @@ def test_a_worker_sends_the_call_the_web_process_built_and_rebuilds_one_of_anoth
     workers = start_workers(1, logs_dir, env, prefix="prepared-worker")
     try:
         wait_for_workers(redis_url, 1)
-        dispatch.submit(redis_conn, Queue(settings.queue_name, connection=redis_conn), fanout, tasks, 8,
-                        calls=calls)
+        dispatch.submit(redis_conn, Queue(settings.queue_name, connection=redis_conn), fanout, tasks, 8, calls=calls)
         outcomes, abandoned = dispatch.gather(redis_conn, fanout.request_id, len(tasks), deadline=_in(60))
     finally:
         stop_all(workers)

@@ -9,8 +9,7 @@ import math
 import pytest
 
 from backend.labeling.answers import TokenLogprob
-from backend.labeling.probabilities import (Reading, consistent_labels, json_slots, label_forms, score_answer,
-                                            text_slots)
+from backend.labeling.probabilities import Reading, consistent_labels, json_slots, label_forms, score_answer, text_slots
 from backend.labeling.spec import parse_spec
 from tests.conftest import MULTI_CONFIG
 
@@ -37,8 +36,12 @@ def sure(token: str) -> TokenLogprob:
 def test_a_leading_phrase_is_not_the_label_the_label_position_is():
     # "The label is Positive": the first token's alternatives hold a stray "Negative" at 0.01; the label's own
     # position says Positive 0.7, Negative 0.3.
-    tokens = [tok("The", 0.99, ("Negative", 0.01)), sure(" label"), sure(" is"),
-              tok(" Positive", 0.7, (" Negative", 0.3))]
+    tokens = [
+        tok("The", 0.99, ("Negative", 0.01)),
+        sure(" label"),
+        sure(" is"),
+        tok(" Positive", 0.7, (" Negative", 0.3)),
+    ]
     scored = score_answer(tokens, "The label is Positive", SENTIMENT, False, ("Positive",))
     assert scored.labels == ("Positive",)
     assert scored.score == pytest.approx(0.99 * 0.7 / (0.99 + 0.01))
@@ -69,8 +72,16 @@ def test_unattributed_mass_that_could_change_the_argmax_leaves_the_parsed_label_
 
 def test_a_prefix_label_is_told_apart_by_the_closing_quote():
     # {"label": "Sci/Tech"}: after "Sci" the answer could close the string (Sci, 0.3) or go on (Sci/Tech).
-    tokens = [sure('{"'), sure("label"), sure('":'), sure(' "'), tok("Sci", 0.75, ("World", 0.25)),
-              tok("/T", 0.6, ('"}', 0.4)), sure("ech"), sure('"}')]
+    tokens = [
+        sure('{"'),
+        sure("label"),
+        sure('":'),
+        sure(' "'),
+        tok("Sci", 0.75, ("World", 0.25)),
+        tok("/T", 0.6, ('"}', 0.4)),
+        sure("ech"),
+        sure('"}'),
+    ]
     scored = score_answer(tokens, '{"label": "Sci/Tech"}', TOPICS, True, ("Sci/Tech",))
     assert scored.labels == ("Sci/Tech",) and scored.score == pytest.approx(0.45)
     assert scored.distribution["Sci"] == pytest.approx(0.3)
@@ -108,8 +119,14 @@ def test_a_longer_label_is_not_a_shorter_one_followed_by_more():
 
 def test_json_scores_the_label_not_its_spelling_and_a_short_label_inside_the_key_is_not_it():
     spec = parse_spec(config("a", "b"))
-    tokens = [sure('{"'), tok("label", 0.9, ("labels", 0.1)), sure('":'), sure(' "'),
-              tok("a", 0.5, ("A", 0.2), ("b", 0.3)), sure('"}')]
+    tokens = [
+        sure('{"'),
+        tok("label", 0.9, ("labels", 0.1)),
+        sure('":'),
+        sure(' "'),
+        tok("a", 0.5, ("A", 0.2), ("b", 0.3)),
+        sure('"}'),
+    ]
     scored = score_answer(tokens, '{"label": "a"}', spec, True, ("a",))
     # "a" is both the label and inside the key "label"; the score is P(a) at the value: 0.5 + 0.2 (as "A").
     assert scored.labels == ("a",) and scored.score == pytest.approx(0.7)
@@ -139,8 +156,17 @@ def test_a_token_holding_part_of_a_character_is_compared_as_bytes():
 
 def test_multiple_choice_score_is_the_product_of_each_labels_probability_where_it_is_named():
     spec = parse_spec(MULTI_CONFIG)  # sports, politics, science, food
-    tokens = [sure('{"'), sure("labels"), sure('":'), sure(' ["'), tok("sports", 0.8, ("food", 0.2)),
-              sure('",'), sure(' "'), tok("food", 0.6, ("science", 0.4)), sure('"]}')]
+    tokens = [
+        sure('{"'),
+        sure("labels"),
+        sure('":'),
+        sure(' ["'),
+        tok("sports", 0.8, ("food", 0.2)),
+        sure('",'),
+        sure(' "'),
+        tok("food", 0.6, ("science", 0.4)),
+        sure('"]}'),
+    ]
     content = '{"labels": ["sports", "food"]}'
     scored = score_answer(tokens, content, spec, True, ("sports", "food"))
     assert scored.labels == ("sports", "food") and scored.score == pytest.approx(0.8 * 0.6)

@@ -5,9 +5,9 @@ import logging
 
 import pytest
 
-from backend import store
-from backend.projects import Contexts, apply_version_policy, parse_project_id, register
+from backend.pipeline.projects import Contexts, apply_version_policy, parse_project_id, register
 from backend.settings import Settings
+from backend.state import store
 from tests.conftest import MULTI_CONFIG, SEEDS, SENTIMENT_CONFIG
 
 
@@ -15,8 +15,10 @@ def demo(text, label, annotation):
     return {"text": text, "labels": [label], "annotation": annotation, "updated_at": "2026-01-01"}
 
 
-@pytest.mark.parametrize("value, expected", [("12.1700000000", 12), (12, 12), ("7", 7), ("x.1", None),
-                                             (None, None), (True, None), (-3, None), ("", None)])
+@pytest.mark.parametrize(
+    "value, expected",
+    [("12.1700000000", 12), (12, 12), ("7", 7), ("x.1", None), (None, None), (True, None), (-3, None), ("", None)],
+)
 def test_project_ids_from_what_label_studio_sends(value, expected):
     assert parse_project_id(value) == expected
 
@@ -30,7 +32,7 @@ def test_the_version_policy_decides_when_demonstrations_become_active(redis_conn
     first = contexts.get(1).model_version
     moved_at = None
     for n in range(1, 5):
-        store.put_live_demo(redis_conn, 1, n, demo(f"text {n}", "positive", n))
+        store.put_live_demonstration(redis_conn, 1, n, demo(f"text {n}", "positive", n))
         if apply_version_policy(redis_conn, settings, 1) and moved_at is None:
             moved_at = n
     assert moved_at == moves_after
@@ -44,8 +46,8 @@ def test_the_version_policy_decides_when_demonstrations_become_active(redis_conn
 def test_the_version_is_the_same_in_every_process(redis_conn):
     settings = Settings.from_env({})
     register(redis_conn, 1, SENTIMENT_CONFIG)
-    store.put_live_demo(redis_conn, 1, 3, demo("b", "negative", 3))
-    store.put_live_demo(redis_conn, 1, 2, demo("a", "positive", 2))
+    store.put_live_demonstration(redis_conn, 1, 3, demo("b", "negative", 3))
+    store.put_live_demonstration(redis_conn, 1, 2, demo("a", "positive", 2))
     apply_version_policy(redis_conn, settings, 1)
     assert Contexts(settings, redis_conn).get(1).model_version == Contexts(settings, redis_conn).get(1).model_version
 
@@ -93,7 +95,7 @@ def test_predictions_below_the_threshold_are_withheld_or_flagged(redis_conn, act
 
 
 def test_threshold_options_are_validated():
-    from backend.options import BadOptions, parse_options
+    from backend.model.options import BadOptions, parse_options
 
     settings = Settings.from_env({})
     assert parse_options({"threshold": 1}, settings) == {"threshold": 1}
@@ -104,7 +106,7 @@ def test_threshold_options_are_validated():
 
 def test_options_are_checked_against_the_backends_own_environment():
     """mmr-k needs embeddings: refused where EMBEDDING_MODEL is tfidf, accepted where it names a model."""
-    from backend.options import BadOptions, parse_options
+    from backend.model.options import BadOptions, parse_options
 
     with pytest.raises(BadOptions, match="EMBEDDING_MODEL"):
         parse_options({"selection": "mmr-k"}, Settings.from_env({"EMBEDDING_MODEL": "tfidf"}))
@@ -113,7 +115,7 @@ def test_options_are_checked_against_the_backends_own_environment():
 
 
 def test_setup_accepts_mmr_k_from_extra_params_when_the_backend_has_embeddings(redis_conn, redis_url):
-    from backend.ml_adapter import create_app
+    from backend.web.ml_adapter import create_app
 
     body = {"project": "7.1700000000", "schema": SENTIMENT_CONFIG, "extra_params": '{"selection": "mmr-k"}'}
     with_embeddings = create_app(Settings.from_env({"REDIS_URL": redis_url, "EMBEDDING_MODEL": "fake-embed"}))

@@ -6,18 +6,30 @@ import pytest
 
 from backend.labeling.errors import BadTemplate
 from backend.labeling.examples import Example
-from backend.labeling.prompt import (DEFAULT_TEMPLATE, PromptSettings, build_messages, json_schema, order_examples,
-                                     render_demonstration, render_query)
+from backend.labeling.prompt import (
+    DEFAULT_TEMPLATE,
+    PromptSettings,
+    build_messages,
+    json_schema,
+    order_examples,
+    render_demonstration,
+    render_query,
+)
 from backend.labeling.spec import parse_spec
 from tests.conftest import MULTI_CONFIG, SENTIMENT_CONFIG
 
 SPEC = parse_spec(SENTIMENT_CONFIG)
-EXAMPLES = [Example("John is happy.", ("positive",), "seed", "s:1"), Example("Mary is sad.", ("negative",), "seed", "s:2")]
+EXAMPLES = [
+    Example("John is happy.", ("positive",), "seed", "s:1"),
+    Example("Mary is sad.", ("negative",), "seed", "s:2"),
+]
 
 
 def test_default_template_is_the_original_algorithm():
-    assert render_demonstration(DEFAULT_TEMPLATE, "John is happy.", "positive") == \
-        "John is happy. [SEP] The label of the above text is positive"
+    assert (
+        render_demonstration(DEFAULT_TEMPLATE, "John is happy.", "positive")
+        == "John is happy. [SEP] The label of the above text is positive"
+    )
     assert render_query(DEFAULT_TEMPLATE, "Lisa is sad.") == "Lisa is sad. [SEP] The label of the above text is"
 
 
@@ -49,8 +61,12 @@ def test_json_mode_demonstrations_answer_in_json_and_schema_is_an_enum():
 
 
 def test_order_is_deterministic_seeds_first_then_tasks_by_id():
-    shuffled = [Example("c", ("positive",), "annotation", "10"), Example("b", ("negative",), "annotation", "9"),
-                Example("a", ("positive",), "seed", "f:1"), Example("b", ("negative",), "annotation", "9")]
+    shuffled = [
+        Example("c", ("positive",), "annotation", "10"),
+        Example("b", ("negative",), "annotation", "9"),
+        Example("a", ("positive",), "seed", "f:1"),
+        Example("b", ("negative",), "annotation", "9"),
+    ]
     assert [e.text for e in order_examples(shuffled)] == ["a", "b", "c"]
     assert order_examples(shuffled) == order_examples(list(reversed(shuffled)))
 
@@ -58,10 +74,13 @@ def test_order_is_deterministic_seeds_first_then_tasks_by_id():
 def test_span_configs_get_an_extraction_template_unless_one_was_chosen():
     from backend.labeling.prompt import SPAN_TEMPLATE, STRUCTURED_TEMPLATE, for_config
 
-    ner = parse_spec('<View><Text name="text" value="$text"/><Labels name="ner" toName="text">'
-                     '<Label value="PER"/></Labels></View>')
-    mixed = parse_spec('<View><Text name="text" value="$text"/><Labels name="ner" toName="text"><Label value="PER"/>'
-                       '</Labels><TextArea name="note" toName="text"/></View>')
+    ner = parse_spec(
+        '<View><Text name="text" value="$text"/><Labels name="ner" toName="text"><Label value="PER"/></Labels></View>'
+    )
+    mixed = parse_spec(
+        '<View><Text name="text" value="$text"/><Labels name="ner" toName="text"><Label value="PER"/>'
+        '</Labels><TextArea name="note" toName="text"/></View>'
+    )
     classic = PromptSettings(model="m")
     assert for_config(classic, ner).template == SPAN_TEMPLATE
     assert render_query(SPAN_TEMPLATE, "Bob is here") == "Text: Bob is here\nEntities:"

@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backend import cache
-from backend.cli import main
-from backend.fake_llm import spawn_fake_llm
+from backend.commands.cli import main
+from backend.devtools.fake_llm import spawn_fake_llm
+from backend.pipeline.runs import record_progress, run_status
 from backend.processes import spawn, start_workers, stop_all
-from backend.runs import record_progress, run_status
 from backend.settings import Settings
+from backend.state import cache
 from tests.conftest import SEEDS, clean_redis, stack_env, wait_for_workers
 
 SUPPORT = SEEDS / "support"
@@ -28,8 +28,18 @@ def run_label(tmp_path, rows, redis_url=None, name="out"):
     source = tmp_path / f"{name}-in.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / f"{name}.jsonl"
-    argv = ["label", "--config", str(SUPPORT / "config.xml"), "--seeds", str(SUPPORT), "--input", str(source),
-            "--output", str(out), "--no-progress"]
+    argv = [
+        "label",
+        "--config",
+        str(SUPPORT / "config.xml"),
+        "--seeds",
+        str(SUPPORT),
+        "--input",
+        str(source),
+        "--output",
+        str(out),
+        "--no-progress",
+    ]
     code = main(argv + (["--redis-url", redis_url] if redis_url else []))
     return code, [json.loads(line) for line in out.read_text().splitlines()]
 
@@ -72,8 +82,9 @@ def test_the_label_command_uses_the_workers_when_given_a_redis_url(client_env, r
 def test_a_plain_rq_worker_on_the_same_queue_works_too(client_env, redis_url, logs_dir, tmp_path):
     rq = Path(sys.executable).with_name("rq")
     env = stack_env(redis_url, client_env.url)
-    worker = spawn("plain-rq-worker", [str(rq), "worker", env["QUEUE_NAME"], "--url", redis_url, "--with-scheduler"],
-                   logs_dir, env)
+    worker = spawn(
+        "plain-rq-worker", [str(rq), "worker", env["QUEUE_NAME"], "--url", redis_url, "--with-scheduler"], logs_dir, env
+    )
     try:
         wait_for_workers(redis_url, 1)
         code, rows = run_label(tmp_path, support_rows()[:6], redis_url=redis_url)
@@ -114,14 +125,29 @@ def test_the_prediction_cache_keeps_at_most_its_bound(redis_conn):
 
 
 def test_run_status_counts_each_task_once_with_rate_and_eta(redis_conn):
-    from backend.runs import mark
+    from backend.pipeline.runs import mark
 
-    redis_conn.hset("fsp:run:r1", mapping={"run_id": "r1", "project_id": 5, "model_version": "fsp-x", "total": 10,
-                                           "started": time.time() - 4, "mode": "missing", "cached": 0,
-                                           "requests": 0, "prompt_tokens": 0, "completion_tokens": 0})
-    chunk = [{"task": 1, "result": [1], "requests": 1, "prompt_tokens": 50, "completion_tokens": 5},
-             {"task": 2, "result": None, "error": "llm_error", "requests": 2},
-             {"task": 3, "result": [1], "cached": True}, {"task": 4, "result": None, "error": "low_score"}]
+    redis_conn.hset(
+        "fsp:run:r1",
+        mapping={
+            "run_id": "r1",
+            "project_id": 5,
+            "model_version": "fsp-x",
+            "total": 10,
+            "started": time.time() - 4,
+            "mode": "missing",
+            "cached": 0,
+            "requests": 0,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+        },
+    )
+    chunk = [
+        {"task": 1, "result": [1], "requests": 1, "prompt_tokens": 50, "completion_tokens": 5},
+        {"task": 2, "result": None, "error": "llm_error", "requests": 2},
+        {"task": 3, "result": [1], "cached": True},
+        {"task": 4, "result": None, "error": "low_score"},
+    ]
     record_progress(redis_conn, "r1", chunk)
     record_progress(redis_conn, "r1", chunk)  # the same job run twice (its worker was killed after it)
     status = run_status(redis_conn, "r1")
@@ -140,8 +166,8 @@ def test_run_status_counts_each_task_once_with_rate_and_eta(redis_conn):
 
 
 def test_nearest_k_by_embeddings_through_the_web_process_and_a_worker(fake, redis_url, logs_dir):
-    from backend.ml_adapter import create_app
     from backend.settings import Settings
+    from backend.web.ml_adapter import create_app
     from tests.conftest import SENTIMENT_CONFIG
 
     clean_redis(redis_url)
@@ -151,15 +177,36 @@ def test_nearest_k_by_embeddings_through_the_web_process_and_a_worker(fake, redi
         wait_for_workers(redis_url, 1)
         client = create_app(Settings.from_env(env)).test_client()
         client.post("/setup", json={"project": "1.1", "schema": SENTIMENT_CONFIG})
-        for task_id, (text, label) in enumerate([("Ann is happy today", "positive"), ("Ben is sad today", "negative"),
-                                                  ("Cat is excited today", "positive"),
-                                                  ("Dan is angry today", "negative")], start=1):
-            client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 1},
-                                          "task": {"id": task_id, "data": {"text": text}},
-                                          "annotation": {"id": task_id, "task": task_id, "updated_at": "2026-01-01",
-                                                         "result": [{"from_name": "sentiment", "to_name": "text",
-                                                                     "type": "choices",
-                                                                     "value": {"choices": [label]}}]}})
+        for task_id, (text, label) in enumerate(
+            [
+                ("Ann is happy today", "positive"),
+                ("Ben is sad today", "negative"),
+                ("Cat is excited today", "positive"),
+                ("Dan is angry today", "negative"),
+            ],
+            start=1,
+        ):
+            client.post(
+                "/webhook",
+                json={
+                    "action": "ANNOTATION_CREATED",
+                    "project": {"id": 1},
+                    "task": {"id": task_id, "data": {"text": text}},
+                    "annotation": {
+                        "id": task_id,
+                        "task": task_id,
+                        "updated_at": "2026-01-01",
+                        "result": [
+                            {
+                                "from_name": "sentiment",
+                                "to_name": "text",
+                                "type": "choices",
+                                "value": {"choices": [label]},
+                            }
+                        ],
+                    },
+                },
+            )
         tasks = [{"id": 10, "data": {"text": "Eve is angry today"}}, {"id": 11, "data": {"text": "Fay is excited"}}]
         body = {"tasks": tasks, "project": "1.1", "label_config": SENTIMENT_CONFIG}
         first = client.post("/predict", json=body).get_json()["results"]
@@ -182,9 +229,24 @@ def test_the_rate_limit_is_kept_per_model_the_project_asks_for(client_env, redis
         wait_for_workers(redis_url, 1)
         source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
         source.write_text("".join(json.dumps(r) + "\n" for r in support_rows()[:3]))
-        code = main(["label", "--config", str(SUPPORT / "config.xml"), "--seeds", str(SUPPORT), "--input",
-                     str(source), "--output", str(out), "--no-progress", "--redis-url", redis_url,
-                     "--model", "fake-llm-large"])
+        code = main(
+            [
+                "label",
+                "--config",
+                str(SUPPORT / "config.xml"),
+                "--seeds",
+                str(SUPPORT),
+                "--input",
+                str(source),
+                "--output",
+                str(out),
+                "--no-progress",
+                "--redis-url",
+                redis_url,
+                "--model",
+                "fake-llm-large",
+            ]
+        )
     finally:
         stop_all(workers)
     assert code == 0
@@ -193,8 +255,9 @@ def test_the_rate_limit_is_kept_per_model_the_project_asks_for(client_env, redis
     assert names == {f"fsp:ratelimit:{client_env.url.rstrip('/')}|fake-llm-large"}, names
 
 
-def test_label_through_workers_ends_with_the_rows_failed_when_a_job_fails_for_good(client_env, redis_url,
-                                                                                  logs_dir, tmp_path):
+def test_label_through_workers_ends_with_the_rows_failed_when_a_job_fails_for_good(
+    client_env, redis_url, logs_dir, tmp_path
+):
     """Every attempt of the job raises: after RQ's retries each row is reported failed with the reason, and
     the command exits 1 instead of waiting (it used to wait up to 24 h)."""
     import threading
@@ -204,8 +267,9 @@ def test_label_through_workers_ends_with_the_rows_failed_when_a_job_fails_for_go
     done: dict = {}
     try:
         wait_for_workers(redis_url, 1)
-        runner = threading.Thread(target=lambda: done.update(result=run_label(tmp_path, support_rows()[:5],
-                                                                              redis_url=redis_url)), daemon=True)
+        runner = threading.Thread(
+            target=lambda: done.update(result=run_label(tmp_path, support_rows()[:5], redis_url=redis_url)), daemon=True
+        )
         runner.start()
         runner.join(180)  # 4 attempts, retried 2, 10 and 30 s apart
     finally:
@@ -213,20 +277,24 @@ def test_label_through_workers_ends_with_the_rows_failed_when_a_job_fails_for_go
     assert "result" in done, "label --redis-url still waits for jobs that failed for good"
     code, rows = done["result"]
     assert code == 1 and len(rows) == 5
-    assert all(r["label"] is None and r["error"].startswith("job_failed: the labeling job failed 4 times") and
-               "raises every time" in r["error"] for r in rows)
+    assert all(
+        r["label"] is None
+        and r["error"].startswith("job_failed: the labeling job failed 4 times")
+        and "raises every time" in r["error"]
+        for r in rows
+    )
 
 
-def test_label_through_workers_says_so_when_no_worker_listens(client_env, redis_url, monkeypatch, tmp_path,
-                                                              capsys):
-    import redis as redis_lib
-
+def test_label_through_workers_says_so_when_no_worker_listens(client_env, redis_url, monkeypatch, tmp_path, capsys):
     import threading
+
+    import redis as redis_lib
 
     monkeypatch.setenv("WORKER_WAIT", "2")
     done: dict = {}
-    runner = threading.Thread(target=lambda: done.update(result=run_label(tmp_path, support_rows()[:3],
-                                                                          redis_url=redis_url)), daemon=True)
+    runner = threading.Thread(
+        target=lambda: done.update(result=run_label(tmp_path, support_rows()[:3], redis_url=redis_url)), daemon=True
+    )
     runner.start()
     runner.join(60)
     assert "result" in done, "label --redis-url still waits while no worker listens"
@@ -237,8 +305,7 @@ def test_label_through_workers_says_so_when_no_worker_listens(client_env, redis_
     assert redis_lib.Redis.from_url(redis_url).llen("rq:queue:fewshot-test") == 0  # its jobs left the queue
 
 
-def test_a_span_answer_with_no_entity_is_a_prediction_not_a_failure(client_env, redis_url, logs_dir, tmp_path,
-                                                                    capsys):
+def test_a_span_answer_with_no_entity_is_a_prediction_not_a_failure(client_env, redis_url, logs_dir, tmp_path, capsys):
     """The model found nothing to mark (result []): a valid answer, counted and written as a prediction."""
     entities = SEEDS / "entities"
     workers = start_workers(1, logs_dir, stack_env(redis_url, client_env.url), prefix="empty-span-worker")
@@ -247,8 +314,22 @@ def test_a_span_answer_with_no_entity_is_a_prediction_not_a_failure(client_env, 
         source, out = tmp_path / "spans.jsonl", tmp_path / "spans-out.jsonl"
         rows = [{"text": "nothing of note happened here today."}, {"text": "Maria Lopez flew to Oslo."}]
         source.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        code = main(["label", "--config", str(entities / "config.xml"), "--seeds", str(entities), "--input",
-                     str(source), "--output", str(out), "--no-progress", "--redis-url", redis_url])
+        code = main(
+            [
+                "label",
+                "--config",
+                str(entities / "config.xml"),
+                "--seeds",
+                str(entities),
+                "--input",
+                str(source),
+                "--output",
+                str(out),
+                "--no-progress",
+                "--redis-url",
+                redis_url,
+            ]
+        )
     finally:
         stop_all(workers)
     written = [json.loads(line) for line in out.read_text().splitlines()]
@@ -260,14 +341,27 @@ def test_a_span_answer_with_no_entity_is_a_prediction_not_a_failure(client_env, 
 
 
 def test_an_empty_result_counts_labeled_in_a_run_and_goes_to_the_outbox(redis_conn):
-    from backend import failures, jobs, outbox
+    from backend.pipeline import failures, jobs, outbox
 
-    redis_conn.hset("fsp:run:r-empty", mapping={"run_id": "r-empty", "project_id": 6, "model_version": "fsp-e",
-                                                "total": 2, "started": time.time(), "mode": "missing",
-                                                "cached": 0, "requests": 0, "prompt_tokens": 0,
-                                                "completion_tokens": 0})
-    messages = [{"task": 1, "result": [], "score": None, "model_version": "fsp-e"},
-                {"task": 2, "result": None, "score": None, "error": "llm_error", "model_version": "fsp-e"}]
+    redis_conn.hset(
+        "fsp:run:r-empty",
+        mapping={
+            "run_id": "r-empty",
+            "project_id": 6,
+            "model_version": "fsp-e",
+            "total": 2,
+            "started": time.time(),
+            "mode": "missing",
+            "cached": 0,
+            "requests": 0,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+        },
+    )
+    messages = [
+        {"task": 1, "result": [], "score": None, "model_version": "fsp-e"},
+        {"task": 2, "result": None, "score": None, "error": "llm_error", "model_version": "fsp-e"},
+    ]
     failures.record(redis_conn, 6, messages)
     record_progress(redis_conn, "r-empty", messages)
     state = jobs.WorkerState(Settings.from_env({}), redis_conn, contexts=None)  # type: ignore[arg-type]
@@ -280,7 +374,7 @@ def test_an_empty_result_counts_labeled_in_a_run_and_goes_to_the_outbox(redis_co
 
 def test_predict_answers_an_empty_span_result_as_a_prediction(client_env, redis_url, logs_dir):
     """/predict sends `result: []` (the model found nothing) like any prediction, from a worker and from the cache."""
-    from backend.ml_adapter import create_app
+    from backend.web.ml_adapter import create_app
 
     config = (SEEDS / "entities" / "config.xml").read_text()
     env = stack_env(redis_url, client_env.url, SEEDS_PATH=str(SEEDS / "entities"))
@@ -288,8 +382,10 @@ def test_predict_answers_an_empty_span_result_as_a_prediction(client_env, redis_
     try:
         wait_for_workers(redis_url, 1)
         client = create_app(Settings.from_env(env)).test_client()
-        tasks = [{"id": 1, "data": {"text": "nothing of note happened here today."}},
-                 {"id": 2, "data": {"text": "Maria Lopez flew to Oslo."}}]
+        tasks = [
+            {"id": 1, "data": {"text": "nothing of note happened here today."}},
+            {"id": 2, "data": {"text": "Maria Lopez flew to Oslo."}},
+        ]
         body = {"tasks": tasks, "project": "7.1", "label_config": config}
         first = client.post("/predict", json=body).get_json()
         calls = client_env.stats()["requests"]
@@ -308,9 +404,13 @@ def test_label_through_workers_queues_its_tasks_before_loading_the_llm_stack():
     file project's registration, the file reading) loads neither the labeler nor the openai client."""
     import subprocess
 
-    code = ("import sys, backend.cli, backend.remote_label, backend.filelabel, backend.projects, backend.store; "
-            "print(sorted(m for m in ('openai', 'tiktoken', 'backend.labeler', 'backend.llm', 'backend.embeddings') "
-            "if m in sys.modules))")
+    code = (
+        "import sys, backend.commands.cli, backend.commands.remote_label, backend.commands.label, "
+        "backend.pipeline.projects, backend.state.store; "
+        "print(sorted(m for m in ('openai', 'tiktoken', 'backend.model.labeler', 'backend.model.client', "
+        "'backend.model.embeddings') "
+        "if m in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
@@ -318,7 +418,7 @@ def test_label_through_workers_queues_its_tasks_before_loading_the_llm_stack():
 
 @given(st.integers(0, 400), st.integers(1, 40), st.booleans())
 def test_a_request_is_split_in_order_with_small_last_jobs_when_tapered(count, chunk_size, taper):
-    from backend.dispatch import TAPER_CHUNKS, split
+    from backend.pipeline.dispatch import TAPER_CHUNKS, split
 
     ids = list(range(100, 100 + count))
     chunks = split(ids, chunk_size, taper)
@@ -328,6 +428,6 @@ def test_a_request_is_split_in_order_with_small_last_jobs_when_tapered(count, ch
     if taper:  # the last TAPER_CHUNKS chunks' worth of tasks go out in quarter-size jobs
         tail = min(count, TAPER_CHUNKS * chunk_size)
         assert sum(len(c) for c in chunks if len(c) <= small) >= tail
-        assert all(len(c) <= small for c in chunks[len(chunks) - -(-tail // small):])
+        assert all(len(c) <= small for c in chunks[len(chunks) - -(-tail // small) :])
     else:
         assert all(len(c) == chunk_size for c in chunks[:-1])

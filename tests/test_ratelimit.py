@@ -11,9 +11,19 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from backend.llm import LLMClient
-from backend.ratelimit import (BACKOFF, KEY_TTL_S, SAFETY, ModelRateLimits, RateLimiter, RateLimitTimeout,
-                               estimate_tokens, limiter_name, limits_status, parse_duration)
+from backend.model.client import LLMClient
+from backend.model.ratelimit import (
+    BACKOFF,
+    KEY_TTL_S,
+    SAFETY,
+    ModelRateLimits,
+    RateLimiter,
+    RateLimitTimeout,
+    estimate_tokens,
+    limiter_name,
+    limits_status,
+    parse_duration,
+)
 from tests.conftest import REPO, llm_settings
 
 pytestmark = pytest.mark.timeout(60)  # a broken limiter may wait forever
@@ -70,8 +80,9 @@ def test_the_limit_comes_from_the_providers_headers_when_none_is_set(redis_conn,
     """No RATE_LIMIT_*: the first answer's x-ratelimit-limit-requests sets the pace for every client."""
     fake_llm.configure(limit_rpm=600, limit_window_s=1, latency_ms=20)
     limits = ModelRateLimits(redis_conn, fake_llm.url)
-    clients = [LLMClient(llm_settings(fake_llm), before_request=limits, after_response=limits.observe)
-               for _ in range(6)]
+    clients = [
+        LLMClient(llm_settings(fake_llm), before_request=limits, after_response=limits.observe) for _ in range(6)
+    ]
     request = {"messages": [{"role": "user", "content": "Is this positive?"}], "max_tokens": 8}
     with ThreadPoolExecutor(6) as pool:
         list(pool.map(lambda i: clients[i % 6].chat(request), range(36)))
@@ -114,8 +125,14 @@ def test_a_429_holds_every_client_for_retry_after_and_lowers_the_pace(redis_conn
 def test_remaining_zero_holds_everyone_until_the_reset(redis_conn):
     limiter = RateLimiter(redis_conn, "exhausted", rpm=6000)
     limiter.acquire(0)
-    limiter.observe(200, {"x-ratelimit-limit-requests": "6000", "x-ratelimit-remaining-requests": "0",
-                          "x-ratelimit-reset-requests": "400ms"})
+    limiter.observe(
+        200,
+        {
+            "x-ratelimit-limit-requests": "6000",
+            "x-ratelimit-remaining-requests": "0",
+            "x-ratelimit-reset-requests": "400ms",
+        },
+    )
     started = time.monotonic()
     limiter.acquire(0)
     assert time.monotonic() - started >= 0.35
@@ -138,8 +155,8 @@ def test_parse_duration_reads_the_providers_reset_formats():
 
 WORKER = """
 import json, sys, time
-from backend.store import connect
-from backend.ratelimit import RateLimiter
+from backend.state.store import connect
+from backend.model.ratelimit import RateLimiter
 url, name, start_at, count = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
 limiter = RateLimiter(connect(url), name, rpm=300)
 time.sleep(max(0.0, start_at - time.time()))
@@ -153,9 +170,16 @@ print(json.dumps(stamps))
 
 def test_processes_sharing_a_name_share_one_pace(redis_conn, redis_url):
     start_at = time.time() + 1.0  # every process contends from the same moment
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, redis_url, "shared", str(start_at), "5"],
-                              cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-                              stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, redis_url, "shared", str(start_at), "5"],
+            cwd=REPO,
+            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
     outputs = [proc.communicate(timeout=30)[0] for proc in procs]
     assert [proc.returncode for proc in procs] == [0] * 4
     stamps = [t for out in outputs for t in json.loads(out)]

@@ -10,14 +10,16 @@ import math
 import openai
 import pytest
 
-from backend.fake_llm import FakeLLM
-from backend.fake_llm.reference import Truth, encoding
+from backend.devtools.fake_llm import FakeLLM
+from backend.devtools.fake_llm.reference import Truth, encoding
 
 QUERY = "The soup was cold and the waiter rude."
 PROMPT = f"{QUERY} [SEP] The label of the above text is"
-TRUTH = {"labels": {"Positive": 0.3, "Negative": 0.5, "Neutral": 0.2},
-         "forms": {"Negative": {"Negative": 0.4, "negative": 0.35, "NEGATIVE": 0.25}},
-         "shapes": [["", "", 0.6], ["The label is ", ".", 0.4]]}
+TRUTH = {
+    "labels": {"Positive": 0.3, "Negative": 0.5, "Neutral": 0.2},
+    "forms": {"Negative": {"Negative": 0.4, "negative": 0.35, "NEGATIVE": 0.25}},
+    "shapes": [["", "", 0.6], ["The label is ", ".", 0.4]],
+}
 
 
 @pytest.fixture
@@ -34,8 +36,9 @@ def client(reference):
 
 
 def chat(client, **kwargs):
-    return client.chat.completions.create(model="m", messages=[{"role": "user", "content": PROMPT}],
-                                          logprobs=True, top_logprobs=20, **kwargs)
+    return client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": PROMPT}], logprobs=True, top_logprobs=20, **kwargs
+    )
 
 
 def declared_strings(kind: str) -> dict[str, float]:
@@ -56,9 +59,13 @@ def test_greedy_answer_with_the_exact_conditional_probabilities_at_every_positio
         # Every answer that continues the prefix with an alternative holds exactly that alternative's share.
         through = sum(p for text, p in strings.items() if text.startswith(prefix))
         for alternative in entry.top_logprobs:
-            share = sum(p for text, p in strings.items() if text.startswith(prefix + alternative.token)
-                        and encoding().encode(text)[:len(encoding().encode(prefix)) + 1] ==
-                        encoding().encode(prefix + alternative.token))
+            share = sum(
+                p
+                for text, p in strings.items()
+                if text.startswith(prefix + alternative.token)
+                and encoding().encode(text)[: len(encoding().encode(prefix)) + 1]
+                == encoding().encode(prefix + alternative.token)
+            )
             assert math.exp(alternative.logprob) == pytest.approx(share / through)
         assert entry.top_logprobs[0].token == entry.token  # greedy: the most likely one
         prefix += entry.token
@@ -71,8 +78,9 @@ def test_the_alternatives_at_the_first_position_cover_every_answer(client):
 
 
 def test_top_logprobs_are_cut_to_what_was_asked(client):
-    answer = client.chat.completions.create(model="m", messages=[{"role": "user", "content": PROMPT}],
-                                            logprobs=True, top_logprobs=2)
+    answer = client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": PROMPT}], logprobs=True, top_logprobs=2
+    )
     assert all(len(e.top_logprobs) <= 2 for e in answer.choices[0].logprobs.content)
 
 
@@ -87,8 +95,9 @@ def test_json_answers_wrap_the_form_and_the_end_can_be_shown(reference, client):
 def test_echo_gives_each_continuation_its_declared_probability(client):
     strings = declared_strings("completion")
     continuations = [" Negative\n\n", " negative\n\n", " Positive\n\n", " Sometimes\n\n"]
-    reply = client.completions.create(model="m", prompt=[PROMPT + c for c in continuations], echo=True,
-                                      logprobs=1, max_tokens=1)
+    reply = client.completions.create(
+        model="m", prompt=[PROMPT + c for c in continuations], echo=True, logprobs=1, max_tokens=1
+    )
     for choice, continuation in zip(reply.choices, continuations):
         logprobs = choice.logprobs
         assert choice.text.startswith(PROMPT + continuation) and logprobs.token_logprobs[0] is None
@@ -106,15 +115,23 @@ def test_batches_answer_each_item_from_its_own_truth(reference, client):
     reference.declare({"first item": {"labels": {"A": 0.9, "B": 0.1}}, "second item": {"labels": {"A": 0.2, "B": 0.8}}})
     schema = {"type": "object", "properties": {"items": {"type": "object"}}}
     answer = client.chat.completions.create(
-        model="m", messages=[{"role": "user", "content": "[item 1]\nfirst item\n[item 2]\nsecond item"}],
-        response_format={"type": "json_schema", "json_schema": {"name": "b", "schema": schema}})
+        model="m",
+        messages=[{"role": "user", "content": "[item 1]\nfirst item\n[item 2]\nsecond item"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "b", "schema": schema}},
+    )
     assert json.loads(answer.choices[0].message.content) == {"items": {"1": {"label": "A"}, "2": {"label": "B"}}}
 
 
-@pytest.mark.parametrize("truth, message", [
-    ({"labels": {}}, "labels"), ({"labels": {"A": -1}}, "positive"), ({"labels": {"A": 1}, "colour": 1}, "unknown"),
-    ({"labels": {"A": 1}, "forms": {"B": {"b": 1}}}, "forms"), ({"labels": {"A": 1}, "shapes": [["x"]]}, "shapes"),
-])
+@pytest.mark.parametrize(
+    "truth, message",
+    [
+        ({"labels": {}}, "labels"),
+        ({"labels": {"A": -1}}, "positive"),
+        ({"labels": {"A": 1}, "colour": 1}, "unknown"),
+        ({"labels": {"A": 1}, "forms": {"B": {"b": 1}}}, "forms"),
+        ({"labels": {"A": 1}, "shapes": [["x"]]}, "shapes"),
+    ],
+)
 def test_a_bad_truth_is_refused_with_the_field_named(reference, truth, message):
     import httpx
 

@@ -11,8 +11,9 @@ from tests.conftest import MULTI_CONFIG, SENTIMENT_CONFIG
 def test_single_choice_region():
     spec = parse_spec(SENTIMENT_CONFIG)
     result = result_regions(spec, ("negative",))
-    assert result == [{"from_name": "sentiment", "to_name": "text", "type": "choices",
-                       "value": {"choices": ["negative"]}}]
+    assert result == [
+        {"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": ["negative"]}}
+    ]
     assert prediction_errors(spec, result) == []
 
 

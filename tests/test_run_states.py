@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import time
 
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from backend.runs import mark, run_status, unsettled
+from backend.pipeline.runs import mark, run_status, unsettled
 
-EVENTS = st.lists(st.tuples(st.sampled_from(["label", "write", "lost"]), st.integers(1, 6),
-                            st.sampled_from(["labeled", "written", "failed", "withheld"])), max_size=40)
+EVENTS = st.lists(
+    st.tuples(
+        st.sampled_from(["label", "write", "lost"]),
+        st.integers(1, 6),
+        st.sampled_from(["labeled", "written", "failed", "withheld"]),
+    ),
+    max_size=40,
+)
 
 
 def model(events: list) -> dict[int, str]:
@@ -34,9 +42,19 @@ def model(events: list) -> dict[int, str]:
 def test_counts_follow_the_states_and_a_write_is_final(redis_conn, events):
     run = "prop"
     redis_conn.delete(f"fsp:run:{run}", f"fsp:run:{run}:tasks")
-    redis_conn.hset(f"fsp:run:{run}", mapping={"run_id": run, "project_id": 1, "total": 6, "started": time.time(),
-                                               "cached": 0, "requests": 0, "prompt_tokens": 0,
-                                               "completion_tokens": 0})
+    redis_conn.hset(
+        f"fsp:run:{run}",
+        mapping={
+            "run_id": run,
+            "project_id": 1,
+            "total": 6,
+            "started": time.time(),
+            "cached": 0,
+            "requests": 0,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+        },
+    )
     for source, task, state in events:
         # Each source reports only the states it can produce (a job: labeled/failed/withheld; the write-back:
         # written/failed; a failure callback: failed); other combinations are skipped, as in the model.
@@ -46,8 +64,12 @@ def test_counts_follow_the_states_and_a_write_is_final(redis_conn, events):
     expected = model(events)
     status = run_status(redis_conn, run)
     count = {s: sum(1 for v in expected.values() if v == s) for s in ("labeled", "written", "failed", "withheld")}
-    assert (status["done"], status["written_back"], status["failed"], status["withheld"]) == \
-        (count["labeled"] + count["written"], count["written"], count["failed"], count["withheld"])
+    assert (status["done"], status["written_back"], status["failed"], status["withheld"]) == (
+        count["labeled"] + count["written"],
+        count["written"],
+        count["failed"],
+        count["withheld"],
+    )
     assert status["finished"] == count["written"] + count["failed"] + count["withheld"]
     assert set(unsettled(redis_conn, run, list(range(1, 7)))) == set(range(1, 7)) - set(expected)
     written = {task for source, task, state in events if source == "write" and state == "written"}

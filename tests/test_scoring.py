@@ -9,19 +9,21 @@ import logging
 
 import pytest
 
-from backend.fake_llm import FakeLLM
-from backend.labeler import Labeler
+from backend.devtools.fake_llm import FakeLLM
 from backend.labeling.examples import Example
 from backend.labeling.fingerprint import fingerprint
 from backend.labeling.spec import parse_spec
-from backend.llm import LLMClient
-from backend.options import BadOptions, parse_options, prompt_for
+from backend.model.client import LLMClient
+from backend.model.labeler import Labeler
+from backend.model.options import BadOptions, parse_options, prompt_for
 from backend.settings import Settings, SettingsError
 from tests.conftest import llm_settings
 
 TASK = "The delivery came two weeks late and the box was crushed."
-DEMOS = [Example("Great service, thank you!", ("Positive",), "seed", "1"),
-         Example("Never again.", ("Negative",), "seed", "2")]
+DEMOS = [
+    Example("Great service, thank you!", ("Positive",), "seed", "1"),
+    Example("Never again.", ("Negative",), "seed", "2"),
+]
 
 
 def config(*labels: str, multiple: bool = False) -> str:
@@ -46,12 +48,20 @@ def label(server, labels, truth, mode="logprobs", examples=DEMOS, task=TASK, **s
 
 # ---- the defects, one test each ---------------------------------------------------------------------------
 
+
 def test_words_before_the_label_are_not_scored_as_the_label(reference):
     # Four leading phrases crowd the first position's five alternatives: only "Negative" of the bare answers
     # shows there (p 0.0045). It used to win with score 1.0; the label's own position says Positive 0.55.
-    truth = {"labels": {"Positive": 0.55, "Negative": 0.45},
-             "shapes": [["The label is ", "", 0.6], ["Label: ", "", 0.15], ["Answer: ", "", 0.12],
-                        ["Sentiment: ", "", 0.12], ["", "", 0.01]]}
+    truth = {
+        "labels": {"Positive": 0.55, "Negative": 0.45},
+        "shapes": [
+            ["The label is ", "", 0.6],
+            ["Label: ", "", 0.15],
+            ["Answer: ", "", 0.12],
+            ["Sentiment: ", "", 0.12],
+            ["", "", 0.01],
+        ],
+    }
     outcome = label(reference, ("Positive", "Negative"), truth, top_logprobs=5)
     assert outcome.answer == "The label is Positive"
     assert outcome.labels == ("Positive",) and outcome.score == pytest.approx(0.55, abs=0.01)
@@ -67,8 +77,10 @@ def test_a_label_that_is_a_prefix_of_another_no_longer_takes_its_mass(reference)
 def test_the_generated_label_counts_all_its_surface_forms_too(reference):
     # Greedy says "Positive" (0.3, the single most likely token); Positive has 0.55 over two spellings,
     # Negative 0.45 over two. The generated label used to get only its own token and lose.
-    truth = {"labels": {"Positive": 0.55, "Negative": 0.45},
-             "forms": {"Positive": {"Positive": 0.3, "positive": 0.25}, "Negative": {"Negative": 1, "negative": 1}}}
+    truth = {
+        "labels": {"Positive": 0.55, "Negative": 0.45},
+        "forms": {"Positive": {"Positive": 0.3, "positive": 0.25}, "Negative": {"Negative": 1, "negative": 1}},
+    }
     outcome = label(reference, ("Positive", "Negative"), truth)
     assert outcome.answer == "Positive"
     assert outcome.labels == ("Positive",) and outcome.score == pytest.approx(0.55)
@@ -96,8 +108,7 @@ def test_top_logprobs_outside_1_to_20_are_refused_in_logprobs_mode():
 
 def test_json_scores_the_label_not_the_spelling_it_generated(reference):
     # {"label": "Negative"} is the greedy answer (0.4), but Positive has 0.6 over two spellings.
-    truth = {"labels": {"Positive": 0.6, "Negative": 0.4},
-             "forms": {"Positive": {"Positive": 0.35, "positive": 0.25}}}
+    truth = {"labels": {"Positive": 0.6, "Negative": 0.4}, "forms": {"Positive": {"Positive": 0.35, "positive": 0.25}}}
     outcome = label(reference, ("Positive", "Negative"), truth, mode="json")
     assert json.loads(outcome.answer) == {"label": "Negative"}
     assert outcome.labels == ("Positive",) and outcome.score == pytest.approx(0.6)
@@ -111,11 +122,14 @@ def test_json_scores_a_short_label_at_its_value_not_inside_the_key(reference):
 
 # ---- every mode, batches, multiple choice -----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", ["json", "logprobs", "text"])
 def test_every_answer_mode_scores_the_declared_probability(reference, mode):
-    truth = {"labels": {"Positive": 0.2, "Negative": 0.65, "Neutral": 0.15},
-             "forms": {"Negative": {"Negative": 0.5, "negative": 0.3, " negative": 0.2}},
-             "shapes": [["", "", 0.7], ["", ".", 0.3]]}
+    truth = {
+        "labels": {"Positive": 0.2, "Negative": 0.65, "Neutral": 0.15},
+        "forms": {"Negative": {"Negative": 0.5, "negative": 0.3, " negative": 0.2}},
+        "shapes": [["", "", 0.7], ["", ".", 0.3]],
+    }
     outcome = label(reference, ("Positive", "Negative", "Neutral"), truth, mode=mode)
     assert outcome.labels == ("Negative",) and outcome.score == pytest.approx(0.65)
     body = reference.requests()[-1]["body"]
@@ -132,8 +146,10 @@ def test_without_logprobs_the_parsed_label_stands_and_the_score_is_null(referenc
 
 def test_a_batch_scores_each_item_at_its_own_label(reference):
     labels = ("Positive", "Negative", "Neutral")
-    truths = {f"batch item {i}": {"labels": dict(zip(labels, shares)), "forms": {"Positive": {"Positive": 1, "positive": 1}}}
-              for i, shares in enumerate([(0.7, 0.2, 0.1), (0.45, 0.4, 0.15), (0.1, 0.3, 0.6)])}
+    truths = {
+        f"batch item {i}": {"labels": dict(zip(labels, shares)), "forms": {"Positive": {"Positive": 1, "positive": 1}}}
+        for i, shares in enumerate([(0.7, 0.2, 0.1), (0.45, 0.4, 0.15), (0.1, 0.3, 0.6)])
+    }
     reference.declare(truths)
     settings = llm_settings(reference, answer_mode="json", batch_size=3)
     labeler = Labeler(parse_spec(config(*labels)), DEMOS, settings, LLMClient(settings))
@@ -153,6 +169,7 @@ def test_multiple_choice_scores_the_stated_labels_where_they_are_named(reference
 
 # ---- echo ---------------------------------------------------------------------------------------------------
 
+
 def test_echo_scores_every_label_exactly_in_one_request(reference):
     # Sci/Tech would never be generated greedily in plain text here (the hidden end after "Sci" hides it);
     # echo reads P(" Sci/Tech" and the end) itself.
@@ -164,7 +181,7 @@ def test_echo_scores_every_label_exactly_in_one_request(reference):
     assert reference.stats()["by_endpoint"] == {"/v1/completions": 1} and body["echo"] is True
     prompt = body["prompt"][0]
     assert "Never again. [SEP] The label of the above text is Negative\n\n" in prompt
-    assert f"{TASK} [SEP] The label of the above text is Sci\n\n" == prompt[prompt.index(TASK):]
+    assert f"{TASK} [SEP] The label of the above text is Sci\n\n" == prompt[prompt.index(TASK) :]
     assert outcome.prompt_tokens > 0 and outcome.requests == 1
 
 
@@ -203,8 +220,13 @@ def test_echo_against_a_server_that_ignores_it_is_refused(fake_llm):
 def test_echo_with_contextual_calibration_divides_out_the_content_free_prior(reference):
     prior = {"labels": {"Positive": 0.8, "Negative": 0.2}}
     reference.declare({"N/A": prior, "[MASK]": prior})  # the empty probe has no truth: it is skipped
-    outcome = label(reference, ("Positive", "Negative"), {"labels": {"Positive": 0.7, "Negative": 0.3}},
-                    scoring="echo", calibration="contextual")
+    outcome = label(
+        reference,
+        ("Positive", "Negative"),
+        {"labels": {"Positive": 0.7, "Negative": 0.3}},
+        scoring="echo",
+        calibration="contextual",
+    )
     # (0.7 / 0.8) : (0.3 / 0.2) -> Negative 1.5 / 2.375
     assert outcome.labels == ("Negative",) and outcome.score == pytest.approx(1.5 / 2.375)
 
@@ -218,10 +240,16 @@ def test_echo_covers_single_choice_configs_and_other_configs_keep_answer_scoring
 
 # ---- scoring settings move the model version and the cache key -------------------------------------------------
 
+
 def test_scoring_settings_move_model_version_and_cache_key():
     spec = parse_spec(config("Positive", "Negative"))
-    variants = [{}, {"LLM_SCORING": "echo"}, {"LLM_TOP_LOGPROBS": "5"}, {"LLM_REQUEST_LOGPROBS": "false"},
-                {"LLM_ANSWER_MODE": "logprobs", "CALIBRATION": "contextual"}]
+    variants = [
+        {},
+        {"LLM_SCORING": "echo"},
+        {"LLM_TOP_LOGPROBS": "5"},
+        {"LLM_REQUEST_LOGPROBS": "false"},
+        {"LLM_ANSWER_MODE": "logprobs", "CALIBRATION": "contextual"},
+    ]
     versions, keys = set(), set()
     for env in variants:
         settings = Settings.from_env({"LLM_MODEL": "m", **env})
@@ -231,6 +259,8 @@ def test_scoring_settings_move_model_version_and_cache_key():
         assert labeler.model_version == fingerprint(spec, labeler.examples, labeler.prompt).model_version
     assert len(versions) == len(variants) and len(keys) == len(variants)
     # Echo makes the answer mode irrelevant: the same version whatever LLM_ANSWER_MODE says.
-    echo = {Labeler(spec, DEMOS, Settings.from_env({"LLM_SCORING": "echo", "LLM_ANSWER_MODE": mode}), None).model_version
-            for mode in ("json", "logprobs", "text")}
+    echo = {
+        Labeler(spec, DEMOS, Settings.from_env({"LLM_SCORING": "echo", "LLM_ANSWER_MODE": mode}), None).model_version
+        for mode in ("json", "logprobs", "text")
+    }
     assert len(echo) == 1

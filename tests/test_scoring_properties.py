@@ -17,25 +17,54 @@ import logging
 import os
 
 import pytest
-from hypothesis import HealthCheck, assume, event, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import strategies as st
 
-from backend.fake_llm import FakeLLM
-from backend.fake_llm.reference import Truth, analyse
-from backend.labeler import Labeler
+from backend.devtools.fake_llm import FakeLLM
+from backend.devtools.fake_llm.reference import Truth, analyse
 from backend.labeling.examples import Example
 from backend.labeling.spec import parse_spec
-from backend.llm import LLMClient
+from backend.model.client import LLMClient
+from backend.model.labeler import Labeler
 from tests.conftest import llm_settings
 
-POOL = ["Positive", "Negative", "Neutral", "Sci", "Sci/Tech", "Science", "World", "World News", "Sports",
-        "Business", "Neuroscience", "Neurology", "Physics", "Bill", "Billing", "Refund", "Refusal", "Complaint",
-        "Compliment", "Health", "Healthcare", "ABBR", "HUM", "LOC", "Négatif", "Technical issue"]
+POOL = [
+    "Positive",
+    "Negative",
+    "Neutral",
+    "Sci",
+    "Sci/Tech",
+    "Science",
+    "World",
+    "World News",
+    "Sports",
+    "Business",
+    "Neuroscience",
+    "Neurology",
+    "Physics",
+    "Bill",
+    "Billing",
+    "Refund",
+    "Refusal",
+    "Complaint",
+    "Compliment",
+    "Health",
+    "Healthcare",
+    "ABBR",
+    "HUM",
+    "LOC",
+    "Négatif",
+    "Technical issue",
+]
 TASK = "Is this review about the product or the delivery?"
 DEMOS = [Example("It broke after a day.", ("Negative",), "seed", "1")]
-EXAMPLES = settings(max_examples=int(os.environ.get("SCORING_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                           HealthCheck.filter_too_much])
+EXAMPLES = settings(
+    max_examples=int(os.environ.get("SCORING_EXAMPLES", "60")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 
-logging.getLogger("backend.llm").setLevel(logging.ERROR)  # the stand-in warning, once per labeler
+logging.getLogger("backend.model.client").setLevel(logging.ERROR)  # the stand-in warning, once per labeler
 
 
 def config(labels) -> str:

@@ -32,11 +32,11 @@ import httpx
 import pytest
 import redis as redis_lib
 
-from backend import ml_adapter
-from backend.fake_llm import spawn_fake_llm
-from backend.ml_adapter import create_app
+from backend.devtools.fake_llm import spawn_fake_llm
 from backend.processes import start_backend, start_workers, stop_all
 from backend.settings import Settings
+from backend.web import ml_adapter
+from backend.web.ml_adapter import create_app
 from tests.conftest import SENTIMENT_CONFIG, clean_redis, stack_env, wait_for_workers
 
 RUN = uuid.uuid4().hex
@@ -49,8 +49,10 @@ SECRETS = {
 }
 USER = "ls-user"
 QUEUE = "fewshot-secrets"
-HYPERTEXT_CONFIG = ('<View><HyperText name="text" value="$text"/><Choices name="sentiment" toName="text">'
-                    '<Choice value="positive"/><Choice value="negative"/></Choices></View>')
+HYPERTEXT_CONFIG = (
+    '<View><HyperText name="text" value="$text"/><Choices name="sentiment" toName="text">'
+    '<Choice value="positive"/><Choice value="negative"/></Choices></View>'
+)
 
 
 def needles() -> dict[str, bytes]:
@@ -73,6 +75,7 @@ def leaks(blob: bytes) -> list[str]:
 
 # ---- stand-ins on loopback: an LLM gate in front of the fake, a Label Studio that refuses, a canary ----------
 
+
 class Recorder(ThreadingHTTPServer):
     """A loopback HTTP server that records every request and answers with `respond(handler, body)`."""
 
@@ -90,8 +93,14 @@ class Recorder(ThreadingHTTPServer):
             def _any(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                recorder.requests.append({"method": self.command, "path": self.path,
-                                          "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+                recorder.requests.append(
+                    {
+                        "method": self.command,
+                        "path": self.path,
+                        "headers": {k.lower(): v for k, v in self.headers.items()},
+                        "body": body,
+                    }
+                )
                 status, headers, payload = recorder.respond(self, body)
                 self.send_response(status)
                 for key, value in headers.items():
@@ -127,10 +136,19 @@ def llm_gate(fake_url: str) -> Recorder:
         if model.startswith("fail-"):
             status = int(model.split("-")[1])
             message = f"Incorrect API key provided: {key}; request {handler.path} refused (stand-in gate)"
-            return status, {"Content-Type": "application/json"}, json.dumps(
-                {"error": {"message": message, "type": "invalid_request_error", "code": str(status)}}).encode()
-        request = urllib.request.Request(fake_url.rsplit("/v1", 1)[0] + handler.path, data=body or None,
-                                         method=handler.command, headers={"Content-Type": "application/json"})
+            return (
+                status,
+                {"Content-Type": "application/json"},
+                json.dumps(
+                    {"error": {"message": message, "type": "invalid_request_error", "code": str(status)}}
+                ).encode(),
+            )
+        request = urllib.request.Request(
+            fake_url.rsplit("/v1", 1)[0] + handler.path,
+            data=body or None,
+            method=handler.command,
+            headers={"Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as answer:
                 return answer.status, {"Content-Type": "application/json"}, answer.read()
@@ -156,32 +174,53 @@ def canary() -> Recorder:
 
 # ---- the session ----------------------------------------------------------------------------------------------
 
+
 def auth() -> tuple[str, str]:
     return USER, SECRETS["BASIC_AUTH_PASS"]
 
 
 def session_env(redis_url: str, llm_url: str, studio_url: str) -> dict:
-    env = stack_env(redis_url, llm_url, OPENAI_API_KEY=SECRETS["OPENAI_API_KEY"],
-                    LABEL_STUDIO_API_KEY=SECRETS["LABEL_STUDIO_API_KEY"], LABEL_STUDIO_URL=studio_url,
-                    BASIC_AUTH_USER=USER, BASIC_AUTH_PASS=SECRETS["BASIC_AUTH_PASS"],
-                    WEBHOOK_SECRET=SECRETS["WEBHOOK_SECRET"], LOG_LEVEL="DEBUG", QUEUE_NAME=QUEUE,
-                    LLM_MAX_RETRIES=1, PREDICT_DEADLINE=1.5, SETUP_WAIT=0.5)
+    env = stack_env(
+        redis_url,
+        llm_url,
+        OPENAI_API_KEY=SECRETS["OPENAI_API_KEY"],
+        LABEL_STUDIO_API_KEY=SECRETS["LABEL_STUDIO_API_KEY"],
+        LABEL_STUDIO_URL=studio_url,
+        BASIC_AUTH_USER=USER,
+        BASIC_AUTH_PASS=SECRETS["BASIC_AUTH_PASS"],
+        WEBHOOK_SECRET=SECRETS["WEBHOOK_SECRET"],
+        LOG_LEVEL="DEBUG",
+        QUEUE_NAME=QUEUE,
+        LLM_MAX_RETRIES=1,
+        PREDICT_DEADLINE=1.5,
+        SETUP_WAIT=0.5,
+    )
     env.pop("BACKEND_HOST", None)  # the default bind address is part of what is checked
     return env
 
 
 def annotation_event(task_id, text, label, annotation_id, project=1):
-    return {"action": "ANNOTATION_CREATED", "project": {"id": project},
-            "task": {"id": task_id, "data": {"text": text}},
-            "annotation": {"id": annotation_id, "task": task_id, "was_cancelled": False,
-                           "updated_at": "2026-01-01T00:00:00Z",
-                           "result": [{"from_name": "sentiment", "to_name": "text", "type": "choices",
-                                       "value": {"choices": [label]}}]}}
+    return {
+        "action": "ANNOTATION_CREATED",
+        "project": {"id": project},
+        "task": {"id": task_id, "data": {"text": text}},
+        "annotation": {
+            "id": annotation_id,
+            "task": task_id,
+            "was_cancelled": False,
+            "updated_at": "2026-01-01T00:00:00Z",
+            "result": [{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": [label]}}],
+        },
+    }
 
 
 def predict_body(project: int, texts: list[str], first_id: int, config=SENTIMENT_CONFIG) -> dict:
-    return {"tasks": [{"id": first_id + i, "data": {"text": t}, "project": project} for i, t in enumerate(texts)],
-            "project": f"{project}.1700000000", "label_config": config, "params": {"context": None}}
+    return {
+        "tasks": [{"id": first_id + i, "data": {"text": t}, "project": project} for i, t in enumerate(texts)],
+        "project": f"{project}.1700000000",
+        "label_config": config,
+        "params": {"context": None},
+    }
 
 
 def _decoded(value: bytes) -> bytes:
@@ -220,8 +259,11 @@ def redis_dump(url: str) -> dict[tuple[str, str], bytes]:
         elif kind == "zset":
             items = [(str(i), m) for i, (m, _) in enumerate(connection.zrange(key, 0, -1, withscores=True))]
         elif kind == "stream":
-            items = [(eid.decode() + ":" + f.decode(errors="replace"), v)
-                     for eid, fields in connection.xrange(key) for f, v in fields.items()]
+            items = [
+                (eid.decode() + ":" + f.decode(errors="replace"), v)
+                for eid, fields in connection.xrange(key)
+                for f, v in fields.items()
+            ]
         else:
             items = []
         for field, value in items:
@@ -243,8 +285,11 @@ def session(redis_url, logs_dir):
     try:
         wait_for_workers(redis_url, 1, queue=QUEUE)
         backend, url = start_backend(session_logs, env, workers=2)
-        with httpx.Client(base_url=url, timeout=60) as anonymous, \
-                httpx.Client(base_url=url, timeout=60, auth=auth()) as http:
+        with (
+            httpx.Client(base_url=url, timeout=60) as anonymous,
+            httpx.Client(base_url=url, timeout=60, auth=auth()) as http,
+        ):
+
             def keep(response):
                 responses.append(response)
                 return response
@@ -253,19 +298,43 @@ def session(redis_url, logs_dir):
             keep(anonymous.post("/predict", json=predict_body(1, ["x"], 1)))
             keep(http.get("/health", auth=(USER, "wrong-password")))
             assert keep(http.get("/health")).status_code == 200
-            for project, options in ((1, {}), (2, {"model": "fail-401"}), (3, {"model": "fail-500"}),
-                                     (4, {"model": "fail-400"})):
-                setup = keep(http.post("/setup", json={
-                    "project": f"{project}.1700000000", "schema": SENTIMENT_CONFIG, "hostname": ssrf_canary.url,
-                    "access_token": SECRETS["access_token"], "extra_params": options}))
+            for project, options in (
+                (1, {}),
+                (2, {"model": "fail-401"}),
+                (3, {"model": "fail-500"}),
+                (4, {"model": "fail-400"}),
+            ):
+                setup = keep(
+                    http.post(
+                        "/setup",
+                        json={
+                            "project": f"{project}.1700000000",
+                            "schema": SENTIMENT_CONFIG,
+                            "hostname": ssrf_canary.url,
+                            "access_token": SECRETS["access_token"],
+                            "extra_params": options,
+                        },
+                    )
+                )
                 assert setup.status_code == 200, setup.text
             hook = {"X-Webhook-Secret": SECRETS["WEBHOOK_SECRET"]}
-            assert keep(anonymous.post("/webhook", json=annotation_event(1, "John is happy.", "positive", 11),
-                                       headers=hook)).status_code == 201
-            assert keep(http.post("/webhook", json=annotation_event(2, "Amy is angry.", "negative", 12))
-                        ).status_code == 201
-            keep(anonymous.post("/webhook", json=annotation_event(3, "Kim is glad.", "positive", 13),
-                                headers={"X-Webhook-Secret": "wrong"}))
+            assert (
+                keep(
+                    anonymous.post("/webhook", json=annotation_event(1, "John is happy.", "positive", 11), headers=hook)
+                ).status_code
+                == 201
+            )
+            assert (
+                keep(http.post("/webhook", json=annotation_event(2, "Amy is angry.", "negative", 12))).status_code
+                == 201
+            )
+            keep(
+                anonymous.post(
+                    "/webhook",
+                    json=annotation_event(3, "Kim is glad.", "positive", 13),
+                    headers={"X-Webhook-Secret": "wrong"},
+                )
+            )
             texts = [f"Person {i} is {'happy' if i % 2 else 'angry'} about item {i}." for i in range(40)]
             first = keep(http.post("/predict", json=predict_body(1, texts, 100)))  # past the deadline: write-back
             assert first.status_code == 200
@@ -273,14 +342,25 @@ def session(redis_url, logs_dir):
             for project in (2, 3, 4):
                 failing = keep(http.post("/predict", json=predict_body(project, ["Lisa is happy."], 900)))
                 assert failing.status_code == 200 and "result" not in failing.json()["results"][0]
-            for path in ("/health", "/status", "/status?project=2", "/status?project=4", "/metrics",
-                         "/versions?project=1", "/openapi.json", "/is_training"):
+            for path in (
+                "/health",
+                "/status",
+                "/status?project=2",
+                "/status?project=4",
+                "/metrics",
+                "/versions?project=1",
+                "/openapi.json",
+                "/is_training",
+            ):
                 assert keep(http.get(path)).status_code == 200, path
             keep(http.post("/versions", json={"project": "1.1700000000"}))
             keep(http.post("/train", json={"project": 1}))
             keep(http.post("/predict", content=b"{not json", headers={"Content-Type": "application/json"}))
-            keep(http.post("/setup", json={"project": "9.1", "schema": "<View/>",
-                                           "access_token": SECRETS["access_token"]}))
+            keep(
+                http.post(
+                    "/setup", json={"project": "9.1", "schema": "<View/>", "access_token": SECRETS["access_token"]}
+                )
+            )
             deadline = time.time() + 30  # the write-back flush and the syncs reach the refusing Label Studio
             while time.time() < deadline and not any("prediction" in r["path"] for r in studio.requests):
                 time.sleep(0.2)
@@ -298,8 +378,17 @@ def session(redis_url, logs_dir):
             server.close()
     logs = {path.name: path.read_bytes() for path in sorted(session_logs.glob("*.log"))}
     logs.update({path.name: path.read_bytes() for path in logs_dir.glob("redis-*.log")})
-    yield {"responses": responses, "logs": logs, "redis": dump, "studio": studio, "gate": gate,
-           "canary": ssrf_canary, "status": status.json(), "listening": listening, "backend_pids": backend_pids}
+    yield {
+        "responses": responses,
+        "logs": logs,
+        "redis": dump,
+        "studio": studio,
+        "gate": gate,
+        "canary": ssrf_canary,
+        "status": status.json(),
+        "listening": listening,
+        "backend_pids": backend_pids,
+    }
     ssrf_canary.close()
 
 
@@ -320,6 +409,7 @@ def _listening_addresses(port: int) -> set[str]:
 
 
 # ---- the scans ------------------------------------------------------------------------------------------------
+
 
 def test_the_session_reached_every_path_it_meant_to(session):
     statuses = sorted({r.status_code for r in session["responses"]})
@@ -373,6 +463,7 @@ def test_setup_hostname_is_not_contacted_when_label_studio_url_is_set(session):
 
 # ---- constant-time comparisons ---------------------------------------------------------------------------------
 
+
 def test_basic_auth_and_webhook_secret_are_compared_with_compare_digest(session, redis_url, monkeypatch):
     calls = []
     real = hmac.compare_digest
@@ -399,8 +490,9 @@ def test_basic_auth_and_webhook_secret_are_compared_with_compare_digest(session,
     assert client.post("/webhook", json=event, headers={"X-Webhook-Secret": "nope"}).status_code == 401
     assert (b"nope", SECRETS["WEBHOOK_SECRET"].encode()) in calls
     calls.clear()
-    assert client.post("/webhook", json=event, headers={"X-Webhook-Secret": SECRETS["WEBHOOK_SECRET"]}
-                       ).status_code == 201
+    assert (
+        client.post("/webhook", json=event, headers={"X-Webhook-Secret": SECRETS["WEBHOOK_SECRET"]}).status_code == 201
+    )
     assert calls == [(SECRETS["WEBHOOK_SECRET"].encode(),) * 2]
     for function in (ml_adapter._credentials_ok, ml_adapter._webhook_secret_ok):
         source = inspect.getsource(function)
@@ -408,6 +500,7 @@ def test_basic_auth_and_webhook_secret_are_compared_with_compare_digest(session,
 
 
 # ---- nothing fetches URLs from task data ------------------------------------------------------------------------
+
 
 def test_urls_in_task_data_are_text_and_never_fetched(session, redis_url, logs_dir):
     clean_redis(redis_url)
@@ -418,20 +511,29 @@ def test_urls_in_task_data_are_text_and_never_fetched(session, redis_url, logs_d
     try:
         wait_for_workers(redis_url, 1, queue="fewshot-ssrf")
         client = create_app(Settings.from_env(env)).test_client()
-        for config in (SENTIMENT_CONFIG.replace('value="$text"', 'value="$text" valueType="url"'),
-                       HYPERTEXT_CONFIG.replace('value="$text"', 'value="$text" valueType="url"')):
+        for config in (
+            SENTIMENT_CONFIG.replace('value="$text"', 'value="$text" valueType="url"'),
+            HYPERTEXT_CONFIG.replace('value="$text"', 'value="$text" valueType="url"'),
+        ):
             refused = client.post("/setup", json={"project": "1.1", "schema": config})
             assert refused.status_code == 400 and "valueType" in refused.get_json()["error"]
             refused = client.post("/predict", json=predict_body(1, [watcher.url + "/doc.txt"], 1, config))
             assert refused.status_code == 400
-        texts = [watcher.url + "/task.txt", f"see {watcher.url}/page.html and tell me if it is happy",
-                 f"file:///etc/passwd {watcher.url}/x"]
-        html = [f'<p>happy</p><img src="{watcher.url}/img.png"><iframe src="{watcher.url}/frame"></iframe>'
-                f'<a href="{watcher.url}/link">link</a><link rel="stylesheet" href="{watcher.url}/style.css">'
-                f'<script src="{watcher.url}/script.js"></script>']
+        texts = [
+            watcher.url + "/task.txt",
+            f"see {watcher.url}/page.html and tell me if it is happy",
+            f"file:///etc/passwd {watcher.url}/x",
+        ]
+        html = [
+            f'<p>happy</p><img src="{watcher.url}/img.png"><iframe src="{watcher.url}/frame"></iframe>'
+            f'<a href="{watcher.url}/link">link</a><link rel="stylesheet" href="{watcher.url}/style.css">'
+            f'<script src="{watcher.url}/script.js"></script>'
+        ]
         for config, batch in ((SENTIMENT_CONFIG, texts), (HYPERTEXT_CONFIG, html)):
-            assert client.post("/setup", json={"project": "2.1", "schema": config,
-                                               "hostname": watcher.url}).status_code == 200
+            assert (
+                client.post("/setup", json={"project": "2.1", "schema": config, "hostname": watcher.url}).status_code
+                == 200
+            )
             response = client.post("/predict", json=predict_body(2, batch, 10, config))
             results = response.get_json()["results"]
             assert response.status_code == 200 and all(r.get("result") for r in results), results
@@ -450,13 +552,19 @@ def test_the_label_studio_key_never_goes_to_a_hostname_from_setup(redis_url, log
     clean_redis(redis_url)
     elsewhere = canary()
     fake = spawn_fake_llm()
-    env = stack_env(redis_url, fake.url, QUEUE_NAME="fewshot-exfil", LABEL_STUDIO_API_KEY=SECRETS["LABEL_STUDIO_API_KEY"])
+    env = stack_env(
+        redis_url, fake.url, QUEUE_NAME="fewshot-exfil", LABEL_STUDIO_API_KEY=SECRETS["LABEL_STUDIO_API_KEY"]
+    )
     workers = start_workers(1, logs_dir, env, prefix="exfil-worker")
     try:
         wait_for_workers(redis_url, 1, queue="fewshot-exfil")
         client = create_app(Settings.from_env(env)).test_client()
-        assert client.post("/setup", json={"project": "1.1", "schema": SENTIMENT_CONFIG,
-                                           "hostname": elsewhere.url}).status_code == 200
+        assert (
+            client.post(
+                "/setup", json={"project": "1.1", "schema": SENTIMENT_CONFIG, "hostname": elsewhere.url}
+            ).status_code
+            == 200
+        )
         deadline = time.time() + 10
         while time.time() < deadline and not elsewhere.requests:
             time.sleep(0.1)

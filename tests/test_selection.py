@@ -5,11 +5,13 @@ import pytest
 from backend.labeling.examples import Example
 from backend.labeling.selection import Selection, Selector, TfidfIndex
 
-POOL = [Example("the match ended in a draw", ("sports",), ref="1"),
-        Example("parliament passed the budget", ("politics",), ref="2"),
-        Example("the striker scored twice in the match", ("sports",), ref="3"),
-        Example("a new vaccine was approved", ("science",), ref="4"),
-        Example("the goalkeeper saved a penalty", ("sports",), ref="5")]
+POOL = [
+    Example("the match ended in a draw", ("sports",), ref="1"),
+    Example("parliament passed the budget", ("politics",), ref="2"),
+    Example("the striker scored twice in the match", ("sports",), ref="3"),
+    Example("a new vaccine was approved", ("science",), ref="4"),
+    Example("the goalkeeper saved a penalty", ("sports",), ref="5"),
+]
 
 
 def test_all_and_first_k_keep_pool_order():

@@ -13,10 +13,10 @@ import sys
 
 import pytest
 
-from backend.labeler import Labeler
 from backend.labeling.spec import parse_spec
-from backend.llm import LLMClient
-from backend.local_embeddings import model_id
+from backend.model.client import LLMClient
+from backend.model.labeler import Labeler
+from backend.model.local_embeddings import model_id
 from benchmarks.bench_selection import measure
 from benchmarks.common import as_examples, choices_config, read_jsonl, split_seeds
 from tests.conftest import EVAL_DATA, REPO, SEEDS, llm_settings
@@ -27,7 +27,7 @@ LABEL = """
 import sys
 from tests import no_network
 no_network.install([int(sys.argv[1])])
-from backend.cli import main
+from backend.commands.cli import main
 sys.exit(main(sys.argv[2:]))
 """
 
@@ -36,12 +36,35 @@ def label_offline(tmp_path, fake_llm, rows: list[dict], **env) -> tuple[subproce
     """`fewshot-prelabel label` in a fresh process whose only allowed connection is the fake LLM's port."""
     source, out = tmp_path / "tasks.jsonl", tmp_path / f"out-{len(list(tmp_path.iterdir()))}.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    child_env = {**_env(tmp_path, out.stem), "OPENAI_BASE_URL": fake_llm.url, "OPENAI_API_KEY": "sk-test-fake",
-                 "LLM_MODEL": "fake-llm", **env}
-    args = ["label", "--config", str(SEEDS / "support" / "config.xml"), "--seeds", str(SEEDS / "support"),
-            "--input", str(source), "--output", str(out), "--no-progress", "--concurrency", "4"]
-    result = subprocess.run([sys.executable, "-c", LABEL, str(fake_llm.port), *args], env=child_env, cwd=REPO,
-                            capture_output=True, text=True, timeout=300)
+    child_env = {
+        **_env(tmp_path, out.stem),
+        "OPENAI_BASE_URL": fake_llm.url,
+        "OPENAI_API_KEY": "sk-test-fake",
+        "LLM_MODEL": "fake-llm",
+        **env,
+    }
+    args = [
+        "label",
+        "--config",
+        str(SEEDS / "support" / "config.xml"),
+        "--seeds",
+        str(SEEDS / "support"),
+        "--input",
+        str(source),
+        "--output",
+        str(out),
+        "--no-progress",
+        "--concurrency",
+        "4",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-c", LABEL, str(fake_llm.port), *args],
+        env=child_env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     rows_out = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
     return result, rows_out
 
@@ -66,8 +89,9 @@ def test_label_with_nearest_k_makes_no_embeddings_request_and_no_other_network_r
     assert all(len(r["body"]["messages"]) == 1 + 2 * 4 + 1 for r in fake_llm.requests())
     assert f"nearest-k:4 by {model_id()}" in result.stderr
     # TF-IDF is still there by name, and it is another selection, so another model_version.
-    tfidf, tfidf_out = label_offline(tmp_path, fake_llm, tasks[:3], DEMO_SELECTION="nearest-k", DEMO_K="4",
-                                     EMBEDDING_MODEL="tfidf")
+    tfidf, tfidf_out = label_offline(
+        tmp_path, fake_llm, tasks[:3], DEMO_SELECTION="nearest-k", DEMO_K="4", EMBEDDING_MODEL="tfidf"
+    )
     assert tfidf.returncode == 0 and "nearest-k:4 by TF-IDF" in tfidf.stderr
     assert tfidf_out[0]["model_version"] != out[0]["model_version"]
 

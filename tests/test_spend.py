@@ -1,9 +1,9 @@
 """A per-project daily budget stops new LLM calls when it is spent, and says so."""
 
-from backend.fake_llm import spawn_fake_llm
-from backend.ml_adapter import create_app
+from backend.devtools.fake_llm import spawn_fake_llm
 from backend.processes import start_workers, stop_all
 from backend.settings import Settings
+from backend.web.ml_adapter import create_app
 from tests.conftest import SENTIMENT_CONFIG, clean_redis, stack_env, wait_for_workers
 
 
@@ -16,8 +16,9 @@ def test_a_spent_daily_budget_stops_new_llm_calls_and_status_says_why(redis_url,
         wait_for_workers(redis_url, 1)
         client = create_app(Settings.from_env(env)).test_client()
         tasks = [{"id": i, "data": {"text": f"Person {i} is happy and it shows"}} for i in range(1, 21)]
-        results = client.post("/predict", json={"tasks": tasks, "project": "7.1",
-                                                "label_config": SENTIMENT_CONFIG}).get_json()["results"]
+        results = client.post(
+            "/predict", json={"tasks": tasks, "project": "7.1", "label_config": SENTIMENT_CONFIG}
+        ).get_json()["results"]
         labeled = sum(1 for r in results if "result" in r)
         calls = fake.stats()["requests"]
         assert 0 < labeled < 20 and calls == labeled  # calls stopped once the budget was spent

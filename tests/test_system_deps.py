@@ -16,15 +16,18 @@ def run(path_dir, uid: int, **env) -> subprocess.CompletedProcess:
     (path_dir / "id").write_text(f"#!/bin/sh\necho {uid}\n")  # who the script thinks it runs as
     (path_dir / "id").chmod(0o755)
     base = {k: v for k, v in os.environ.items() if k not in ("CHROMIUM", "FEWSHOT_SKIP_SYSTEM_DEPS")}
-    return subprocess.run(["/bin/sh", str(SCRIPT)], env={**base, "PATH": str(path_dir), **env},
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["/bin/sh", str(SCRIPT)], env={**base, "PATH": str(path_dir), **env}, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_not_root_and_both_missing_names_them_in_one_line(tmp_path):
     done = run(tmp_path, 1000)
     assert done.returncode == 2
-    assert done.stderr.splitlines() == ["system-deps: the tests need redis-server chromium: install them "
-                                        "(Debian/Ubuntu: sudo apt-get install -y redis-server chromium) and run again"]
+    assert done.stderr.splitlines() == [
+        "system-deps: the tests need redis-server chromium: install them "
+        "(Debian/Ubuntu: sudo apt-get install -y redis-server chromium) and run again"
+    ]
 
 
 def test_nothing_missing_passes_silently(tmp_path):

@@ -46,8 +46,9 @@ def test_a_killed_workers_scheduler_process_dies_with_it(redis_url, logs_dir):
         assert wait(lambda: children(worker.pid), 20), "the worker started no scheduler process"
         kids = children(worker.pid)
         worker.kill()  # SIGKILL: no clean-up of its own
-        assert wait(lambda: not any(running(k) for k in kids), 10), \
+        assert wait(lambda: not any(running(k) for k in kids), 10), (
             f"left running after the worker's SIGKILL: {sorted(k for k in kids if running(k))}"
+        )
     finally:
         for kid in kids:  # only the processes this test started, by PID
             if running(kid):

@@ -4,9 +4,9 @@
 
 Every `import` and `from ... import` counts, also those inside functions (a deferred import still ties two
 modules together); imports under `if TYPE_CHECKING:` do not (they never run). Only edges between modules of
-the package are kept. Prints the figures (modules, edges, layers, circles) and each circle; exit 1 when there
-is a circle or a module that may not talk HTTP imports an HTTP client. tests/test_architecture.py runs the same
-checks in the suite.
+the package are kept. Prints the figures (modules, edges, layers, circles), each circle and each import against
+the declared layers (LAYERS); exit 1 when there is one, or when a module that may not talk HTTP imports an HTTP
+client. tests/test_architecture.py runs the same checks in the suite.
 """
 
 from __future__ import annotations
@@ -21,13 +21,30 @@ from pathlib import Path
 # client (studio.py); the others here talk HTTP to something else or are development equipment.
 HTTP_CLIENTS = ("httpx", "requests", "urllib.request", "label_studio_sdk.client")
 HTTP_ALLOWED = {
-    "backend.studio": "the one Label Studio client (the SDK, and StudioAdmin's REST calls with its auth)",
-    "backend.local_studio": "the local Label Studio harness probes /health of the server it starts (its REST "
-                            "calls go through the one client, studio.StudioAdmin)",
-    "backend.demo": "the demo command waits for the processes it starts",
+    "backend.studio.client": "the one Label Studio client (the SDK, and StudioAdmin's REST calls with its auth)",
+    "backend.devtools.local_studio": "the local Label Studio harness probes /health of the server it starts (its REST "
+    "calls go through the one client, studio.StudioAdmin)",
+    "backend.commands.demo": "the demo command waits for the processes it starts",
     "backend.processes": "health probes of the backend processes it starts",
-    "backend.fake_llm.server": "the stand-in LLM server's own client (development equipment)",
+    "backend.devtools.fake_llm.server": "the stand-in LLM server's own client (development equipment)",
 }
+
+
+# Old module paths kept for one release so that rq jobs already queued under them still run; they only
+# re-export, so they stand outside the graph.
+COMPAT_ALIASES = {"backend.jobs": "rq jobs enqueued as backend.jobs.* before the packages (remove in 0.3)"}
+
+# The packages by role, top to bottom: a module imports its own package and the layers below, never a layer
+# above nor another package of its own layer. "backend" is the base: settings, logs, costs, lifetime, processes.
+LAYERS: list[tuple[str, ...]] = [
+    ("backend.commands",),
+    ("backend.web",),
+    ("backend.pipeline", "backend.devtools"),
+    ("backend.model", "backend.studio"),
+    ("backend.state", "backend.evaluation"),
+    ("backend",),
+    ("backend.labeling",),
+]
 
 
 @dataclass
@@ -56,6 +73,7 @@ def build(package_dir: Path) -> Graph:
     root = package_dir.resolve()
     paths = sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
     names = {module_name(p, root): p for p in paths}
+    names = {name: path for name, path in names.items() if name not in COMPAT_ALIASES}
     graph = Graph(modules=sorted(names))
     for name, path in names.items():
         is_package = path.name == "__init__.py"
@@ -101,7 +119,8 @@ def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _absolute(node: ast.ImportFrom, module: str, is_package: bool) -> str:
@@ -208,6 +227,26 @@ def longest_chain(graph: Graph) -> list[str]:
     return max((chain(m, frozenset()) for m in graph.modules), key=len, default=[])
 
 
+def package_of(module: str, layers: list[tuple[str, ...]]) -> str:
+    """The package of the layers a module belongs to (the longest that is a prefix of its name)."""
+    names = [p for layer in layers for p in layer]
+    return max((p for p in names if module == p or module.startswith(p + ".")), key=len, default=module)
+
+
+def upward_imports(graph: Graph, layers: list[tuple[str, ...]] | None = None) -> list[str]:
+    """Imports that run up the layers, or across two packages of one layer ("a -> b" each)."""
+    layers = LAYERS if layers is None else layers
+    rank = {p: i for i, layer in enumerate(layers) for p in layer}
+    found = []
+    for module in graph.modules:
+        source = package_of(module, layers)
+        for target in sorted(graph.edges.get(module, ())):
+            dest = package_of(target, layers)
+            if dest != source and rank.get(dest, -1) <= rank.get(source, -1):
+                found.append(f"{module} -> {target}")
+    return found
+
+
 def _members(node: str, group_of: dict[str, str]) -> list[str]:
     return [m for m, g in group_of.items() if g == node] or [node]
 
@@ -225,7 +264,8 @@ def http_violations(graph: Graph, allowed: dict[str, str] | None = None) -> dict
 
 def package_graph(graph: Graph) -> Graph:
     """The same graph with every module folded into its top package (backend.labeling.controls.base ->
-    backend.labeling; backend.cli -> backend)."""
+    backend.labeling; backend.commands.cli -> backend)."""
+
     def package(name: str) -> str:
         return ".".join(name.split(".")[:2]) if name.split(".")[:2] in tops else name.split(".")[0]
 
@@ -243,8 +283,9 @@ def _is_package_name(name: str, graph: Graph) -> bool:
 
 def summary(graph: Graph) -> str:
     """One line of figures: modules, edges, layers, circles."""
-    return (f"{len(graph.modules)} modules, {graph.edge_count} edges, {layers(graph)} layers, "
-            f"{len(circles(graph))} circles")
+    return (
+        f"{len(graph.modules)} modules, {graph.edge_count} edges, {layers(graph)} layers, {len(circles(graph))} circles"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,8 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     package_dir = Path(args.package)
     if not (package_dir / "__init__.py").is_file():
-        print(f"import_graph: {package_dir} is not a package (no __init__.py); give the package directory",
-              file=sys.stderr)
+        print(
+            f"import_graph: {package_dir} is not a package (no __init__.py); give the package directory",
+            file=sys.stderr,
+        )
         return 2
     graph = build(package_dir)
     print(f"modules: {summary(graph)}")
@@ -263,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     print("deepest chain: " + " -> ".join(longest_chain(graph)))
     for group in circles(graph):
         print("circle: " + " <-> ".join(group))
+    for edge in upward_imports(graph):
+        print(f"upward: {edge}")
     violations = http_violations(graph)
     for module, clients in violations.items():
         print(f"http: {module} imports {', '.join(clients)} but is not one of the modules allowed to")
@@ -270,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         for module in graph.modules:
             for target in sorted(graph.edges[module]):
                 print(f"{module} -> {target}")
-    return 1 if circles(graph) or violations else 0
+    return 1 if circles(graph) or violations or upward_imports(graph) else 0
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from ..labeling.examples import Example
+from backend.labeling.examples import Example
 
 
 class StructuredBaseline:

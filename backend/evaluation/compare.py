@@ -46,6 +46,7 @@ def compare_choices(gold: list[str], predicted: list[str] | None) -> dict:
 
 # --- spans ---------------------------------------------------------------------------------------------
 
+
 def span_set(value: list[dict] | None) -> set[Span]:
     """(start, end, label) of a span value (entities with offsets)."""
     return {(e["start"], e["end"], e["label"]) for e in value or []}
@@ -54,9 +55,11 @@ def span_set(value: list[dict] | None) -> set[Span]:
 def compare_spans(gold: list[dict], predicted: list[dict] | None) -> dict:
     """{"correct": same span set, "exact": {label: {tp, fp, fn}}, "overlap": {label: {tp, fp, fn}}}."""
     gold_spans, predicted_spans = span_set(gold), span_set(predicted)
-    return {"correct": predicted is not None and gold_spans == predicted_spans,
-            "exact": span_counts(gold_spans, predicted_spans, overlap=False),
-            "overlap": span_counts(gold_spans, predicted_spans, overlap=True)}
+    return {
+        "correct": predicted is not None and gold_spans == predicted_spans,
+        "exact": span_counts(gold_spans, predicted_spans, overlap=False),
+        "overlap": span_counts(gold_spans, predicted_spans, overlap=True),
+    }
 
 
 def span_counts(gold: set[Span], predicted: set[Span], overlap: bool) -> dict[str, dict[str, int]]:
@@ -72,8 +75,15 @@ def span_counts(gold: set[Span], predicted: set[Span], overlap: bool) -> dict[st
 
 def _overlap_pairs(gold: list[Span], predicted: list[Span]) -> list[tuple[Span, Span]]:
     """One-to-one pairs of overlapping spans, largest shared length first (ties: text order)."""
-    candidates = sorted(((min(g[1], p[1]) - max(g[0], p[0]), g, p) for g in gold for p in predicted
-                         if min(g[1], p[1]) > max(g[0], p[0])), key=lambda c: (-c[0], c[1], c[2]))
+    candidates = sorted(
+        (
+            (min(g[1], p[1]) - max(g[0], p[0]), g, p)
+            for g in gold
+            for p in predicted
+            if min(g[1], p[1]) > max(g[0], p[0])
+        ),
+        key=lambda c: (-c[0], c[1], c[2]),
+    )
     used_gold, used_predicted, pairs = set(), set(), []
     for _shared, g, p in candidates:
         if g not in used_gold and p not in used_predicted:
@@ -116,13 +126,16 @@ def compare_texts(gold: list[str], predicted: list[str] | None) -> dict:
 
 # --- taxonomy ------------------------------------------------------------------------------------------
 
+
 def compare_paths(gold: list[list[str]], predicted: list[list[str]] | None) -> dict:
     """{"correct", "path": {tp, fp, fn}, "node": {tp, fp, fn}} (nodes: every path's prefixes)."""
     g, p = {tuple(x) for x in gold}, {tuple(x) for x in predicted or []}
     gn, pn = _prefixes(g), _prefixes(p)
-    return {"correct": predicted is not None and g == p,
-            "path": {"tp": len(g & p), "fp": len(p - g), "fn": len(g - p)},
-            "node": {"tp": len(gn & pn), "fp": len(pn - gn), "fn": len(gn - pn)}}
+    return {
+        "correct": predicted is not None and g == p,
+        "path": {"tp": len(g & p), "fp": len(p - g), "fn": len(g - p)},
+        "node": {"tp": len(gn & pn), "fp": len(pn - gn), "fn": len(gn - pn)},
+    }
 
 
 def _prefixes(paths: set[tuple[str, ...]]) -> set[tuple[str, ...]]:
@@ -130,6 +143,7 @@ def _prefixes(paths: set[tuple[str, ...]]) -> set[tuple[str, ...]]:
 
 
 # --- numbers -------------------------------------------------------------------------------------------
+
 
 def compare_numbers(gold: float, predicted: float | None) -> dict:
     """{"correct", "error": |predicted - gold| (None without a prediction)}."""

@@ -18,16 +18,21 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from .compare import compare
-from .metrics import EvalItem, evaluate, macro_f1, precision_recall_f1
+from backend.evaluation.compare import compare
+from backend.evaluation.metrics import EvalItem, evaluate, macro_f1, precision_recall_f1
 
 
-def summarize(tag: str, labels: list[str], golds: list[Any], predictions: list[Any | None],
-              multiple: bool = False) -> dict:
+def summarize(
+    tag: str, labels: list[str], golds: list[Any], predictions: list[Any | None], multiple: bool = False
+) -> dict:
     """The control's figures over these tasks (see the module docstring)."""
     tasks = [compare(tag, gold, predicted) for gold, predicted in zip(golds, predictions)]
-    base = {"tag": tag, "n": len(golds), "failed": sum(p is None for p in predictions),
-            "exact_match": share(sum(t["correct"] for t in tasks), len(tasks))}
+    base = {
+        "tag": tag,
+        "n": len(golds),
+        "failed": sum(p is None for p in predictions),
+        "exact_match": share(sum(t["correct"] for t in tasks), len(tasks)),
+    }
     if tag == "Choices":
         items = [EvalItem(tuple(g), None if p is None else tuple(p)) for g, p in zip(golds, predictions)]
         return {**base, **evaluate(items, labels, multiple)}
@@ -52,8 +57,13 @@ def span_scores(tasks: list[dict], matching: str, labels: list[str]) -> dict:
     for label in order:
         counts = totals.get(label, Counter())
         precision, recall, f1 = precision_recall_f1(counts["tp"], counts["fp"], counts["fn"])
-        per_label[label] = {"precision": precision, "recall": recall, "f1": f1,
-                            "support": counts["tp"] + counts["fn"], "predicted": counts["tp"] + counts["fp"]}
+        per_label[label] = {
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "support": counts["tp"] + counts["fn"],
+            "predicted": counts["tp"] + counts["fp"],
+        }
     micro = pooled(totals.values())
     return {"per_label": per_label, **micro, "macro_f1": macro_f1(per_label)}
 
@@ -64,8 +74,7 @@ def pooled(counts) -> dict:
     for c in counts:
         total.update(c)
     precision, recall, f1 = precision_recall_f1(total["tp"], total["fp"], total["fn"])
-    return {"precision": precision, "recall": recall, "f1": f1, "tp": total["tp"], "fp": total["fp"],
-            "fn": total["fn"]}
+    return {"precision": precision, "recall": recall, "f1": f1, "tp": total["tp"], "fp": total["fp"], "fn": total["fn"]}
 
 
 def headline(summary: dict) -> tuple[str, float | None]:

@@ -15,16 +15,17 @@ before the annotation was.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from datetime import UTC, datetime
+from typing import Any
 
-from ..labeling.errors import LabelingError
-from ..labeling.examples import annotation_labels, normalize_labels, structured_answer
-from ..labeling.spec import LabelingSpec
-from .control_metrics import share, summarize
-from .metrics import coverage_curve, expected_calibration_error, recommended_threshold, usable_score
-from .structured import compare_task, predicted_value
+from backend.evaluation.control_metrics import share, summarize
+from backend.evaluation.metrics import coverage_curve, expected_calibration_error, recommended_threshold, usable_score
+from backend.evaluation.structured import compare_task, predicted_value
+from backend.labeling.errors import LabelingError
+from backend.labeling.examples import annotation_labels, normalize_labels, structured_answer
+from backend.labeling.spec import LabelingSpec
 
 OWN_VERSION_PREFIX = "fsp-"  # every model_version this backend stamps (labeling/fingerprint.py)
 DEFAULT_TARGET = 0.95
@@ -59,7 +60,7 @@ def parse_time(value: Any) -> datetime | None:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def seen_prediction(annotation: dict, predictions: Iterable[dict]) -> dict | None:
@@ -72,12 +73,14 @@ def seen_prediction(annotation: dict, predictions: Iterable[dict]) -> dict | Non
         if linked is not None:
             return linked if is_own(linked) else None
     made = parse_time(annotation.get("created_at"))
-    before = [p for p in predictions if is_own(p)
-              and (made is None or (parse_time(p.get("created_at")) or made) <= made)]
+    before = [
+        p for p in predictions if is_own(p) and (made is None or (parse_time(p.get("created_at")) or made) <= made)
+    ]
     if not before:
         return None
-    return max(before, key=lambda p: (parse_time(p.get("created_at")) or datetime.min.replace(tzinfo=timezone.utc),
-                                      p.get("id") or 0))
+    return max(
+        before, key=lambda p: (parse_time(p.get("created_at")) or datetime.min.replace(tzinfo=UTC), p.get("id") or 0)
+    )
 
 
 def values_of(spec: LabelingSpec, result: Any, text: str) -> dict:
@@ -112,17 +115,26 @@ def review(spec: LabelingSpec, task: dict, annotation: dict, predictions: Iterab
     # A value the annotator removed (a control the prediction filled and the annotation leaves empty) is a change.
     removed = any(c.name not in gold and predicted.get(c.name) not in (None, [], "") for c in controls)
     score = prediction.get("score")
-    return {"task": task.get("id"), "annotation": annotation.get("id"),
-            "model_version": prediction.get("model_version"), "prediction": prediction.get("id"),
-            "score": float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else None,
-            "accepted": verdict["correct"] and not removed,
-            "at": annotation.get("created_at"), "updated_at": annotation.get("updated_at"),
-            "controls": {c.name: {"gold": gold[c.name], "predicted": predicted_value(c, predicted)}
-                         for c in controls if c.name in gold}}, ""
+    return {
+        "task": task.get("id"),
+        "annotation": annotation.get("id"),
+        "model_version": prediction.get("model_version"),
+        "prediction": prediction.get("id"),
+        "score": float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else None,
+        "accepted": verdict["correct"] and not removed,
+        "at": annotation.get("created_at"),
+        "updated_at": annotation.get("updated_at"),
+        "controls": {
+            c.name: {"gold": gold[c.name], "predicted": predicted_value(c, predicted)}
+            for c in controls
+            if c.name in gold
+        },
+    }, ""
 
 
-def reviews_from_tasks(spec: LabelingSpec, tasks: Iterable[dict],
-                       predictions: dict | None = None) -> tuple[list[dict], Counter]:
+def reviews_from_tasks(
+    spec: LabelingSpec, tasks: Iterable[dict], predictions: dict | None = None
+) -> tuple[list[dict], Counter]:
     """Every review in these tasks ({id, data, annotations, predictions?}); `predictions` {task id: [..]}
     overrides a task's own list. The Counter counts annotations that review nothing, by reason."""
     records: list[dict] = []
@@ -142,8 +154,8 @@ def reviews_from_tasks(spec: LabelingSpec, tasks: Iterable[dict],
 
 # ---- figures --------------------------------------------------------------------------------------------------
 
-def figures(records: list[dict], controls: list[LiveControl], target: float = DEFAULT_TARGET,
-            bins: int = BINS) -> dict:
+
+def figures(records: list[dict], controls: list[LiveControl], target: float = DEFAULT_TARGET, bins: int = BINS) -> dict:
     """The live figures as a JSON-ready dict (the README's "Live quality" says what each means):
 
     reviewed (annotations compared), tasks, accepted, accepted_share; by_model_version {version: {reviewed,
@@ -156,17 +168,24 @@ def figures(records: list[dict], controls: list[LiveControl], target: float = DE
     records = sorted(records, key=lambda r: (str(r.get("at") or ""), str(r.get("annotation"))))
     accepted = [bool(r["accepted"]) for r in records]
     scored = [r for r in records if usable_score(r.get("score"))]
-    curve = coverage_curve([r["score"] for r in scored], [bool(r["accepted"]) for r in scored], len(records)) \
-        if records else []
+    curve = (
+        coverage_curve([r["score"] for r in scored], [bool(r["accepted"]) for r in scored], len(records))
+        if records
+        else []
+    )
     chosen = recommended_threshold(curve, target)
     point = next((p for p in curve if p["threshold"] == chosen), None)
     return {
-        "reviewed": len(records), "tasks": len({r["task"] for r in records}), "accepted": sum(accepted),
+        "reviewed": len(records),
+        "tasks": len({r["task"] for r in records}),
+        "accepted": sum(accepted),
         "accepted_share": share(sum(accepted), len(records)),
         "by_model_version": by_model_version(records, bins),
         "controls": control_figures(records, controls),
         "calibration": acceptance_calibration(scored, bins),
-        "coverage": curve, "scored": len(scored), "target": target,
+        "coverage": curve,
+        "scored": len(scored),
+        "target": target,
         "recommended_threshold": chosen,
         "recommended_coverage": point["coverage"] if point else None,
         "recommended_accepted_share": point["accuracy"] if point else None,
@@ -191,10 +210,15 @@ def by_model_version(records: list[dict], bins: int = BINS) -> dict[str, dict]:
         scores = [r["score"] for r in rows if usable_score(r.get("score"))]
         calibration = acceptance_calibration([r for r in rows if usable_score(r.get("score"))], bins)
         hits = sum(bool(r["accepted"]) for r in rows)
-        table[version] = {"reviewed": len(rows), "accepted": hits, "accepted_share": share(hits, len(rows)),
-                          "mean_score": share(sum(scores), len(scores)),
-                          "ece": calibration["ece"] if calibration else None,
-                          "first": rows[0].get("at"), "last": rows[-1].get("at")}
+        table[version] = {
+            "reviewed": len(rows),
+            "accepted": hits,
+            "accepted_share": share(hits, len(rows)),
+            "mean_score": share(sum(scores), len(scores)),
+            "ece": calibration["ece"] if calibration else None,
+            "first": rows[0].get("at"),
+            "last": rows[-1].get("at"),
+        }
     return table
 
 
@@ -204,8 +228,13 @@ def control_figures(records: list[dict], controls: list[LiveControl]) -> dict[st
     for control in controls:
         rows = [r["controls"][control.name] for r in records if control.name in r.get("controls", {})]
         if rows:
-            found[control.name] = summarize(control.tag, list(control.label_values), [r["gold"] for r in rows],
-                                            [r["predicted"] for r in rows], control.multiple)
+            found[control.name] = summarize(
+                control.tag,
+                list(control.label_values),
+                [r["gold"] for r in rows],
+                [r["predicted"] for r in rows],
+                control.multiple,
+            )
     return found
 
 
@@ -214,10 +243,12 @@ def over_time(records: list[dict]) -> list[dict]:
     days: dict[str, list[bool]] = {}
     for record in records:
         moment = parse_time(record.get("at"))
-        day = moment.astimezone(timezone.utc).date().isoformat() if moment else "unknown"
+        day = moment.astimezone(UTC).date().isoformat() if moment else "unknown"
         days.setdefault(day, []).append(bool(record["accepted"]))
-    return [{"day": day, "reviewed": len(hits), "accepted": sum(hits), "accepted_share": share(sum(hits), len(hits))}
-            for day, hits in sorted(days.items())]
+    return [
+        {"day": day, "reviewed": len(hits), "accepted": sum(hits), "accepted_share": share(sum(hits), len(hits))}
+        for day, hits in sorted(days.items())
+    ]
 
 
 def auto_threshold(found: dict, min_reviews: int) -> tuple[float | None, str]:
@@ -228,15 +259,23 @@ def auto_threshold(found: dict, min_reviews: int) -> tuple[float | None, str]:
     chosen = found["recommended_threshold"]
     if chosen is None:
         return None, f"no score threshold reaches an accepted share of {target:g} over {scored} scored reviews"
-    return chosen, (f"{scored} scored reviews: predictions with score >= {chosen:.4g} were accepted as-is "
-                    f"{found['recommended_accepted_share']:.3f} of the time (target {target:g}) and cover "
-                    f"{100 * found['recommended_coverage']:.1f} % of reviewed tasks")
+    return chosen, (
+        f"{scored} scored reviews: predictions with score >= {chosen:.4g} were accepted as-is "
+        f"{found['recommended_accepted_share']:.3f} of the time (target {target:g}) and cover "
+        f"{100 * found['recommended_coverage']:.1f} % of reviewed tasks"
+    )
 
 
 def summary(found: dict) -> dict:
     """The short form /status shows."""
-    return {"reviewed": found["reviewed"], "accepted_share": found["accepted_share"],
-            "by_model_version": {v: {"reviewed": row["reviewed"], "accepted_share": row["accepted_share"]}
-                                 for v, row in found["by_model_version"].items()},
-            "ece": (found["calibration"] or {}).get("ece"),
-            "recommended_threshold": found["recommended_threshold"], "target": found["target"]}
+    return {
+        "reviewed": found["reviewed"],
+        "accepted_share": found["accepted_share"],
+        "by_model_version": {
+            v: {"reviewed": row["reviewed"], "accepted_share": row["accepted_share"]}
+            for v, row in found["by_model_version"].items()
+        },
+        "ece": (found["calibration"] or {}).get("ece"),
+        "recommended_threshold": found["recommended_threshold"],
+        "target": found["target"],
+    }

@@ -264,7 +264,9 @@ def evaluate(
         "recommended_threshold": recommended_threshold(curve, target_accuracy),
         "target_accuracy": target_accuracy,
         "baseline": baseline,
-        "gain": None if baseline is None else {
+        "gain": None
+        if baseline is None
+        else {
             "accuracy": difference(model["accuracy"]["all"], baseline["accuracy"]["all"]),
             "macro_f1": difference(model["macro_f1"], baseline["macro_f1"]),
         },

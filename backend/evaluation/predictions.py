@@ -11,32 +11,48 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..labeling.examples import Example
-from ..labeling.rows import row_label
-from ..labeling.spec import LabelingSpec
-from .compare import compare_choices
-from .structured import compare_task
+from backend.evaluation.compare import compare_choices
+from backend.evaluation.structured import compare_task
+from backend.labeling.examples import Example
+from backend.labeling.rows import row_label
+from backend.labeling.spec import LabelingSpec
 
 SHOWN = 10  # tasks per list in the report
 
 
-def task_row(spec: LabelingSpec, example: Example, *, labels: tuple | None, values: dict | None,
-             score: float | None, error: str | None, prompt_tokens: int, completion_tokens: int,
-             demonstrations: list[str], fold: int) -> dict:
+def task_row(
+    spec: LabelingSpec,
+    example: Example,
+    *,
+    labels: tuple | None,
+    values: dict | None,
+    score: float | None,
+    error: str | None,
+    prompt_tokens: int,
+    completion_tokens: int,
+    demonstrations: list[str],
+    fold: int,
+) -> dict:
     """One predictions.jsonl row; `labels`/`values` are the model's answer (None when it failed)."""
     failed = labels is None
     if spec.structured:
         verdict = compare_task(spec.controls, example.answer, None if failed else values)
     else:
         verdict = compare_choices(list(example.labels), None if labels is None else list(labels))
-    row = {"task": example.ref, "text": example.text,
-           "gold": row_label(spec, example.labels, example.answer, example.text),
-           "predicted": None if failed else row_label(spec, labels, values, example.text),
-           "score": score, "correct": verdict["correct"], "error": error}
+    row = {
+        "task": example.ref,
+        "text": example.text,
+        "gold": row_label(spec, example.labels, example.answer, example.text),
+        "predicted": None if failed else row_label(spec, labels, values, example.text),
+        "score": score,
+        "correct": verdict["correct"],
+        "error": error,
+    }
     if spec.structured:
         row["controls"] = verdict["controls"]
-    row.update(tokens={"prompt": prompt_tokens, "completion": completion_tokens},
-               demonstrations=demonstrations, fold=fold)
+    row.update(
+        tokens={"prompt": prompt_tokens, "completion": completion_tokens}, demonstrations=demonstrations, fold=fold
+    )
     return row
 
 
@@ -55,8 +71,9 @@ def notable(rows: list[dict], limit: int = SHOWN) -> dict[str, list[dict]]:
     return {
         "confident_wrong": sorted(wrong, key=lambda r: -r["score"])[:limit],
         "unsure_right": sorted(right, key=lambda r: r["score"])[:limit],
-        "wrong_unscored": [r for r in rows if not r["correct"] and not isinstance(r.get("score"), (int, float))
-                           ][:limit],
+        "wrong_unscored": [r for r in rows if not r["correct"] and not isinstance(r.get("score"), (int, float))][
+            :limit
+        ],
     }
 
 

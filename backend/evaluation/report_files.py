@@ -5,10 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .predictions import brief
-from .report import (calibration_blocks, confusion_blocks, fmt, meta_blocks, overview, per_label_table, summary_rows,
-                     to_html, to_markdown)
-from .report_structured import structured_blocks
+from backend.evaluation.predictions import brief
+from backend.evaluation.report import (
+    calibration_blocks,
+    confusion_blocks,
+    fmt,
+    meta_blocks,
+    overview,
+    per_label_table,
+    summary_rows,
+    to_html,
+    to_markdown,
+)
+from backend.evaluation.report_structured import structured_blocks
 
 
 def report_blocks(result: dict, title: str, meta: dict, tasks: dict | None = None) -> list[tuple]:
@@ -34,31 +43,55 @@ def task_blocks(tasks: dict | None) -> list[tuple]:
     """The tasks to look at first: confident mistakes, unsure right answers, or unscored mistakes."""
     if tasks is None:
         return []
+
     def table(rows: list[dict]) -> tuple:
-        return ("table", ["task", "score", "gold", "predicted", "text"],
-                [[str(r["task"]), fmt(r["score"]), brief(r["gold"]), brief(r["predicted"]) if r["predicted"]
-                  is not None else f"(failed: {r['error'] or 'no answer'})"[:120], brief(r["text"], 160)]
-                 for r in rows])
+        return (
+            "table",
+            ["task", "score", "gold", "predicted", "text"],
+            [
+                [
+                    str(r["task"]),
+                    fmt(r["score"]),
+                    brief(r["gold"]),
+                    brief(r["predicted"])
+                    if r["predicted"] is not None
+                    else f"(failed: {r['error'] or 'no answer'})"[:120],
+                    brief(r["text"], 160),
+                ]
+                for r in rows
+            ],
+        )
 
     blocks = [("h2", "Tasks to look at")]
     if tasks["confident_wrong"]:
-        blocks += [("p", "The most confident wrong answers (a threshold cannot catch these; the gold label "
-                         "may be wrong too):"), table(tasks["confident_wrong"])]
+        blocks += [
+            (
+                "p",
+                "The most confident wrong answers (a threshold cannot catch these; the gold label may be wrong too):",
+            ),
+            table(tasks["confident_wrong"]),
+        ]
     if tasks["unsure_right"]:
-        blocks += [("p", "The least confident right answers (what a threshold would throw away):"),
-                   table(tasks["unsure_right"])]
+        blocks += [
+            ("p", "The least confident right answers (what a threshold would throw away):"),
+            table(tasks["unsure_right"]),
+        ]
     if tasks["wrong_unscored"]:
-        blocks += [("p", "Wrong answers without a score (the server gave no log-probabilities, or the config's "
-                         "answers are not scored):"), table(tasks["wrong_unscored"])]
+        blocks += [
+            (
+                "p",
+                "Wrong answers without a score (the server gave no log-probabilities, or the config's "
+                "answers are not scored):",
+            ),
+            table(tasks["wrong_unscored"]),
+        ]
     if len(blocks) == 1:
         blocks.append(("p", "Every task was answered right."))
-    blocks.append(("p", "Every task's gold and predicted answer, score, tokens and demonstrations: "
-                        "predictions.jsonl."))
+    blocks.append(("p", "Every task's gold and predicted answer, score, tokens and demonstrations: predictions.jsonl."))
     return blocks
 
 
 # --- Markdown ---------------------------------------------------------------------------------------------------
-
 
 
 def write_reports(result: dict, out_dir: Path, title: str, meta: dict, tasks: dict | None = None) -> dict[str, Path]:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .compare import compare
-from .control_metrics import share, summarize
-from .metrics import EvalItem, calibration, recommended_threshold, scored_coverage
+from backend.evaluation.compare import compare
+from backend.evaluation.control_metrics import share, summarize
+from backend.evaluation.metrics import EvalItem, calibration, recommended_threshold, scored_coverage
 
 
 @dataclass(frozen=True)
@@ -53,11 +53,16 @@ def evaluate_structured(controls, items: list[StructuredItem], bins: int = 10, t
         scored = [item for item in items if control.name in item.gold]
         golds = [item.gold[control.name] for item in scored]
         labels = list(control.label_values)
-        summary = summarize(control.tag, labels, golds, [predicted_value(control, i.predicted) for i in scored],
-                            control.multiple)
-        summary["baseline"] = summarize(control.tag, labels, golds, [predicted_value(control, i.baseline)
-                                                                     for i in scored], control.multiple) \
-            if has_baseline and scored else None
+        summary = summarize(
+            control.tag, labels, golds, [predicted_value(control, i.predicted) for i in scored], control.multiple
+        )
+        summary["baseline"] = (
+            summarize(
+                control.tag, labels, golds, [predicted_value(control, i.baseline) for i in scored], control.multiple
+            )
+            if has_baseline and scored
+            else None
+        )
         per_control[control.name] = summary
     # Calibration and thresholds treat "every control right" as a correct task.
     as_items = [EvalItem(("right",), ("right",) if ok else ("wrong",), item.score) for ok, item in zip(verdicts, items)]
@@ -76,4 +81,3 @@ def evaluate_structured(controls, items: list[StructuredItem], bins: int = 10, t
         "target_accuracy": target_accuracy,
         "baseline": {"exact_match": share(sum(baseline_right), len(items))} if has_baseline else None,
     }
-

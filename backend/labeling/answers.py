@@ -8,11 +8,11 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidAnswer
-from .matching import match_label
+from backend.labeling.errors import InvalidAnswer
+from backend.labeling.matching import match_label
 
 if TYPE_CHECKING:
-    from .spec import LabelingSpec
+    from backend.labeling.spec import LabelingSpec
 
 MAX_JSON_STARTS = 64
 
@@ -64,7 +64,7 @@ def parse_batch_answer(content: str, spec: LabelingSpec, count: int) -> dict[int
     payload = _find_json(content or "")
     items = payload.get("items") if isinstance(payload, dict) else None
     if not isinstance(items, dict):
-        raise InvalidAnswer("malformed", "a batch answer needs an \"items\" object keyed by item number")
+        raise InvalidAnswer("malformed", 'a batch answer needs an "items" object keyed by item number')
     results: dict[int, tuple[str, ...] | InvalidAnswer] = {}
     for number in range(1, count + 1):
         value = items.get(str(number))
@@ -86,7 +86,9 @@ def parse_structured_answer(content: str, spec: LabelingSpec, text: str) -> tupl
     """
     payload = _find_json(content or "")
     if not isinstance(payload, dict):
-        raise InvalidAnswer("malformed", f"expected a JSON object with one field per control, got {str(payload)[:80]!r}")
+        raise InvalidAnswer(
+            "malformed", f"expected a JSON object with one field per control, got {str(payload)[:80]!r}"
+        )
     answer: dict[str, Any] = {}
     notes: dict[str, Any] = {}  # per control: why it was left empty (a string) or what check() dropped
     for control in spec.controls:
@@ -158,5 +160,5 @@ def locate_json(content: str) -> tuple[str, int] | None:
             decoder.raw_decode(text, match.start())
         except (ValueError, RecursionError):
             continue
-        return text[match.start():], offset + match.start()
+        return text[match.start() :], offset + match.start()
     return None

@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .budget import REPLY_PRIMING, Budget, TokenCounter
-from .examples import Example
-from .prompt import PromptSettings, build_messages
-from .selection import SIMILARITY_STRATEGIES, TFIDF, Selection
-from .spec import LabelingSpec
+from backend.labeling.budget import REPLY_PRIMING, Budget, TokenCounter
+from backend.labeling.examples import Example
+from backend.labeling.prompt import PromptSettings, build_messages
+from backend.labeling.selection import SIMILARITY_STRATEGIES, TFIDF, Selection
+from backend.labeling.spec import LabelingSpec
 
 
 @dataclass(frozen=True)
@@ -36,9 +36,13 @@ class SelectionChoice:
         return text + (f" (auto: {self.reason})" if self.setting == "auto" else "")
 
     def as_dict(self) -> dict[str, Any]:
-        return {"setting": self.setting, "strategy": self.selection.strategy,
-                "k": None if self.selection.strategy == "all" else self.selection.k,
-                "similarity": self.similarity or None, "reason": self.reason}
+        return {
+            "setting": self.setting,
+            "strategy": self.selection.strategy,
+            "k": None if self.selection.strategy == "all" else self.selection.k,
+            "similarity": self.similarity or None,
+            "reason": self.reason,
+        }
 
 
 def similarity_name(similarity: str) -> str:
@@ -50,8 +54,9 @@ def comfortable_room(budget: Budget) -> int:
     return int(budget.prompt_tokens * (1.0 - budget.max_text_share))
 
 
-def demonstration_tokens(spec: LabelingSpec, examples: list[Example], prompt: PromptSettings,
-                         counter: TokenCounter, stop_above: int) -> int:
+def demonstration_tokens(
+    spec: LabelingSpec, examples: list[Example], prompt: PromptSettings, counter: TokenCounter, stop_above: int
+) -> int:
     """Tokens of the prompt with every demonstration and an empty task; counting stops once past stop_above
     (a project with 100,000 annotations is not counted to the end)."""
     total = REPLY_PRIMING
@@ -62,26 +67,40 @@ def demonstration_tokens(spec: LabelingSpec, examples: list[Example], prompt: Pr
     return total
 
 
-def choose_selection(spec: LabelingSpec, examples: list[Example], prompt: PromptSettings, counter: TokenCounter,
-                     budget: Budget) -> SelectionChoice:
+def choose_selection(
+    spec: LabelingSpec, examples: list[Example], prompt: PromptSettings, counter: TokenCounter, budget: Budget
+) -> SelectionChoice:
     """The selection for these demonstrations: prompt.selection itself unless it is "auto"."""
     requested = prompt.selection
     similarity = prompt.embedding_model or TFIDF
     if requested.strategy != "auto":
         used = similarity if requested.strategy in SIMILARITY_STRATEGIES else ""
-        return SelectionChoice(requested.strategy, requested, used, f"DEMO_SELECTION (or the project's options) "
-                               f"says {requested.describe()}")
+        return SelectionChoice(
+            requested.strategy,
+            requested,
+            used,
+            f"DEMO_SELECTION (or the project's options) says {requested.describe()}",
+        )
     if not examples:
-        return SelectionChoice("auto", Selection("all", requested.k), "",
-                               "no demonstrations yet: the prompt is zero-shot")
+        return SelectionChoice(
+            "auto", Selection("all", requested.k), "", "no demonstrations yet: the prompt is zero-shot"
+        )
     room = comfortable_room(budget)
     tokens = demonstration_tokens(spec, examples, prompt, counter, room)
     if tokens <= room:
-        return SelectionChoice("auto", Selection("all", requested.k), "",
-                               f"all {len(examples)} demonstrations fit comfortably: {tokens:,} prompt tokens "
-                               f"without the task, within {room:,} of the {budget.prompt_tokens:,}-token budget "
-                               "(the rest is the task text's)")
-    return SelectionChoice("auto", Selection("nearest-k", requested.k), similarity,
-                           f"{len(examples)} demonstrations take more than {room:,} of the "
-                           f"{budget.prompt_tokens:,}-token prompt budget (the rest is the task text's): "
-                           f"nearest-{requested.k} by {similarity_name(similarity)}")
+        return SelectionChoice(
+            "auto",
+            Selection("all", requested.k),
+            "",
+            f"all {len(examples)} demonstrations fit comfortably: {tokens:,} prompt tokens "
+            f"without the task, within {room:,} of the {budget.prompt_tokens:,}-token budget "
+            "(the rest is the task text's)",
+        )
+    return SelectionChoice(
+        "auto",
+        Selection("nearest-k", requested.k),
+        similarity,
+        f"{len(examples)} demonstrations take more than {room:,} of the "
+        f"{budget.prompt_tokens:,}-token prompt budget (the rest is the task text's): "
+        f"nearest-{requested.k} by {similarity_name(similarity)}",
+    )

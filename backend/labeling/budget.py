@@ -8,13 +8,14 @@ an encoding whose tiktoken constructor would fetch its data file is treated as u
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from types import CodeType
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from .errors import LabelingError
-from .selection import STRATEGIES
+from backend.labeling.errors import LabelingError
+from backend.labeling.selection import STRATEGIES
 
 if TYPE_CHECKING:
     import tiktoken
@@ -99,6 +100,7 @@ def context_window(model: str, default: int = 16384) -> int:
 
 
 # ---- encodings available without the network ---------------------------------------------------------
+
 
 def _has_url(code: CodeType) -> bool:
     for const in code.co_consts:
@@ -195,6 +197,7 @@ def model_encoding_name(model: str) -> str | None:
 
 
 # ---- counting ------------------------------------------------------------------------------------------
+
 
 class TokenCounter:
     """Counts chat-prompt tokens: exact with a tiktoken encoding available offline, else a conservative estimate.
@@ -308,6 +311,7 @@ def _byte_truncate(s: str, max_tokens: int) -> str:
 
 # ---- budget ----------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Budget:
     """How many tokens a prompt may take."""
@@ -319,11 +323,15 @@ class Budget:
 
     def __post_init__(self) -> None:
         if self.answer_tokens < 0 or self.prompt_limit < 0:
-            raise ValueError(f"answer tokens and prompt limit must not be negative, got {self.answer_tokens!r} "
-                             f"and {self.prompt_limit!r}")
+            raise ValueError(
+                f"answer tokens and prompt limit must not be negative, got {self.answer_tokens!r} "
+                f"and {self.prompt_limit!r}"
+            )
         if self.context_window <= self.answer_tokens:
-            raise ValueError(f"the context window ({self.context_window} tokens) must be larger than the "
-                             f"tokens reserved for the answer ({self.answer_tokens})")
+            raise ValueError(
+                f"the context window ({self.context_window} tokens) must be larger than the "
+                f"tokens reserved for the answer ({self.answer_tokens})"
+            )
         if not 0 < self.max_text_share <= 1:
             raise ValueError(f"max_text_share must be in (0, 1], got {self.max_text_share!r}")
 
@@ -334,8 +342,10 @@ class Budget:
         return min(room, self.prompt_limit) if self.prompt_limit else room
 
     def describe(self) -> str:
-        text = f"{self.prompt_tokens}-token prompt budget (context window {self.context_window} - " \
-               f"{self.answer_tokens} answer tokens"
+        text = (
+            f"{self.prompt_tokens}-token prompt budget (context window {self.context_window} - "
+            f"{self.answer_tokens} answer tokens"
+        )
         if self.prompt_limit and self.prompt_limit < self.context_window - self.answer_tokens:
             text += f", capped at {self.prompt_limit}"
         return text + ")"
@@ -387,8 +397,9 @@ def drop_order(demonstrations: list[Any], strategy: str) -> list[int]:
 Build = Callable[[list[Any], str], list[Any]]
 
 
-def fit(demonstrations: list[Any], text: str, build: Build, counter: TokenCounter, budget: Budget,
-        strategy: str) -> Fitted:
+def fit(
+    demonstrations: list[Any], text: str, build: Build, counter: TokenCounter, budget: Budget, strategy: str
+) -> Fitted:
     """The prompt `build(demonstrations, text)` cut down to budget.prompt_tokens.
 
     1) A task text longer than max_text_share of the budget is truncated (its beginning kept) and
@@ -464,23 +475,27 @@ def fit(demonstrations: list[Any], text: str, build: Build, counter: TokenCounte
     return Fitted(messages, kept, dropped, cut, total)
 
 
-def _shares(full: list[dict[str, Any]], empty: list[dict[str, Any]], n: int,
-            count_message: Callable[[dict[str, Any]], int]) -> list[int] | None:
+def _shares(
+    full: list[dict[str, Any]], empty: list[dict[str, Any]], n: int, count_message: Callable[[dict[str, Any]], int]
+) -> list[int] | None:
     """Tokens each demonstration adds, or None when the messages do not split into equal parts."""
     head = 0
     while head < len(empty) and head < len(full) and full[head] == empty[head]:
         head += 1
     tail = 0
-    while (tail < len(empty) - head and tail < len(full) - head
-           and full[len(full) - 1 - tail] == empty[len(empty) - 1 - tail]):
+    while (
+        tail < len(empty) - head
+        and tail < len(full) - head
+        and full[len(full) - 1 - tail] == empty[len(empty) - 1 - tail]
+    ):
         tail += 1
     if head + tail != len(empty) or n == 0:
         return None
-    middle = full[head:len(full) - tail]
+    middle = full[head : len(full) - tail]
     if len(middle) % n:
         return None
     per = len(middle) // n
-    return [sum(count_message(m) for m in middle[i * per:(i + 1) * per]) for i in range(n)]
+    return [sum(count_message(m) for m in middle[i * per : (i + 1) * per]) for i in range(n)]
 
 
 def _truncate_text(original: str, max_tokens: int, counter: TokenCounter) -> tuple[str, int]:
@@ -491,8 +506,15 @@ def _truncate_text(original: str, max_tokens: int, counter: TokenCounter) -> tup
     return prefix + TRUNCATION_MARKER.format(n=cut), cut
 
 
-def _fit_text_alone(original: str, text: str, cut: int, build: Build, counter: TokenCounter, budget: Budget,
-                    count: Callable[[list[Any]], int]) -> tuple[str, int, list[dict[str, Any]], int]:
+def _fit_text_alone(
+    original: str,
+    text: str,
+    cut: int,
+    build: Build,
+    counter: TokenCounter,
+    budget: Budget,
+    count: Callable[[list[Any]], int],
+) -> tuple[str, int, list[dict[str, Any]], int]:
     limit = budget.prompt_tokens
     fixed = count(build([], ""))  # instruction, query template and framing
     floor = min(MIN_TEXT_TOKENS, counter.text(original))
@@ -512,4 +534,6 @@ def _fit_text_alone(original: str, text: str, cut: int, build: Build, counter: T
         f"take {fixed} tokens and the task text needs at least {floor} more ({fixed + floor} > {limit}), "
         f"even with no demonstrations. Raise the context window (LLM_CONTEXT_WINDOW) or the prompt limit, "
         f"reserve fewer answer tokens, or shorten the instruction and the labels' hints.",
-        needed=fixed + floor, available=limit)
+        needed=fixed + floor,
+        available=limit,
+    )

@@ -1,4 +1,5 @@
-"""Contextual calibration (Zhao et al., 2021): divide the label distribution by what the same prompt gives a content-free input."""
+"""Contextual calibration (Zhao et al., 2021): divide the label distribution by what the same prompt gives a
+content-free input."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ def average(distributions: list[dict[str, float]]) -> dict[str, float] | None:
     return {label: value / total for label, value in mean.items()} if total > 0 else None
 
 
-def calibrate(distribution: dict[str, float], content_free: dict[str, float] | None,
-              floor: float = 1e-6) -> dict[str, float]:
+def calibrate(
+    distribution: dict[str, float], content_free: dict[str, float] | None, floor: float = 1e-6
+) -> dict[str, float]:
     """p(y) / p_cf(y), renormalized: the prompt's bias towards a label (its own prior) is divided out."""
     if not content_free:
         return distribution

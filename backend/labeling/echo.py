@@ -14,8 +14,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .matching import Label
-from .spec import LabelingSpec
+from backend.labeling.matching import Label
+from backend.labeling.spec import LabelingSpec
 
 SEPARATOR = "\n\n"
 MAX_TOKENS = 1  # vLLM refuses 0; the one generated token is not read
@@ -48,8 +48,12 @@ def continuations(spec: LabelingSpec) -> list[tuple[str, str]]:
     for label in spec.labels:
         for form in echo_forms(label):
             owners.setdefault(form, set()).add(label.value)
-    return [(label.value, f" {form}{SEPARATOR}") for label in spec.labels for form in echo_forms(label)
-            if form == label.value or (owners[form] == {label.value} and form not in spec.label_values)]
+    return [
+        (label.value, f" {form}{SEPARATOR}")
+        for label in spec.labels
+        for form in echo_forms(label)
+        if form == label.value or (owners[form] == {label.value} and form not in spec.label_values)
+    ]
 
 
 def echo_prompt(messages: list[dict[str, Any]]) -> str:
@@ -67,8 +71,13 @@ def echo_prompt(messages: list[dict[str, Any]]) -> str:
 def echo_request(messages: list[dict[str, Any]], spec: LabelingSpec, model: str) -> dict[str, Any]:
     """One /v1/completions request scoring every label's forms as continuations of the prompt."""
     prompt = echo_prompt(messages)
-    return {"model": model, "prompt": [prompt + text for _, text in continuations(spec)], "echo": True,
-            "logprobs": 1, "max_tokens": MAX_TOKENS}
+    return {
+        "model": model,
+        "prompt": [prompt + text for _, text in continuations(spec)],
+        "echo": True,
+        "logprobs": 1,
+        "max_tokens": MAX_TOKENS,
+    }
 
 
 def echo_distribution(request: dict[str, Any], choices: list[EchoChoice], spec: LabelingSpec) -> dict[str, float]:
@@ -95,7 +104,7 @@ def continuation_logprob(prompt: str, start: int, choice: EchoChoice) -> float:
     tokens, logprobs = choice.tokens, choice.token_logprobs
     if not choice.text.startswith(prompt) or not tokens or len(tokens) != len(logprobs):
         raise EchoUnusable("the reply does not echo the prompt with its tokens")
-    end, generated = len(tokens), choice.text[len(prompt):]
+    end, generated = len(tokens), choice.text[len(prompt) :]
     tail = ""
     while end > 0 and (len(tail) < len(generated) or (not generated and tokens[end - 1] == "")):
         end -= 1  # the generated tokens (the end of the answer may be an empty token)

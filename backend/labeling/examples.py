@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from . import jsonl
-from .errors import BadExamples, LabelingError
-from .rows import EMPTY, read_values
-from .spec import LabelingSpec
+from backend.labeling import jsonl
+from backend.labeling.errors import BadExamples, LabelingError
+from backend.labeling.rows import EMPTY, read_values
+from backend.labeling.spec import LabelingSpec
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,15 @@ class Example:
         return row
 
     @classmethod
-    def from_dict(cls, row: dict[str, Any]) -> "Example":
+    def from_dict(cls, row: dict[str, Any]) -> Example:
         answer = row.get("answer")
-        return cls(text=row["text"], labels=tuple(row["labels"]), source=row.get("source", "annotation"),
-                   ref=row.get("ref", ""), answer_json=canonical(answer) if answer else "")
+        return cls(
+            text=row["text"],
+            labels=tuple(row["labels"]),
+            source=row.get("source", "annotation"),
+            ref=row.get("ref", ""),
+            answer_json=canonical(answer) if answer else "",
+        )
 
 
 def canonical(answer: dict[str, Any]) -> str:
@@ -118,7 +124,9 @@ def structured_answer(result: list[Any] | None, spec: LabelingSpec, text: str) -
     return answer
 
 
-def _structured_example(task: dict[str, Any], annotation: dict[str, Any], spec: LabelingSpec, ref: str, gold: bool) -> Example:
+def _structured_example(
+    task: dict[str, Any], annotation: dict[str, Any], spec: LabelingSpec, ref: str, gold: bool
+) -> Example:
     text = spec.text_of(task.get("data"))
     answer = structured_answer(annotation.get("result"), spec, text)
     example = Example(text=text, labels=(), source="annotation", ref=ref, answer_json=canonical(answer))
@@ -130,7 +138,9 @@ def _structured_example(task: dict[str, Any], annotation: dict[str, Any], spec: 
 NO_VALUE = "its newest annotation has a value for none of the config's controls"
 
 
-def examples_from_tasks(tasks: Iterable[dict[str, Any]], spec: LabelingSpec, gold: bool = False) -> tuple[list[Example], Counter[str]]:
+def examples_from_tasks(
+    tasks: Iterable[dict[str, Any]], spec: LabelingSpec, gold: bool = False
+) -> tuple[list[Example], Counter[str]]:
     """Demonstrations (or, with `gold`, gold answers) from Label Studio task JSON; the Counter counts skipped
     tasks by reason."""
     examples: list[Example] = []
@@ -186,14 +196,15 @@ def read_seeds(paths: Iterable[str | Path], spec: LabelingSpec) -> tuple[list[Ex
     return examples, skipped
 
 
-def example_from_row(row: dict[str, Any], spec: LabelingSpec, where: str, source: str = "seed",
-                     gold: bool = False) -> Example | None:
+def example_from_row(
+    row: dict[str, Any], spec: LabelingSpec, where: str, source: str = "seed", gold: bool = False
+) -> Example | None:
     """The example a {"text", "label"} row makes, None when its label is empty; BadExamples names the row."""
     if "label" not in row:
-        raise BadExamples(f"{where}: a row needs \"text\" and \"label\", got {str(row)[:80]!r}")
+        raise BadExamples(f'{where}: a row needs "text" and "label", got {str(row)[:80]!r}')
     text = row.get("text", row.get(spec.data_key))
     if not isinstance(text, str) or not text.strip():
-        raise BadExamples(f"{where}: \"text\" must be a non-empty string")
+        raise BadExamples(f'{where}: "text" must be a non-empty string')
     raw = row["label"]
     if not spec.structured:
         if raw in EMPTY:

@@ -11,12 +11,13 @@ that could change an answer or a written result moves both.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, fields, is_dataclass
-from typing import Any, Iterable
+from typing import Any
 
-from .examples import Example
-from .prompt import PROMPT_FORMAT, PromptSettings, describe_scoring, instruction, stable_hash
-from .spec import LabelingSpec
+from backend.labeling.examples import Example
+from backend.labeling.prompt import PROMPT_FORMAT, PromptSettings, describe_scoring, instruction, stable_hash
+from backend.labeling.spec import LabelingSpec
 
 # Spec and control fields that do not shape answers or results: the raw XML (its layout and styling are
 # not read; what is read is in the other fields).
@@ -46,7 +47,8 @@ def answer_shape(spec: LabelingSpec, prompt: PromptSettings) -> dict[str, Any]:
     """Every input besides the demonstrations and the task's text, each as it takes effect.
 
     A setting that cannot matter where it is set (calibration outside logprobs mode and echo, alternatives
-    that are not asked for, batches outside json mode) is reduced to its neutral value, so setting it does not re-label a project for nothing.
+    that are not asked for, batches outside json mode) is reduced to its neutral value, so setting it does not
+    re-label a project for nothing.
     """
     settings = _plain(prompt)
     mode = "json" if spec.structured else prompt.mode
@@ -62,8 +64,12 @@ def answer_shape(spec: LabelingSpec, prompt: PromptSettings) -> dict[str, Any]:
     settings["request_logprobs"] = bool(scoring["top_logprobs"])
     if not prompt.uses_embeddings:
         settings["embedding_model"] = ""
-    return {"format": PROMPT_FORMAT, "settings": settings, "spec": _plain(spec),
-            "instruction": instruction(spec, prompt)}
+    return {
+        "format": PROMPT_FORMAT,
+        "settings": settings,
+        "spec": _plain(spec),
+        "instruction": instruction(spec, prompt),
+    }
 
 
 def _plain(value: Any) -> Any:

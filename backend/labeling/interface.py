@@ -6,7 +6,7 @@ from functools import lru_cache
 
 from label_studio_sdk.label_interface.interface import LabelInterface
 
-from .errors import UnsupportedConfig
+from backend.labeling.errors import UnsupportedConfig
 
 
 @lru_cache(maxsize=256)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
-from .errors import LabelingError
+from backend.labeling.errors import LabelingError
 
 
-def objects(lines: Iterable[str], name: str, error: type[LabelingError] = LabelingError) -> Iterator[tuple[int, dict[str, Any]]]:
+def objects(
+    lines: Iterable[str], name: str, error: type[LabelingError] = LabelingError
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for every non-blank line; `error` names the line that is not a JSON object."""
     for number, line in enumerate(lines, start=1):
         if not line.strip():

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Protocol
+from typing import Protocol
 
 MIN_PREFIX = 3
 
@@ -58,8 +59,9 @@ def match_label(raw: str, spec: LabelSet) -> str | None:
     if wanted in by_norm:
         return by_norm[wanted]
     # A prefix must be long enough to mean something: "p" is not an answer, "pos" is.
-    prefixed = {value for norm, value in by_norm.items()
-                if norm and norm.startswith(wanted) and len(wanted) >= MIN_PREFIX}
+    prefixed = {
+        value for norm, value in by_norm.items() if norm and norm.startswith(wanted) and len(wanted) >= MIN_PREFIX
+    }
     if len(prefixed) == 1:
         return prefixed.pop()
     return _unique_mention(raw, spec)
@@ -73,6 +75,9 @@ def _unique_mention(raw: str, spec: LabelSet) -> str | None:
         for form in {label.value, label.name}:
             for match in re.finditer(rf"(?<!\w){re.escape(form)}(?!\w)", raw, flags=re.IGNORECASE):
                 spans.append((match.start(), match.end(), label.value))
-    found = {value for start, end, value in spans
-             if not any(s <= start and end <= e and (s, e) != (start, end) for s, e, _ in spans)}
+    found = {
+        value
+        for start, end, value in spans
+        if not any(s <= start and end <= e and (s, e) != (start, end) for s, e, _ in spans)
+    }
     return found.pop() if len(found) == 1 else None

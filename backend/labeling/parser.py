@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from .controls.base import Control
-from .controls.choices import ChoicesControl
-from .controls.labels import LabelsControl
-from .controls.numeric import NumberControl, RatingControl
-from .controls.taxonomy import TaxonomyControl
-from .controls.textarea import TextAreaControl
-from .errors import UnsupportedConfig
+from backend.labeling.controls.base import Control
+from backend.labeling.controls.choices import ChoicesControl
+from backend.labeling.controls.labels import LabelsControl
+from backend.labeling.controls.numeric import NumberControl, RatingControl
+from backend.labeling.controls.taxonomy import TaxonomyControl
+from backend.labeling.controls.textarea import TextAreaControl
+from backend.labeling.errors import UnsupportedConfig
 
 if TYPE_CHECKING:
     from label_studio_sdk.label_interface.control_tags import ControlTag
@@ -23,8 +23,14 @@ if TYPE_CHECKING:
     from label_studio_sdk.label_interface.object_tags import ObjectTag
 
 # In the order the supported list names them.
-KINDS: tuple[type[Control], ...] = (ChoicesControl, LabelsControl, TextAreaControl, TaxonomyControl, RatingControl,
-                                    NumberControl)
+KINDS: tuple[type[Control], ...] = (
+    ChoicesControl,
+    LabelsControl,
+    TextAreaControl,
+    TaxonomyControl,
+    RatingControl,
+    NumberControl,
+)
 SUPPORTED_OBJECTS = ("Text", "HyperText", "Paragraphs")
 CONTROL_KINDS: dict[str, type[Control]] = {kind.TAG: kind for kind in KINDS}
 SUPPORTED_CONTROLS = tuple(CONTROL_KINDS)
@@ -62,9 +68,11 @@ def parse_config(interface: LabelInterface) -> tuple[tuple[Control, ...], Object
         objects[obj.name or ""] = obj
         parsed.append(kind.from_tag(interface, tag, obj, where))
     if len(objects) > 1:
-        raise UnsupportedConfig(f"every control must label the same object; the controls label {len(objects)} objects "
-                                f"({', '.join(map(repr, sorted(objects)))}) "
-                                f"({config_inventory(interface)}); {SUPPORTED_HELP}")
+        raise UnsupportedConfig(
+            f"every control must label the same object; the controls label {len(objects)} objects "
+            f"({', '.join(map(repr, sorted(objects)))}) "
+            f"({config_inventory(interface)}); {SUPPORTED_HELP}"
+        )
     return tuple(parsed), next(iter(objects.values()))
 
 
@@ -72,8 +80,9 @@ def refuse_per_region(tag: ControlTag, where: str) -> None:
     """UnsupportedConfig for perRegion/perItem controls: they answer per region or item, not per task."""
     for attr in ("perRegion", "perItem"):
         if str((tag.attr or {}).get(attr, "")).lower() == "true":
-            raise UnsupportedConfig(f"{where} has {attr}=\"true\": per-region and per-item answers are "
-                                    f"not supported; {SUPPORTED_HELP}")
+            raise UnsupportedConfig(
+                f'{where} has {attr}="true": per-region and per-item answers are not supported; {SUPPORTED_HELP}'
+            )
 
 
 def config_inventory(interface: LabelInterface) -> str:
@@ -89,15 +98,18 @@ def _object_of(interface: LabelInterface, tag: ControlTag, where: str) -> Object
     """The one object a control labels; UnsupportedConfig unless it is a supported object holding task text."""
     objects = list(tag.objects or [])
     if len(objects) != 1:
-        raise UnsupportedConfig(f"{where} must point (toName) at exactly one object, got {tag.to_name!r} "
-                                f"({config_inventory(interface)}); {SUPPORTED_HELP}")
+        raise UnsupportedConfig(
+            f"{where} must point (toName) at exactly one object, got {tag.to_name!r} "
+            f"({config_inventory(interface)}); {SUPPORTED_HELP}"
+        )
     obj: ObjectTag = objects[0]
     if obj.tag not in SUPPORTED_OBJECTS:
-        raise UnsupportedConfig(f"{where} labels object <{obj.tag} name={obj.name!r}>, which is not supported; "
-                                f"{SUPPORTED_HELP}")
+        raise UnsupportedConfig(
+            f"{where} labels object <{obj.tag} name={obj.name!r}>, which is not supported; {SUPPORTED_HELP}"
+        )
     if (obj.attr or {}).get("valueType") == "url":
         raise UnsupportedConfig(
-            f"object <{obj.tag} name={obj.name!r}> has valueType=\"url\": the backend does not fetch "
+            f'object <{obj.tag} name={obj.name!r}> has valueType="url": the backend does not fetch '
             "task URLs; store the text itself in the task data"
         )
     return obj

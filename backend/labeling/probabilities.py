@@ -22,9 +22,9 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from .answers import TokenLogprob, locate_json
-from .matching import Label, match_label
-from .spec import LabelingSpec
+from backend.labeling.answers import TokenLogprob, locate_json
+from backend.labeling.matching import Label, match_label
+from backend.labeling.spec import LabelingSpec
 
 END = "\x00"  # the end of the answer, when a position shows it (never part of a label)
 TEXT_OPENERS = " \t\r\n\"'*`"  # what may stand before a label in a plain answer: space, quotes, markdown
@@ -97,8 +97,11 @@ def consistent_labels(text: str, forms: Forms) -> frozenset[str]:
     reach = {label: len(folded) for label in prefix}
     for label, length in whole.items():
         reach[label] = max(reach.get(label, 0), length)
-    kept = {label for label, length in whole.items()
-            if not any(other != label and far > length + 1 for other, far in reach.items())}
+    kept = {
+        label
+        for label, length in whole.items()
+        if not any(other != label and far > length + 1 for other, far in reach.items())
+    }
     return frozenset(prefix | kept)
 
 
@@ -151,8 +154,13 @@ class Reading:
         for labels, mass in self.ambiguous.items():
             for label in labels:
                 upper[label] = upper.get(label, 0.0) + mass
-        return max((mass - max((reach for other, reach in upper.items() if other != label), default=0.0)
-                    for label, mass in self.masses.items()), default=0.0)
+        return max(
+            (
+                mass - max((reach for other, reach in upper.items() if other != label), default=0.0)
+                for label, mass in self.masses.items()
+            ),
+            default=0.0,
+        )
 
     def determined(self) -> bool:
         """No way of splitting the unattributed mass could give another label as much mass as the leader."""
@@ -191,13 +199,13 @@ class _Layout:
     @property
     def head(self) -> bytes:
         """What the anchor token holds before the label (a space, a quote)."""
-        return self.data[self.offsets[self.anchor]:self.begin]
+        return self.data[self.offsets[self.anchor] : self.begin]
 
     def generated(self, j: int) -> bytes | None:
         return None if self.ended and j == len(self.raw) - 1 else self.raw[j]
 
     def label_text(self, end: int) -> str:
-        return _text(self.data[self.begin:end])
+        return _text(self.data[self.begin : end])
 
 
 def _layout(tokens: list[TokenLogprob], content: str, start: int, forms: Forms) -> _Layout | None:
@@ -246,8 +254,9 @@ def read_slot(tokens: list[TokenLogprob], content: str, start: int, forms: Forms
     return reading
 
 
-def _read_alternatives(reading: Reading, token: TokenLogprob, j: int, layout: _Layout, before: float,
-                       forms: Forms) -> None:
+def _read_alternatives(
+    reading: Reading, token: TokenLogprob, j: int, layout: _Layout, before: float, forms: Forms
+) -> None:
     """Add what position j's alternatives say; `before` is the probability of the generated tokens up to it."""
     shown = 0.0
     for alternative, logprob in token.top:
@@ -271,7 +280,7 @@ def _branch_text(alt: bytes | None, j: int, layout: _Layout, forms: Forms) -> st
     if alt is None:
         return END if j <= layout.anchor else layout.label_text(layout.offsets[j]) + END
     head = layout.head
-    text = _text(alt[len(head):] if j == layout.anchor and head and alt.startswith(head) else alt)
+    text = _text(alt[len(head) :] if j == layout.anchor and head and alt.startswith(head) else alt)
     if j <= layout.anchor:
         return text.lstrip(forms.openers)
     return layout.label_text(layout.offsets[j]) + text
@@ -279,13 +288,17 @@ def _branch_text(alt: bytes | None, j: int, layout: _Layout, forms: Forms) -> st
 
 # ---- where the labels are in an answer ----------------------------------------------------------------------
 
+
 def text_slots(content: str, spec: LabelingSpec, labels: tuple[str, ...]) -> list[tuple[str, int]]:
     """(label, character offset) of each stated label in a plain answer, in the order they appear."""
     slots = []
     by_value = {label.value: label for label in spec.labels}
     for value in labels:
-        found = [m.start() for form in surface_forms(by_value[value])
-                 for m in re.finditer(rf"(?<!\w){re.escape(form)}(?!\w)", content, flags=re.IGNORECASE)]
+        found = [
+            m.start()
+            for form in surface_forms(by_value[value])
+            for m in re.finditer(rf"(?<!\w){re.escape(form)}(?!\w)", content, flags=re.IGNORECASE)
+        ]
         if found:
             slots.append((value, min(found)))
     if not slots:  # an abbreviation ("pos"), or no label at all (a content-free probe): the first word
@@ -385,6 +398,7 @@ def _array_strings(text: str, position: int) -> list[int]:
 
 # ---- an answer's labels and score ---------------------------------------------------------------------------
 
+
 @dataclass
 class Scored:
     """The labels an answer gives, their probability (None when the logprobs cannot tell), the distribution."""
@@ -395,8 +409,14 @@ class Scored:
     unattributed: float = 0.0
 
 
-def score_answer(tokens: list[TokenLogprob] | None, content: str, spec: LabelingSpec, json_mode: bool,
-                 labels: tuple[str, ...], item: str | None = None) -> Scored:
+def score_answer(
+    tokens: list[TokenLogprob] | None,
+    content: str,
+    spec: LabelingSpec,
+    json_mode: bool,
+    labels: tuple[str, ...],
+    item: str | None = None,
+) -> Scored:
     """Labels and score of a parsed answer from its tokens.
 
     Single choice: the label is the argmax of P(label) at the label's position, the score its probability

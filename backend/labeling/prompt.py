@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Any, Iterable
+from typing import Any
 
-from .errors import BadTemplate
-from .examples import Example
-from .selection import SIMILARITY_STRATEGIES, TFIDF, Selection
-from .spec import LabelingSpec
+from backend.labeling.errors import BadTemplate
+from backend.labeling.examples import Example
+from backend.labeling.selection import SIMILARITY_STRATEGIES, TFIDF, Selection
+from backend.labeling.spec import LabelingSpec
 
 DEFAULT_TEMPLATE = "{text} [SEP] The label of the above text is {label}"
 # The classic template asks for "the label"; an answer that lists entities, or fills several fields, reads
@@ -66,12 +67,16 @@ class PromptSettings:
         if self.scoring not in SCORINGS:
             raise ValueError(f"scoring must be one of {list(SCORINGS)}, got {self.scoring!r}")
         if self.mode == "logprobs" and self.scoring == "answer" and not 1 <= self.top_logprobs <= 20:
-            raise ValueError("logprobs mode reads the label's probability from the alternatives: it needs "
-                             f"LLM_TOP_LOGPROBS between 1 and 20 (the OpenAI limit), got {self.top_logprobs!r}")
+            raise ValueError(
+                "logprobs mode reads the label's probability from the alternatives: it needs "
+                f"LLM_TOP_LOGPROBS between 1 and 20 (the OpenAI limit), got {self.top_logprobs!r}"
+            )
         if self.max_tokens < 1 or self.confidence_samples < 0 or self.context_window < 0 or self.prompt_limit < 0:
-            raise ValueError("max_tokens must be positive; confidence_samples, context_window and prompt_limit "
-                             f"0 or more, got {self.max_tokens!r}, {self.confidence_samples!r}, "
-                             f"{self.context_window!r}, {self.prompt_limit!r}")
+            raise ValueError(
+                "max_tokens must be positive; confidence_samples, context_window and prompt_limit "
+                f"0 or more, got {self.max_tokens!r}, {self.confidence_samples!r}, "
+                f"{self.context_window!r}, {self.prompt_limit!r}"
+            )
         check_template(self.template)
 
 
@@ -95,8 +100,12 @@ def describe_scoring(spec: LabelingSpec, settings: PromptSettings) -> dict[str, 
     method = scoring_of(spec, settings)
     asked = method == "answer" and (settings.mode == "logprobs" or settings.request_logprobs)
     calibrated = settings.calibration if method == "echo" or settings.mode == "logprobs" else "none"
-    return {"format": SCORING_FORMAT, "method": method, "top_logprobs": settings.top_logprobs if asked else 0,
-            "calibration": "none" if spec.structured or spec.multiple else calibrated}
+    return {
+        "format": SCORING_FORMAT,
+        "method": method,
+        "top_logprobs": settings.top_logprobs if asked else 0,
+        "calibration": "none" if spec.structured or spec.multiple else calibrated,
+    }
 
 
 def check_template(template: str) -> None:
@@ -157,8 +166,10 @@ def instruction(spec: LabelingSpec, settings: PromptSettings) -> str:
 
 def _structured_instruction(spec: LabelingSpec) -> list[str]:
     fields = ", ".join(f'"{c.name}"' for c in spec.controls)
-    lines = ["You annotate texts. For each text, answer a JSON object with one field per question: "
-             f"{fields}. Leave a field out only when it does not apply."]
+    lines = [
+        "You annotate texts. For each text, answer a JSON object with one field per question: "
+        f"{fields}. Leave a field out only when it does not apply."
+    ]
     for control in spec.controls:
         lines.append(f'"{control.name}": {control.describe()}')
     return lines
@@ -174,8 +185,9 @@ def _answer_form(spec: LabelingSpec, mode: str) -> str:
     return "Answer with exactly one allowed label and nothing else."
 
 
-def build_messages(spec: LabelingSpec, examples: Iterable[Example], text: str,
-                   settings: PromptSettings) -> list[dict[str, Any]]:
+def build_messages(
+    spec: LabelingSpec, examples: Iterable[Example], text: str, settings: PromptSettings
+) -> list[dict[str, Any]]:
     """Chat messages: instruction, one user/assistant pair per demonstration, then the query.
 
     The fixed part comes first and the task's text last so providers can reuse a cached prefix.
@@ -188,46 +200,65 @@ def build_messages(spec: LabelingSpec, examples: Iterable[Example], text: str,
     return messages
 
 
-def build_batch_messages(spec: LabelingSpec, examples: Iterable[Example], texts: list[str],
-                         settings: PromptSettings) -> list[dict[str, Any]]:
+def build_batch_messages(
+    spec: LabelingSpec, examples: Iterable[Example], texts: list[str], settings: PromptSettings
+) -> list[dict[str, Any]]:
     """One request for several tasks: the same instruction and demonstrations, then numbered items.
 
     The model answers {"items": {"1": <answer>, "2": ...}}, each answer in the single-task JSON form.
     """
     messages = build_messages(spec, examples, texts[0], settings)
     messages[0] = {"role": "system", "content": messages[0]["content"] + "\n" + BATCH_FORM}
-    messages[-1] = {"role": "user", "content": "\n".join(
-        f"[item {n}]\n{render_query(settings.template, text)}" for n, text in enumerate(texts, start=1))}
+    messages[-1] = {
+        "role": "user",
+        "content": "\n".join(
+            f"[item {n}]\n{render_query(settings.template, text)}" for n, text in enumerate(texts, start=1)
+        ),
+    }
     return messages
 
 
-BATCH_FORM = ('When the text holds several items marked [item N], answer every item: a JSON object '
-              '{"items": {"1": <answer for item 1>, "2": ...}} where each answer has the form above.')
+BATCH_FORM = (
+    "When the text holds several items marked [item N], answer every item: a JSON object "
+    '{"items": {"1": <answer for item 1>, "2": ...}} where each answer has the form above.'
+)
 
 
 def batch_schema(spec: LabelingSpec, count: int) -> dict[str, Any]:
     """The JSON schema of a batch answer: one single-task answer per item number."""
     item = json_schema(spec)
     numbers = [str(n) for n in range(1, count + 1)]
-    return {"type": "object", "required": ["items"], "additionalProperties": False,
-            "properties": {"items": {"type": "object", "properties": {n: item for n in numbers},
-                                     "required": numbers, "additionalProperties": False}}}
+    return {
+        "type": "object",
+        "required": ["items"],
+        "additionalProperties": False,
+        "properties": {
+            "items": {
+                "type": "object",
+                "properties": {n: item for n in numbers},
+                "required": numbers,
+                "additionalProperties": False,
+            }
+        },
+    }
 
 
 def json_schema(spec: LabelingSpec) -> dict[str, Any]:
     """The JSON schema of a json-mode answer: the label field is an enum of the allowed labels."""
     if spec.structured:
         # Fields are optional: a control that does not apply is left out (strict mode would demand them all).
-        return {"type": "object", "properties": {c.name: c.schema() for c in spec.controls},
-                "additionalProperties": False}
+        return {
+            "type": "object",
+            "properties": {c.name: c.schema() for c in spec.controls},
+            "additionalProperties": False,
+        }
     enum = {"type": "string", "enum": list(spec.label_values)}
     properties: dict[str, Any]
     if spec.multiple:
         properties = {"labels": {"type": "array", "items": enum, "minItems": 1}}
     else:
         properties = {"label": enum}
-    return {"type": "object", "properties": properties, "required": list(properties),
-            "additionalProperties": False}
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
 
 
 def order_examples(examples: Iterable[Example]) -> list[Example]:

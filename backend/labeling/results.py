@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import LabelingError
-from .spec import LabelingSpec, interface_of
+from backend.labeling.errors import LabelingError
+from backend.labeling.spec import LabelingSpec, interface_of
 
 
 def result_regions(spec: LabelingSpec, labels: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -29,7 +29,9 @@ def structured_regions(spec: LabelingSpec, answer: dict[str, Any], text: str) ->
     return regions
 
 
-def answer_regions(spec: LabelingSpec, labels: tuple[str, ...] | None, values: dict[str, Any] | None, text: str) -> list[dict[str, Any]]:
+def answer_regions(
+    spec: LabelingSpec, labels: tuple[str, ...] | None, values: dict[str, Any] | None, text: str
+) -> list[dict[str, Any]]:
     """The `result` of a prediction for a labeled text: its choices, or every control's regions."""
     if spec.structured:
         return structured_regions(spec, values or {}, text)

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from .controls.base import Control
-from .controls.labels import LabelsControl
-from .controls.values import is_int
-from .errors import BadExamples
-from .spans import find_spans
-from .spec import LabelingSpec
+from backend.labeling.controls.base import Control
+from backend.labeling.controls.labels import LabelsControl
+from backend.labeling.controls.values import is_int
+from backend.labeling.errors import BadExamples
+from backend.labeling.spans import find_spans
+from backend.labeling.spec import LabelingSpec
 
 EMPTY: tuple[Any, ...] = (None, "", [], {})  # values that say "no value"
 
@@ -79,8 +79,10 @@ def row_value(control: Control, value: Any, text: str) -> Any:
         merged: dict[tuple[int, int], list[str]] = {}
         for start, end, label in control.spans(value, text):
             merged.setdefault((start, end), []).append(label)
-        return [{"start": start, "end": end, "text": text[start:end], "labels": labels}
-                for (start, end), labels in merged.items()]
+        return [
+            {"start": start, "end": end, "text": text[start:end], "labels": labels}
+            for (start, end), labels in merged.items()
+        ]
     return value
 
 
@@ -94,10 +96,14 @@ def _by_control(raw: Any, spec: LabelingSpec, where: str) -> dict[str, Any]:
         return {}
     if isinstance(raw, dict):
         unknown = sorted(set(raw) - set(names))
-        raise BadExamples(f"{where}: \"label\" has {unknown[0]!r}, which is not a control of the config; "
-                          f"give {{\"<control name>\": value}} with names from {names}")
-    raise BadExamples(f"{where}: the config has {len(names)} controls ({', '.join(names)}): \"label\" must be "
-                      f"an object {{\"<control name>\": value}}, got {str(raw)[:80]!r}")
+        raise BadExamples(
+            f'{where}: "label" has {unknown[0]!r}, which is not a control of the config; '
+            f'give {{"<control name>": value}} with names from {names}'
+        )
+    raise BadExamples(
+        f'{where}: the config has {len(names)} controls ({", ".join(names)}): "label" must be '
+        f'an object {{"<control name>": value}}, got {str(raw)[:80]!r}'
+    )
 
 
 def _result_items(control: Control, value: Any, text: str, tokens: Any, where: str) -> list[dict[str, Any]]:
@@ -112,8 +118,10 @@ def _result_items(control: Control, value: Any, text: str, tokens: Any, where: s
     if control.tag == "Taxonomy":
         paths = value if isinstance(value, list) and all(isinstance(p, list) for p in value) else [value]
         if not all(isinstance(p, list) and p and all(isinstance(s, str) for s in p) for p in paths):
-            raise BadExamples(f"{where}: {control.name!r} takes taxonomy paths, each a list of node values from the "
-                              f"top, e.g. [[\"Online\", \"Paywall\"]], got {str(value)[:80]!r}")
+            raise BadExamples(
+                f"{where}: {control.name!r} takes taxonomy paths, each a list of node values from the "
+                f'top, e.g. [["Online", "Paywall"]], got {str(value)[:80]!r}'
+            )
         return [{**item, "value": {"taxonomy": paths}}]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise BadExamples(f"{where}: {control.name!r} takes a number, got {str(value)[:80]!r}")
@@ -136,8 +144,10 @@ def _spans(control: Control, value: Any, text: str, tokens: Any, where: str) -> 
     spans = []
     for entity in entities:
         if not isinstance(entity, dict):
-            raise BadExamples(f"{where}: a span is an object {{\"start\", \"end\", \"labels\"}} or "
-                              f"{{\"text\", \"label\"}}, got {str(entity)[:80]!r}")
+            raise BadExamples(
+                f'{where}: a span is an object {{"start", "end", "labels"}} or '
+                f'{{"text", "label"}}, got {str(entity)[:80]!r}'
+            )
         labels = _entity_labels(entity, control, where)
         quote = entity.get("text")
         if entity.get("start") is not None or entity.get("end") is not None:
@@ -149,8 +159,9 @@ def _spans(control: Control, value: Any, text: str, tokens: Any, where: str) -> 
             continue
         found = find_spans(text, quote, entity.get("occurrence")) if isinstance(quote, str) else []
         if not found:
-            raise BadExamples(f"{where}: span {str(entity)[:80]!r} has no offsets and its \"text\" is not in the "
-                              f"row's text")
+            raise BadExamples(
+                f'{where}: span {str(entity)[:80]!r} has no offsets and its "text" is not in the row\'s text'
+            )
         spans.extend({"start": start, "end": end, "labels": labels} for start, end in found)
     return spans
 
@@ -159,8 +170,10 @@ def _entity_labels(entity: dict[str, Any], control: Control, where: str) -> list
     raw = next((entity[k] for k in ("labels", "label", "type") if entity.get(k) is not None), None)
     labels = [raw] if isinstance(raw, str) else raw
     if not isinstance(labels, list) or not labels or not all(isinstance(v, str) for v in labels):
-        raise BadExamples(f"{where}: span {str(entity)[:80]!r} needs \"labels\" (a list) or \"label\", with "
-                          f"values from {list(control.label_values)}")
+        raise BadExamples(
+            f'{where}: span {str(entity)[:80]!r} needs "labels" (a list) or "label", with '
+            f"values from {list(control.label_values)}"
+        )
     return labels
 
 
@@ -177,10 +190,12 @@ def _offsets(entity: dict[str, Any], starts: list[int] | None, tokens: list[str]
 
 def _token_starts(tokens: Any, text: str, where: str) -> list[int]:
     if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
-        raise BadExamples(f"{where}: \"tokens\" must be a list of strings")
+        raise BadExamples(f'{where}: "tokens" must be a list of strings')
     if " ".join(tokens) != text:
-        raise BadExamples(f"{where}: the row has \"tokens\", so its span offsets are token indexes, but its text is "
-                          "not the tokens joined by single spaces; drop \"tokens\" and give character offsets")
+        raise BadExamples(
+            f'{where}: the row has "tokens", so its span offsets are token indexes, but its text is '
+            'not the tokens joined by single spaces; drop "tokens" and give character offsets'
+        )
     starts, position = [], 0
     for token in tokens:
         starts.append(position)

@@ -1,5 +1,5 @@
 """Which demonstrations go into a task's prompt: all, the first k, k per label, or the k nearest (TF-IDF here;
-embedding vectors in backend.embeddings). "auto" is resolved per demonstration set (labeling.auto_selection)."""
+embedding vectors in backend.model.embeddings). "auto" is resolved per demonstration set (labeling.auto_selection)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from .examples import Example
+from backend.labeling.examples import Example
 
 STRATEGIES = ("auto", "all", "first-k", "balanced-k", "nearest-k", "mmr-k")
 SIMILARITY_STRATEGIES = ("nearest-k", "mmr-k")  # per-query choices; mmr-k needs embeddings
 # Similarity backends that are not a model of the LLM server (EMBEDDING_MODEL values).
-LOCAL = "local"  # the bundled local embedding model (backend.local_embeddings), also what an empty value means
+LOCAL = "local"  # the bundled local embedding model (backend.model.local_embeddings), also what an empty value means
 TFIDF = "tfidf"  # TF-IDF cosine in-process (TfidfIndex)
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -46,8 +46,10 @@ class Selector:
             raise ValueError("selection auto is resolved per demonstration set first (labeling.auto_selection)")
         self._fixed = self._fixed_choice()
         if selection.strategy == "mmr-k":
-            raise ValueError("mmr-k needs embedding vectors, not TF-IDF: leave EMBEDDING_MODEL empty (the local "
-                             "model) or name an embedding model")
+            raise ValueError(
+                "mmr-k needs embedding vectors, not TF-IDF: leave EMBEDDING_MODEL empty (the local "
+                "model) or name an embedding model"
+            )
         self._index = TfidfIndex([e.text for e in pool]) if selection.strategy == "nearest-k" else None
 
     @property

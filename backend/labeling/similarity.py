@@ -5,12 +5,13 @@ Pure functions on numpy arrays, no I/O. Indexes come back most relevant first; e
 
 from __future__ import annotations
 
-from typing import Any, Sequence, Union
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-Vector = Union[np.ndarray[Any, Any], Sequence[float]]
-Matrix = Union[np.ndarray[Any, Any], Sequence[Sequence[float]]]
+Vector = np.ndarray[Any, Any] | Sequence[float]
+Matrix = np.ndarray[Any, Any] | Sequence[Sequence[float]]
 
 
 def as_matrix(vectors: Matrix) -> np.ndarray[Any, Any]:

@@ -10,9 +10,17 @@ from __future__ import annotations
 import re
 
 _QUOTE_VARIANTS = {
-    "'": "'’‘`´", "’": "'’‘`´", "‘": "'’‘`´", "`": "'’‘`´",
-    '"': '"“”„', "“": '"“”„', "”": '"“”„', "„": '"“”„',
-    "-": "-‐‑–—", "–": "-‐‑–—", "—": "-‐‑–—",
+    "'": "'’‘`´",
+    "’": "'’‘`´",
+    "‘": "'’‘`´",
+    "`": "'’‘`´",
+    '"': '"“”„',
+    "“": '"“”„',
+    "”": '"“”„',
+    "„": '"“”„',
+    "-": "-‐‑–—",
+    "–": "-‐‑–—",
+    "—": "-‐‑–—",
 }
 
 
@@ -27,8 +35,11 @@ def find_spans(text: str, quote: str, occurrence: int | None = None) -> list[tup
     if not isinstance(quote, str) or not quote.strip() or not text or len("".join(quote.split())) > len(text):
         return []
     exact = [(m.start(), m.end()) for m in re.finditer(re.escape(quote), text)]
-    tolerant = [(m.start(), m.end()) for m in re.finditer(_tolerant_pattern(quote), text, flags=re.IGNORECASE)
-                if m.end() > m.start()]
+    tolerant = [
+        (m.start(), m.end())
+        for m in re.finditer(_tolerant_pattern(quote), text, flags=re.IGNORECASE)
+        if m.end() > m.start()
+    ]
     spans: list[tuple[int, int]] = []
     for tier in (_whole_words(text, exact), _whole_words(text, tolerant), exact, tolerant):
         if tier:
@@ -47,12 +58,16 @@ def _tolerant_pattern(quote: str) -> str:
             # Words are apart by some whitespace; punctuation may stand with or without it ("Paris , France").
             glued = words[index - 1][-1].isalnum() and word[0].isalnum()
             parts.append(r"\s+" if glued else r"\s*")
-        parts.append("".join(f"[{re.escape(_QUOTE_VARIANTS[ch])}]" if ch in _QUOTE_VARIANTS else re.escape(ch)
-                             for ch in word))
+        parts.append(
+            "".join(f"[{re.escape(_QUOTE_VARIANTS[ch])}]" if ch in _QUOTE_VARIANTS else re.escape(ch) for ch in word)
+        )
     return "".join(parts)
 
 
 def _whole_words(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    return [(start, end) for start, end in spans
-            if not (start > 0 and text[start].isalnum() and text[start - 1].isalnum())
-            and not (end < len(text) and text[end - 1].isalnum() and text[end].isalnum())]
+    return [
+        (start, end)
+        for start, end in spans
+        if not (start > 0 and text[start].isalnum() and text[start - 1].isalnum())
+        and not (end < len(text) and text[end - 1].isalnum() and text[end].isalnum())
+    ]

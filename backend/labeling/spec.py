@@ -9,12 +9,12 @@ from functools import lru_cache
 from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any
 
-from .controls.base import Control
-from .controls.choices import ChoicesControl
-from .errors import MissingText, UnsupportedConfig
-from .interface import load_interface
-from .matching import Label
-from .parser import parse_config
+from backend.labeling.controls.base import Control
+from backend.labeling.controls.choices import ChoicesControl
+from backend.labeling.errors import MissingText, UnsupportedConfig
+from backend.labeling.interface import load_interface
+from backend.labeling.matching import Label
+from backend.labeling.parser import parse_config
 
 if TYPE_CHECKING:
     from label_studio_sdk.label_interface.interface import LabelInterface
@@ -72,9 +72,16 @@ def parse_spec(config: str) -> LabelingSpec:
 def _parse_spec_cached(config: str) -> LabelingSpec:
     controls, obj = parse_config(load_interface(config))
     first, attr = controls[0], obj.attr or {}
-    common = {"config": config, "control_name": first.name, "control_tag": first.tag, "object_name": obj.name,
-              "object_tag": obj.tag, "data_key": _data_key(obj),
-              "paragraph_name_key": attr.get("nameKey", "author"), "paragraph_text_key": attr.get("textKey", "text")}
+    common = {
+        "config": config,
+        "control_name": first.name,
+        "control_tag": first.tag,
+        "object_name": obj.name,
+        "object_tag": obj.tag,
+        "data_key": _data_key(obj),
+        "paragraph_name_key": attr.get("nameKey", "author"),
+        "paragraph_text_key": attr.get("textKey", "text"),
+    }
     if len(controls) == 1 and isinstance(first, ChoicesControl):
         return LabelingSpec(**common, multiple=first.multiple, labels=first.labels)
     # Several controls, or one that is not Choices: each gets a field of one JSON answer.
@@ -91,7 +98,7 @@ def _data_key(obj: ObjectTag) -> str:
     if not value.startswith("$") or len(value) < 2:
         raise UnsupportedConfig(
             f"object <{obj.tag} name={obj.name!r}> must read its text from task data "
-            f"(value=\"$key\"), got value={value!r}"
+            f'(value="$key"), got value={value!r}'
         )
     return value[1:]
 

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import sys
-
 import pytest
 
-from backend.local_studio import LocalStudio, ensure_installed, ensure_migrated_db
+from backend.devtools.local_studio import LocalStudio, ensure_installed, ensure_migrated_db
 from backend.processes import spawn, start_redis, start_workers, stop_all
 from backend.settings import Settings
 from tests.conftest import stack_env, wait_for_workers
@@ -145,27 +144,46 @@ def make_stack(studio, redis_server, logs_dir):
     """
     started, fakes = [], []
 
-    def make(workers: int = 2, fake_knobs: dict | None = None, studio_url: str | None = None,
-             chaos: str | None = None, **env_extra):
-        from backend.fake_llm import spawn_fake_llm
+    def make(
+        workers: int = 2,
+        fake_knobs: dict | None = None,
+        studio_url: str | None = None,
+        chaos: str | None = None,
+        **env_extra,
+    ):
+        from backend.devtools.fake_llm import spawn_fake_llm
 
         fake = spawn_fake_llm(**(fake_knobs or {}))
         fakes.append(fake)
-        env = stack_env(redis_server["url"], fake.url, LABEL_STUDIO_URL=studio_url or studio.url,
-                        LABEL_STUDIO_API_KEY=studio.token, LLM_MAX_RETRIES=8, **env_extra)
+        env = stack_env(
+            redis_server["url"],
+            fake.url,
+            LABEL_STUDIO_URL=studio_url or studio.url,
+            LABEL_STUDIO_API_KEY=studio.token,
+            LLM_MAX_RETRIES=8,
+            **env_extra,
+        )
         stack = {"env": env, "fake": fake, "workers": [], "settings": Settings.from_env(env)}
 
         def add_workers(count: int, chaos: str | None = None) -> list:
             before = len(stack["workers"])
             if chaos:
-                procs = [spawn(f"chaos-worker-{len(started) + i}", [sys.executable, "-m", "tests.chaos_worker"],
-                               logs_dir, {**env, "FSP_CHAOS": chaos}) for i in range(count)]
+                procs = [
+                    spawn(
+                        f"chaos-worker-{len(started) + i}",
+                        [sys.executable, "-m", "tests.chaos_worker"],
+                        logs_dir,
+                        {**env, "FSP_CHAOS": chaos},
+                    )
+                    for i in range(count)
+                ]
             else:
                 procs = start_workers(count, logs_dir, env, prefix=f"q-worker-{len(started)}")
             started.extend(procs)
             stack["workers"].extend(procs)
-            wait_for_workers(redis_server["url"], sum(p.alive() for p in stack["workers"][:before]) + count,
-                             queue=env["QUEUE_NAME"])
+            wait_for_workers(
+                redis_server["url"], sum(p.alive() for p in stack["workers"][:before]) + count, queue=env["QUEUE_NAME"]
+            )
             return procs
 
         stack["add_workers"] = add_workers

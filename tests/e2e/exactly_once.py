@@ -20,7 +20,7 @@ CONFIG = """<View><Text name="text" value="$text"/>
 
 def news(count: int, offset: int = 0) -> list[dict]:
     rows = [json.loads(line) for line in (EVAL_DATA / "ag_news_test.jsonl").read_text().splitlines()]
-    return rows[offset:offset + count]
+    return rows[offset : offset + count]
 
 
 def make_project(api, title: str, tasks: int, annotated: int) -> dict:
@@ -28,8 +28,10 @@ def make_project(api, title: str, tasks: int, annotated: int) -> dict:
     project = api.create_project(title, CONFIG)
     task_ids = api.import_tasks(project["id"], [{"text": r["text"]} for r in rows])
     for task_id, row in list(zip(task_ids, rows))[:annotated]:
-        api.create_annotation(task_id, [{"from_name": "topic", "to_name": "text", "type": "choices",
-                                         "value": {"choices": [row["label"]]}}])
+        api.create_annotation(
+            task_id,
+            [{"from_name": "topic", "to_name": "text", "type": "choices", "value": {"choices": [row["label"]]}}],
+        )
     # prelabel skips annotated tasks (they need no pre-label); "tasks" are the ones it must label
     return {"id": project["id"], "tasks": task_ids[annotated:], "all": task_ids}
 
@@ -63,9 +65,11 @@ def tally(api, project: dict, redis_url: str, version: str | None = None) -> dic
 
 def assert_exactly_once(api, project: dict, redis_url: str, version: str | None = None, label: str = "") -> dict:
     figures = tally(api, project, redis_url, version)
-    line = (f"{label or project.get('title', '')}: {len(project['tasks'])} tasks: completed {figures['completed']}, "
-            f"failed with a listed reason {figures['failed']}, lost {len(figures['lost'])}, "
-            f"duplicated {len(figures['duplicated'])}")
+    line = (
+        f"{label or project.get('title', '')}: {len(project['tasks'])} tasks: completed {figures['completed']}, "
+        f"failed with a listed reason {figures['failed']}, lost {len(figures['lost'])}, "
+        f"duplicated {len(figures['duplicated'])}"
+    )
     FIGURES.append(line)
     print("\n" + line)
     assert not figures["duplicated"] and not figures["lost"], figures

@@ -112,8 +112,11 @@ class StudioProxy:
                 if kind == "error_before":
                     return self._answer(500, b'{"detail": "injected: 500 before applying"}', "application/json", call)
                 _pause(fault, "late_apply", "hold_before")
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() not in ("host", "content-length", "connection", "accept-encoding")}
+                headers = {
+                    k: v
+                    for k, v in self.headers.items()
+                    if k.lower() not in ("host", "content-length", "connection", "accept-encoding")
+                }
                 answer = proxy._http.request(self.command, proxy.target + self.path, headers=headers, content=body)
                 if kind == "error_after":
                     return self._answer(500, b'{"detail": "injected: 500 after applying"}', "application/json", call)

@@ -12,9 +12,9 @@ import time
 import httpx
 import pytest
 
-from backend.fake_llm import spawn_fake_llm
-from backend.labeling.spec import parse_spec
+from backend.devtools.fake_llm import spawn_fake_llm
 from backend.labeling.results import prediction_errors
+from backend.labeling.spec import parse_spec
 from backend.processes import start_backend, start_workers, stop_all
 from tests.conftest import EVAL_DATA, MULTI_CONFIG, stack_env, wait_for_workers
 
@@ -136,8 +136,10 @@ def test_a_multiple_choice_project_on_the_same_backend_gets_its_own_labels(stack
     texts = ["the striker scored", "parliament voted", "a new vaccine", "pasta with basil", "election and match"]
     task_ids = api.import_tasks(project["id"], [{"text": t} for t in texts])
     api.create_annotation(task_ids[0], choice("sports", "topics"))
-    api.create_annotation(task_ids[1], [{"from_name": "topics", "to_name": "text", "type": "choices",
-                                         "value": {"choices": ["politics", "science"]}}])
+    api.create_annotation(
+        task_ids[1],
+        [{"from_name": "topics", "to_name": "text", "type": "choices", "value": {"choices": ["politics", "science"]}}],
+    )
     api.connect_ml(project["id"], stack["url"])
     api.retrieve_predictions(project["id"])
     grouped = predictions_by_task(api, project["id"])
@@ -161,8 +163,12 @@ def test_an_opened_task_shows_a_prediction_and_interactive_works_after_a_restart
 
 def test_with_basic_auth_label_studio_with_the_credentials_works_and_others_get_401(stack, logs_dir):
     api = stack["api"]
-    env = {**stack["env"], "BASIC_AUTH_USER": "studio", "BASIC_AUTH_PASS": "e2e-basic-pass",
-           "WEBHOOK_SECRET": "e2e-hook-secret"}
+    env = {
+        **stack["env"],
+        "BASIC_AUTH_USER": "studio",
+        "BASIC_AUTH_PASS": "e2e-basic-pass",
+        "WEBHOOK_SECRET": "e2e-hook-secret",
+    }
     backend, url = start_backend(logs_dir, env, workers=1)
     try:
         assert httpx.post(url + "/predict", json={}).status_code == 401
@@ -174,8 +180,10 @@ def test_with_basic_auth_label_studio_with_the_credentials_works_and_others_get_
         versions = f"{url}/versions?project={project['id']}"
         zero_shot = httpx.get(versions, auth=("studio", "e2e-basic-pass")).json()["model_version"]
         api.create_annotation(task_ids[0], choice("HUM"))
-        wait_for(lambda: httpx.get(versions, auth=("studio", "e2e-basic-pass")).json()["model_version"] != zero_shot,
-                 what="the webhook with the secret header")
+        wait_for(
+            lambda: httpx.get(versions, auth=("studio", "e2e-basic-pass")).json()["model_version"] != zero_shot,
+            what="the webhook with the secret header",
+        )
         api.retrieve_predictions(project["id"])
         grouped = predictions_by_task(api, project["id"])
         assert all(len(grouped.get(t, [])) == 1 for t in task_ids[1:])
@@ -189,28 +197,51 @@ MULTI_CONTROL_CONFIG = """<View><Text name="text" value="$text"/>
 <TextArea name="summary" toName="text" placeholder="One short sentence." maxSubmissions="1"/>
 </View>"""
 
-NEWS = [("Angela Merkel praised Siemens in Berlin.", [("Angela Merkel", "PER"), ("Siemens", "ORG"), ("Berlin", "LOC")],
-         "positive", "Merkel praised Siemens."),
-        ("Protesters blamed Shell for the spill near Lagos.", [("Shell", "ORG"), ("Lagos", "LOC")], "negative",
-         "Shell was blamed for a spill."),
-        ("Serena Williams won again in Paris.", [("Serena Williams", "PER"), ("Paris", "LOC")], "positive",
-         "Williams won in Paris."),
-        ("Google cut jobs in Dublin, angering staff.", [("Google", "ORG"), ("Dublin", "LOC")], "negative",
-         "Google cut jobs."),
-        ("Angela Merkel visited Lagos with Shell executives.", [], None, None),
-        ("Serena Williams thanked Google in Dublin.", [], None, None),
-        ("Staff in Berlin were angry at Siemens.", [], None, None),
-        ("Paris fans cheered for Serena Williams.", [], None, None)]
+NEWS = [
+    (
+        "Angela Merkel praised Siemens in Berlin.",
+        [("Angela Merkel", "PER"), ("Siemens", "ORG"), ("Berlin", "LOC")],
+        "positive",
+        "Merkel praised Siemens.",
+    ),
+    (
+        "Protesters blamed Shell for the spill near Lagos.",
+        [("Shell", "ORG"), ("Lagos", "LOC")],
+        "negative",
+        "Shell was blamed for a spill.",
+    ),
+    (
+        "Serena Williams won again in Paris.",
+        [("Serena Williams", "PER"), ("Paris", "LOC")],
+        "positive",
+        "Williams won in Paris.",
+    ),
+    (
+        "Google cut jobs in Dublin, angering staff.",
+        [("Google", "ORG"), ("Dublin", "LOC")],
+        "negative",
+        "Google cut jobs.",
+    ),
+    ("Angela Merkel visited Lagos with Shell executives.", [], None, None),
+    ("Serena Williams thanked Google in Dublin.", [], None, None),
+    ("Staff in Berlin were angry at Siemens.", [], None, None),
+    ("Paris fans cheered for Serena Williams.", [], None, None),
+]
 
 
 def regions_for(text, entities, sentiment, summary):
     result = []
     for quote, label in entities:
         start = text.index(quote)
-        result.append({"from_name": "entities", "to_name": "text", "type": "labels",
-                       "value": {"start": start, "end": start + len(quote), "text": quote, "labels": [label]}})
-    result.append({"from_name": "sentiment", "to_name": "text", "type": "choices",
-                   "value": {"choices": [sentiment]}})
+        result.append(
+            {
+                "from_name": "entities",
+                "to_name": "text",
+                "type": "labels",
+                "value": {"start": start, "end": start + len(quote), "text": quote, "labels": [label]},
+            }
+        )
+    result.append({"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": [sentiment]}})
     result.append({"from_name": "summary", "to_name": "text", "type": "textarea", "value": {"text": [summary]}})
     return result
 
@@ -237,5 +268,5 @@ def test_a_project_with_spans_choices_and_free_text_gets_predictions_that_render
         for region in result:
             if region["type"] == "labels":
                 spans += 1
-                assert text[region["value"]["start"]:region["value"]["end"]] == region["value"]["text"]
+                assert text[region["value"]["start"] : region["value"]["end"]] == region["value"]["text"]
     assert spans >= 4  # the entities the annotators marked are found again in the new sentences

@@ -13,14 +13,20 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from backend.demo import SEEDS, Demo
+from backend.commands.demo import SEEDS, Demo
 from backend.labeling.spec import parse_spec
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts"
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 # Label Studio's labeling interface renders each <Choice> as an antd checkbox (a radio for
 # choice="single-radio") whose input carries the Choice's value (its display name) as `name`.
 CHOICE_INPUTS = ".lsf-choices input[type=checkbox], .lsf-choices input[type=radio]"
@@ -38,7 +44,9 @@ def demo(tmp_path):
 @pytest.fixture
 def browser():
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install -y chromium (`make test` does, as root: tools/system-deps)")
+        pytest.fail(
+            f"no Chromium at {CHROMIUM}: apt-get install -y chromium (`make test` does, as root: tools/system-deps)"
+        )
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
@@ -95,7 +103,7 @@ SPAN_HIGHLIGHTS = ".htx-highlight"
 
 def test_a_task_opens_with_the_predicted_spans_highlighted(studio, env, browser, tmp_path):
     """A NER file from `label --format label-studio`, imported as it is: the task opens with its spans marked."""
-    from tests.e2e.test_label_studio_format_e2e import NER_CONFIG, DATA, import_and_read_back, label_to_studio_file
+    from tests.e2e.test_label_studio_format_e2e import DATA, NER_CONFIG, import_and_read_back, label_to_studio_file
 
     text = "Alice flew from Paris to Berlin with Lufthansa."
     tasks = label_to_studio_file(tmp_path, NER_CONFIG, DATA / "ner_export.json", [{"text": text}])

@@ -18,18 +18,27 @@ from itertools import cycle
 import pytest
 import redis as redis_lib
 
-from backend import jobs, outbox
-from backend.studio import StudioError
-from backend.prelabel import prelabel
+from backend.commands.prelabel import prelabel
+from backend.pipeline import jobs, outbox
 from backend.processes import start_backend
+from backend.studio.client import StudioError
 from tests.conftest import REPO, stack_env
 from tests.e2e.exactly_once import assert_exactly_once, make_project, prediction_counts
 from tests.e2e.studio_proxy import StudioProxy
 
 STUDIO_TIMEOUT = 4  # s: claims last 4 x this (16 s)
 CHAOS_ENV = {"LABEL_STUDIO_TIMEOUT": STUDIO_TIMEOUT, "JOB_TIMEOUT": 10, "JOB_CHUNK_SIZE": 4, "WORKER_WAIT": 120}
-BACKEND_VARS = ("REDIS_URL", "QUEUE_NAME", "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "LABEL_STUDIO_TIMEOUT",
-                "OPENAI_BASE_URL", "OPENAI_API_KEY", "LLM_MODEL", "WRITE_BACK_TIMEOUT")
+BACKEND_VARS = (
+    "REDIS_URL",
+    "QUEUE_NAME",
+    "LABEL_STUDIO_URL",
+    "LABEL_STUDIO_API_KEY",
+    "LABEL_STUDIO_TIMEOUT",
+    "OPENAI_BASE_URL",
+    "OPENAI_API_KEY",
+    "LLM_MODEL",
+    "WRITE_BACK_TIMEOUT",
+)
 
 
 @pytest.fixture
@@ -41,6 +50,7 @@ def proxy(studio):
 @pytest.fixture
 def here(monkeypatch):
     """Run the workers' job functions in this process with a given environment."""
+
     def use(env: dict) -> None:
         for name in BACKEND_VARS:
             if name in env:
@@ -54,9 +64,18 @@ def here(monkeypatch):
 def queued_rows(project: dict, version: str, tasks: list[int] | None = None) -> list[dict]:
     """Write-back rows as a labeling job queues them (valid predictions for CONFIG)."""
     labels = cycle(["World", "Sports", "Business", "Sci/Tech"])
-    return [{"task": t, "result": [{"from_name": "topic", "to_name": "text", "type": "choices",
-                                    "value": {"choices": [next(labels)]}}], "score": 0.9, "model_version": version,
-             "run": ""} for t in (tasks or project["tasks"])]
+    return [
+        {
+            "task": t,
+            "result": [
+                {"from_name": "topic", "to_name": "text", "type": "choices", "value": {"choices": [next(labels)]}}
+            ],
+            "score": 0.9,
+            "model_version": version,
+            "run": "",
+        }
+        for t in (tasks or project["tasks"])
+    ]
 
 
 def flush_until_empty(connection, project_id: int, timeout: float = 90) -> None:
@@ -70,8 +89,9 @@ def flush_until_empty(connection, project_id: int, timeout: float = 90) -> None:
 def run_prelabel(stack: dict, project_id: int) -> dict:
     """prelabel in a thread (a test can act meanwhile); result["code"] once it returned."""
     result: dict = {}
-    thread = threading.Thread(target=lambda: result.update(code=prelabel(stack["settings"], project_id, True)),
-                              daemon=True)
+    thread = threading.Thread(
+        target=lambda: result.update(code=prelabel(stack["settings"], project_id, True)), daemon=True
+    )
     thread.start()
     result["thread"] = thread
     return result
@@ -97,18 +117,32 @@ def wait_dead(proc, timeout: float = 90) -> None:
 
 # ---- the defects, reproduced step by step -------------------------------------------------------------------
 
+
 def test_a_flusher_killed_holding_its_claims_loses_no_row(studio, redis_server, here, logs_dir):
     """Issue 13, defect 1: 8 queued rows, the first flush SIGKILLed after taking its claims; the next flush
     used to win nothing, write nothing and trim the rows anyway."""
     project = make_project(studio.api, "Killed flusher", 10, 2)
-    env = stack_env(redis_server["url"], "http://127.0.0.1:9/v1", LABEL_STUDIO_URL=studio.url,
-                    LABEL_STUDIO_API_KEY=studio.token, **CHAOS_ENV)
+    env = stack_env(
+        redis_server["url"],
+        "http://127.0.0.1:9/v1",
+        LABEL_STUDIO_URL=studio.url,
+        LABEL_STUDIO_API_KEY=studio.token,
+        **CHAOS_ENV,
+    )
     connection = redis_lib.Redis.from_url(redis_server["url"])
     outbox.push(connection, project["id"], queued_rows(project, "fsp-killed0001"))
-    code = ("import sys, tests.chaos_worker as chaos; chaos.install('kill:after-claim'); "
-            f"from backend.jobs import flush_outbox; flush_outbox({project['id']})")
-    killed = subprocess.run([sys.executable, "-c", code], env={**env, "FSP_CHAOS": "kill:after-claim"}, cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+    code = (
+        "import sys, tests.chaos_worker as chaos; chaos.install('kill:after-claim'); "
+        f"from backend.pipeline.jobs import flush_outbox; flush_outbox({project['id']})"
+    )
+    killed = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "FSP_CHAOS": "kill:after-claim"},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]
     here(env)
     jobs.flush_outbox(project["id"])  # the next flush: the dead flusher's claims still hold
@@ -123,8 +157,13 @@ def test_two_flushers_with_an_expired_lock_drop_nothing(studio, redis_server, pr
     the new rows went unwritten."""
     project = make_project(studio.api, "Two flushers", 12, 2)
     first, later = project["tasks"][:5], project["tasks"][5:]
-    env = stack_env(redis_server["url"], "http://127.0.0.1:9/v1", LABEL_STUDIO_URL=proxy.url,
-                    LABEL_STUDIO_API_KEY=studio.token, LABEL_STUDIO_TIMEOUT=30)
+    env = stack_env(
+        redis_server["url"],
+        "http://127.0.0.1:9/v1",
+        LABEL_STUDIO_URL=proxy.url,
+        LABEL_STUDIO_API_KEY=studio.token,
+        LABEL_STUDIO_TIMEOUT=30,
+    )
     here(env)
     connection = redis_lib.Redis.from_url(redis_server["url"])
     outbox.push(connection, project["id"], queued_rows(project, "fsp-twoflush01", first))
@@ -152,8 +191,7 @@ def test_two_flushers_with_an_expired_lock_drop_nothing(studio, redis_server, pr
     assert not errors, errors  # e.g. LockNotOwnedError from a lock that expired under its flusher
 
 
-def test_a_job_that_raises_every_time_ends_the_run_with_its_tasks_listed(studio, make_stack, redis_server,
-                                                                        capsys):
+def test_a_job_that_raises_every_time_ends_the_run_with_its_tasks_listed(studio, make_stack, redis_server, capsys):
     """Issue 13, defect 3: a labeling job that fails for good used to leave its tasks uncounted, and prelabel
     followed the run forever. Now the run ends, prelabel exits 1 and lists every task with its reason."""
     stack = make_stack(workers=1, chaos="raise:label", **CHAOS_ENV)
@@ -171,9 +209,11 @@ def test_a_job_that_raises_every_time_ends_the_run_with_its_tasks_listed(studio,
 
 # ---- chaos through the workers -----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("point", ["kill:after-claim", "kill:during-write", "kill:after-write"])
-def test_a_worker_killed_at_each_step_of_a_flush_loses_and_duplicates_nothing(studio, make_stack, redis_server,
-                                                                             proxy, point, capsys):
+def test_a_worker_killed_at_each_step_of_a_flush_loses_and_duplicates_nothing(
+    studio, make_stack, redis_server, proxy, point, capsys
+):
     """One chaos worker labels a project and dies at `point` of its flush; a worker started after takes over."""
     if point == "kill:during-write":
         proxy.add("late_answer", seconds=3)  # the write is at Label Studio while the worker dies
@@ -209,9 +249,9 @@ def test_label_studio_failing_past_the_write_back_timeout_lists_the_tasks(studio
     assert figures["failed"] == len(project["tasks"])
 
 
-def test_a_predict_answered_in_time_takes_claims_so_a_running_prelabel_writes_no_second(studio, make_stack,
-                                                                                         redis_server, proxy,
-                                                                                         logs_dir):
+def test_a_predict_answered_in_time_takes_claims_so_a_running_prelabel_writes_no_second(
+    studio, make_stack, redis_server, proxy, logs_dir
+):
     """Issue 13, defect 8: while a prelabel's write-back is at Label Studio, "Retrieve predictions" asks
     /predict for the same tasks; answered from the cache within its deadline, it used to take no claims,
     so Label Studio stored both."""

@@ -2,7 +2,7 @@
 
 import json
 
-from backend.cli import main
+from backend.commands.cli import main
 from tests.conftest import EVAL_DATA
 from tests.e2e.test_backend_e2e import TREC_CONFIG, choice, trec_rows
 
@@ -18,8 +18,9 @@ def test_evaluate_a_label_studio_project(studio, env, monkeypatch, tmp_path, cap
         api.create_annotation(task_id, choice(row["label"]))
     api.create_annotation(task_ids[0], choice("HUM"), was_cancelled=True)  # a skip does not count
     out = tmp_path / "report"
-    code = main(["evaluate", "--project", str(project["id"]), "--folds", "3", "--output-dir", str(out),
-                 "--no-progress"])
+    code = main(
+        ["evaluate", "--project", str(project["id"]), "--folds", "3", "--output-dir", str(out), "--no-progress"]
+    )
     assert code == 0, capsys.readouterr().err
     report = json.loads((out / "evaluation.json").read_text())
     assert report["result"]["n"] == 30 and report["meta"]["folds"] == 3
@@ -40,8 +41,9 @@ def test_evaluate_a_span_project(studio, env, monkeypatch, tmp_path, capsys):
     for task_id, row in zip(api.import_tasks(project["id"], [{"text": r["text"]} for r in kept]), kept):
         api.create_annotation(task_id, wnut_annotation(row))
     out = tmp_path / "report"
-    code = main(["evaluate", "--project", str(project["id"]), "--folds", "3", "--output-dir", str(out),
-                 "--no-progress"])
+    code = main(
+        ["evaluate", "--project", str(project["id"]), "--folds", "3", "--output-dir", str(out), "--no-progress"]
+    )
     assert code == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
     report = json.loads((out / "evaluation.json").read_text())

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from backend.export import add_parser, run_export
+from backend.commands.export import add_parser, run_export
 from backend.labeling.prompt import PromptSettings, instruction, render_query
 from backend.labeling.spec import parse_spec
-from backend.studio import Studio
+from backend.studio.client import Studio
 
 CONFIG = """<View>
   <Text name="text" value="$text"/>
@@ -100,28 +100,47 @@ def test_human_rows_only_by_default(env, project, tmp_path, capsys):
     ids = project["ids"]
     rows = read(out)
     assert [(r["task"], r["label"], r["source"], r["annotator_count"]) for r in rows] == [
-        (ids["agree"], "Positive", "human", 2), (ids["cancelled_then_live"], "Negative", "human", 1),
-        (ids["solo"], "Negative", "human", 1), (ids["human_and_prediction"], "Positive", "human", 1)]
+        (ids["agree"], "Positive", "human", 2),
+        (ids["cancelled_then_live"], "Negative", "human", 1),
+        (ids["solo"], "Negative", "human", 1),
+        (ids["human_and_prediction"], "Positive", "human", 1),
+    ]
     assert rows[0]["text"] == TEXTS["agree"]
     printed = capsys.readouterr().out
     assert "rows 4: human 4, model 0" in printed
-    for counted in ("skipped_disagreement 1", "skipped_cancelled 1", "skipped_no_choice 1",
-                    "skipped_label_not_in_config 1"):
+    for counted in (
+        "skipped_disagreement 1",
+        "skipped_cancelled 1",
+        "skipped_no_choice 1",
+        "skipped_label_not_in_config 1",
+    ):
         assert counted in printed
     assert "skipped_no_prediction" not in printed and "train 4  validation 0" in printed
 
 
 def test_predictions_above_the_min_score_fill_the_tasks_nobody_annotated(env, project, tmp_path, capsys):
     out = tmp_path / "sft.jsonl"
-    code = export("--project", str(project["id"]), "--format", "openai-chat", "--output", str(out),
-                  "--include-predictions", "--min-score", "0.5")
+    code = export(
+        "--project",
+        str(project["id"]),
+        "--format",
+        "openai-chat",
+        "--output",
+        str(out),
+        "--include-predictions",
+        "--min-score",
+        "0.5",
+    )
     assert code == 0
     ids = project["ids"]
     meta = read(tmp_path / "sft.meta.jsonl")
     assert [(m["task"], m["source"], m["model_version"], m["score"]) for m in meta] == [
-        (ids["agree"], "human", None, None), (ids["cancelled_then_live"], "human", None, None),
-        (ids["solo"], "human", None, None), (ids["human_and_prediction"], "human", None, None),
-        (ids["predicted_twice"], "model", "v2", 0.8)]
+        (ids["agree"], "human", None, None),
+        (ids["cancelled_then_live"], "human", None, None),
+        (ids["solo"], "human", None, None),
+        (ids["human_and_prediction"], "human", None, None),
+        (ids["predicted_twice"], "model", "v2", 0.8),
+    ]
     lines = read(out)
     assert len(lines) == len(meta) and all(set(line) == {"messages"} for line in lines)
     spec, prompt = parse_spec(CONFIG), PromptSettings(model="gpt-4o-mini", instruction="Label customer reviews.")
@@ -132,37 +151,79 @@ def test_predictions_above_the_min_score_fill_the_tasks_nobody_annotated(env, pr
     assert model_line[2] == {"role": "assistant", "content": '{"label": "Negative"}'}
     printed = capsys.readouterr().out
     assert "rows 5: human 4, model 1" in printed
-    for counted in ("skipped_disagreement 1", "skipped_cancelled 1", "skipped_no_choice 1",
-                    "skipped_label_not_in_config 1", "skipped_prediction_below_min_score 1",
-                    "skipped_prediction_without_score 1",
-                    "skipped_no_prediction 1"):
+    for counted in (
+        "skipped_disagreement 1",
+        "skipped_cancelled 1",
+        "skipped_no_choice 1",
+        "skipped_label_not_in_config 1",
+        "skipped_prediction_below_min_score 1",
+        "skipped_prediction_without_score 1",
+        "skipped_no_prediction 1",
+    ):
         assert counted in printed
 
 
 def test_a_model_version_and_min_score_zero_choose_other_predictions(env, project, tmp_path, capsys):
     ids = project["ids"]
     out = tmp_path / "v1.jsonl"
-    code = export("--project", str(project["id"]), "--format", "alpaca", "--output", str(out),
-                  "--include-predictions", "--min-score", "0.5", "--model-version", "v1")
+    code = export(
+        "--project",
+        str(project["id"]),
+        "--format",
+        "alpaca",
+        "--output",
+        str(out),
+        "--include-predictions",
+        "--min-score",
+        "0.5",
+        "--model-version",
+        "v1",
+    )
     assert code == 0
     model = [r for r in read(out) if r["source"] == "model"]
     assert [(r["task"], r["output"], r["model_version"], r["score"]) for r in model] == [
-        (ids["predicted_twice"], '{"label": "Positive"}', "v1", 0.9)]
+        (ids["predicted_twice"], '{"label": "Positive"}', "v1", 0.9)
+    ]
     assert "skipped_no_prediction 3" in capsys.readouterr().out  # low, unscored and unlabeled have no v1
     out = tmp_path / "all.jsonl"
-    code = export("--project", str(project["id"]), "--format", "jsonl", "--output", str(out),
-                  "--include-predictions", "--min-score", "0")
+    code = export(
+        "--project",
+        str(project["id"]),
+        "--format",
+        "jsonl",
+        "--output",
+        str(out),
+        "--include-predictions",
+        "--min-score",
+        "0",
+    )
     assert code == 0
     model = {r["task"]: (r["label"], r["score"]) for r in read(out) if r["source"] == "model"}
-    assert model == {ids["predicted_twice"]: ("Negative", 0.8), ids["predicted_low"]: ("Positive", 0.2),
-                     ids["predicted_unscored"]: ("Negative", None)}
+    assert model == {
+        ids["predicted_twice"]: ("Negative", 0.8),
+        ids["predicted_low"]: ("Positive", 0.2),
+        ids["predicted_unscored"]: ("Negative", None),
+    }
     assert "model 3 (1 without a score)" in capsys.readouterr().out
 
 
 def test_the_split_keeps_every_task_on_one_side_run_after_run(env, project, tmp_path, capsys):
     out = tmp_path / "split.jsonl"
-    argv = ["--project", str(project["id"]), "--format", "openai-chat", "--output", str(out),
-            "--include-predictions", "--min-score", "0", "--val-fraction", "0.5", "--seed", "7"]
+    argv = [
+        "--project",
+        str(project["id"]),
+        "--format",
+        "openai-chat",
+        "--output",
+        str(out),
+        "--include-predictions",
+        "--min-score",
+        "0",
+        "--val-fraction",
+        "0.5",
+        "--seed",
+        "7",
+    ]
     assert export(*argv) == 0
     train, val = read(tmp_path / "split.meta.jsonl"), read(tmp_path / "split.val.meta.jsonl")
     assert len(read(out)) == len(train) and len(read(tmp_path / "split.val.jsonl")) == len(val)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from backend.cli import main
+from backend.commands.cli import main
 from backend.labeling.results import prediction_errors
 from backend.labeling.spec import parse_spec
 from tests.conftest import EVAL_DATA, SEEDS
@@ -15,16 +15,34 @@ from tests.test_label_output import MIXED_CONFIG, MIXED_SEEDS, write_rows
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 NER_CONFIG = (DATA / "ner_config.xml").read_text()
-TEXTS = ["Alice flew from Paris to Berlin with Lufthansa 🇩🇪.", "Bob met Bob in Köln.", "Microsoft hired Zoë.",
-         "Nothing happened today."]
+TEXTS = [
+    "Alice flew from Paris to Berlin with Lufthansa 🇩🇪.",
+    "Bob met Bob in Köln.",
+    "Microsoft hired Zoë.",
+    "Nothing happened today.",
+]
 
 
 def label_to_studio_file(tmp_path: Path, config: str, seeds: Path, rows: list[dict]) -> list[dict]:
     (tmp_path / "config.xml").write_text(config)
     source = write_rows(tmp_path / "tasks.jsonl", rows)
     out = tmp_path / "tasks.json"
-    code = main(["label", "--config", str(tmp_path / "config.xml"), "--seeds", str(seeds), "--input", str(source),
-                 "--output", str(out), "--format", "label-studio", "--no-progress"])
+    code = main(
+        [
+            "label",
+            "--config",
+            str(tmp_path / "config.xml"),
+            "--seeds",
+            str(seeds),
+            "--input",
+            str(source),
+            "--output",
+            str(out),
+            "--format",
+            "label-studio",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     return json.loads(out.read_text())
 
@@ -50,7 +68,7 @@ def check_imported(file_tasks: list[dict], stored: list[dict], config: str) -> N
         text = task["data"][spec.data_key]
         for region in prediction["result"]:
             if region["type"] == "labels":
-                assert region["value"]["text"] == text[region["value"]["start"]:region["value"]["end"]]
+                assert region["value"]["text"] == text[region["value"]["start"] : region["value"]["end"]]
 
 
 def test_a_ner_file_imports_with_its_spans(studio, env, tmp_path):
@@ -84,8 +102,12 @@ def span(text: str, quote: str, label: str, nth: int = 0) -> dict:
     start = -1
     for _ in range(nth + 1):
         start = text.index(quote, start + 1)
-    return {"from_name": "entities", "to_name": "text", "type": "labels",
-            "value": {"start": start, "end": start + len(quote), "text": quote, "labels": [label]}}
+    return {
+        "from_name": "entities",
+        "to_name": "text",
+        "type": "labels",
+        "value": {"start": start, "end": start + len(quote), "text": quote, "labels": [label]},
+    }
 
 
 def wnut_annotation(row: dict) -> list[dict]:
@@ -101,8 +123,9 @@ def wnut_annotation(row: dict) -> list[dict]:
 def test_a_projects_span_export_teaches_as_seeds(studio, env, tmp_path):
     """Annotators mark entities in Label Studio; its JSON export, given as seeds, puts them in the prompt."""
     rows = [json.loads(line) for line in (EVAL_DATA / "wnut17_test.jsonl").read_text().splitlines()]
-    annotated = [r for r in rows if r["label"] and all(e["type"] in ("person", "location", "corporation")
-                                                         for e in r["label"])][:8]
+    annotated = [
+        r for r in rows if r["label"] and all(e["type"] in ("person", "location", "corporation") for e in r["label"])
+    ][:8]
     api = studio.api
     project = api.create_project("NER seeds from an export", NER_CONFIG)
     ids = api.import_tasks(project["id"], [{"text": r["text"]} for r in annotated])
@@ -113,11 +136,25 @@ def test_a_projects_span_export_teaches_as_seeds(studio, env, tmp_path):
     seeds.write_text(json.dumps(export))
     (tmp_path / "config.xml").write_text(NER_CONFIG)
     source = write_rows(tmp_path / "tasks.jsonl", [{"text": "a new sentence"}])
-    assert main(["label", "--config", str(tmp_path / "config.xml"), "--seeds", str(seeds), "--input", str(source),
-                 "--output", str(tmp_path / "out.jsonl"), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "label",
+                "--config",
+                str(tmp_path / "config.xml"),
+                "--seeds",
+                str(seeds),
+                "--input",
+                str(source),
+                "--output",
+                str(tmp_path / "out.jsonl"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     (request,) = env.requests()
     answers = [json.loads(m["content"]) for m in request["body"]["messages"] if m["role"] == "assistant"]
     assert len(answers) == len(annotated)
     shown = sorted((e["text"], e["label"]) for a in answers for e in a["entities"])
     assert shown == sorted((e["text"], e["type"]) for r in annotated for e in r["label"])
-

@@ -55,7 +55,8 @@ answer {"processed_items": 2, "detail": "Retrieved 2 predictions"}; with no sele
 they apply to ALL tasks. Retrieve sends annotated tasks too, and skips tasks that already
 hold a prediction with the backend's current model_version.
 Webhook bodies: {"action": "ANNOTATION_CREATED" | "ANNOTATION_UPDATED", "annotation", "task",
-"project"}; {"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 2}], "project"}. Interactive (POST /api/ml/ID/interactive-annotating) answers
+"project"}; {"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 2}], "project"}. Interactive
+(POST /api/ml/ID/interactive-annotating) answers
 {"data": {"result": [...], "score", "model_version"}} and stores no prediction.
 """
 
@@ -63,9 +64,9 @@ from __future__ import annotations
 
 import httpx
 
-from backend.local_studio import TOKEN, USERNAME
-
-from tests.e2e.conftest import SENTIMENT_CONFIG as CONFIG, sentiment_choice as choice
+from backend.devtools.local_studio import TOKEN, USERNAME
+from tests.e2e.conftest import SENTIMENT_CONFIG as CONFIG
+from tests.e2e.conftest import sentiment_choice as choice
 
 
 def new_project(studio, title: str) -> tuple[int, list[int]]:

@@ -15,8 +15,8 @@ import httpx
 import pytest
 import redis as redis_lib
 
-from backend.cli import main
-from backend.fake_llm import spawn_fake_llm
+from backend.commands.cli import main
+from backend.devtools.fake_llm import spawn_fake_llm
 from backend.processes import start_backend, start_redis, start_workers, stop_all
 from tests.conftest import stack_env, wait_for_workers
 from tests.e2e.test_backend_e2e import TREC_CONFIG, choice, trec_rows, wait_for
@@ -31,8 +31,9 @@ OWN = "fsp-"
 def stack(studio, logs_dir):
     redis_proc, redis_url = start_redis(logs_dir)
     fake = spawn_fake_llm()
-    env = stack_env(redis_url, fake.url, PREDICT_DEADLINE=60, LABEL_STUDIO_URL=studio.url,
-                    LABEL_STUDIO_API_KEY=studio.token)
+    env = stack_env(
+        redis_url, fake.url, PREDICT_DEADLINE=60, LABEL_STUDIO_URL=studio.url, LABEL_STUDIO_API_KEY=studio.token
+    )
     workers = start_workers(2, logs_dir, env, prefix="quality-worker")
     backend, url = start_backend(logs_dir, env, workers=2)
     try:
@@ -67,6 +68,7 @@ def reviews_settle(stack, project_id: int, reviewed: int, accepted: int) -> dict
     def settled():
         found = quality_of(stack, project_id)
         return found if (found["reviewed"], found["accepted"]) == (reviewed, accepted) else None
+
     return wait_for(settled, timeout=90, what=f"{reviewed} reviews, {accepted} accepted")
 
 
@@ -110,9 +112,12 @@ def expected_figures(truth: list[dict]) -> dict:
     for label in LABELS:
         predicted = [g for g, p in pairs if p == label]
         gold = [p for g, p in pairs if g == label]
-        per_label[label] = {"precision": predicted.count(label) / len(predicted) if predicted else 0.0,
-                            "recall": gold.count(label) / len(gold) if gold else 0.0,
-                            "support": len(gold), "predicted": len(predicted)}
+        per_label[label] = {
+            "precision": predicted.count(label) / len(predicted) if predicted else 0.0,
+            "recall": gold.count(label) / len(gold) if gold else 0.0,
+            "support": len(gold),
+            "predicted": len(predicted),
+        }
     versions = Counter(t["seen"]["model_version"] for t in truth)
     kept = Counter(t["seen"]["model_version"] for t in truth if t["label"] == label_of(t["seen"]))
     return {"per_label": per_label, "versions": dict(versions), "kept": dict(kept)}
@@ -136,8 +141,11 @@ def test_quality_reports_what_the_annotators_kept_per_version_and_label(stack, c
     check_figures(found, choices_project["truth"])
     threshold = found["recommended_threshold"]
     if threshold is not None:  # every review scoring at least it was kept often enough
-        kept = [t["label"] == label_of(t["seen"]) for t in choices_project["truth"]
-                if t["seen"]["score"] is not None and t["seen"]["score"] >= threshold]
+        kept = [
+            t["label"] == label_of(t["seen"])
+            for t in choices_project["truth"]
+            if t["seen"]["score"] is not None and t["seen"]["score"] >= threshold
+        ]
         assert sum(kept) / len(kept) >= found["target"]
 
 
@@ -158,11 +166,14 @@ def test_the_quality_command_computes_the_same_from_label_studio(stack, choices_
     check_figures(found, choices_project["truth"])
     assert found["not_reviews"] == {}  # every annotation reviews a prediction of this backend
     served = quality_of(stack, choices_project["id"])
-    assert {k: found[k] for k in ("by_model_version", "controls", "coverage", "recommended_threshold")} == \
-        {k: served[k] for k in ("by_model_version", "controls", "coverage", "recommended_threshold")}
+    assert {k: found[k] for k in ("by_model_version", "controls", "coverage", "recommended_threshold")} == {
+        k: served[k] for k in ("by_model_version", "controls", "coverage", "recommended_threshold")
+    }
     assert main(["quality", "--project", str(choices_project["id"])]) == 0
-    assert capsys.readouterr().out.splitlines()[0] == \
-        f"project {choices_project['id']}: 40 reviewed (40 tasks), 30 accepted as-is (0.750)"
+    assert (
+        capsys.readouterr().out.splitlines()[0]
+        == f"project {choices_project['id']}: 40 reviewed (40 tasks), 30 accepted as-is (0.750)"
+    )
 
 
 def test_an_updated_annotation_is_counted_once(stack, choices_project):
@@ -185,21 +196,35 @@ def test_the_figures_survive_a_redis_flush(stack, choices_project):
     assert found["built_at"] is not None
 
 
-def test_export_min_score_auto_keeps_the_predictions_the_live_figures_back(stack, choices_project, tmp_path,
-                                                                            capsys, monkeypatch):
+def test_export_min_score_auto_keeps_the_predictions_the_live_figures_back(
+    stack, choices_project, tmp_path, capsys, monkeypatch
+):
     monkeypatch.setenv("LABEL_STUDIO_URL", stack["studio"].url)
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", stack["studio"].token)
     out = tmp_path / "sft.jsonl"
-    args = ["export", "--project", str(choices_project["id"]), "--format", "jsonl", "--output", str(out),
-            "--include-predictions", "--min-score", "auto"]
+    args = [
+        "export",
+        "--project",
+        str(choices_project["id"]),
+        "--format",
+        "jsonl",
+        "--output",
+        str(out),
+        "--include-predictions",
+        "--min-score",
+        "auto",
+    ]
     monkeypatch.setenv("AUTO_THRESHOLD_MIN_REVIEWS", "1000")
     assert main(args) == 2
     (err,) = capsys.readouterr().err.strip().splitlines()
     assert "back no threshold yet" in err and "1000 needed (AUTO_THRESHOLD_MIN_REVIEWS)" in err
     monkeypatch.setenv("AUTO_THRESHOLD_MIN_REVIEWS", "5")
     monkeypatch.setenv("QUALITY_TARGET", "0.6")
-    scored = [(t["seen"]["score"], t["label"] == label_of(t["seen"])) for t in choices_project["truth"]
-              if t["seen"]["score"] is not None]
+    scored = [
+        (t["seen"]["score"], t["label"] == label_of(t["seen"]))
+        for t in choices_project["truth"]
+        if t["seen"]["score"] is not None
+    ]
     reaching = [s for s, _ in scored if sum(ok for x, ok in scored if x >= s) / sum(x >= s for x, _ in scored) >= 0.6]
     assert reaching, "with these figures some threshold reaches 0.6"
     assert main(args) == 0
@@ -229,19 +254,34 @@ def test_the_quality_page_renders_in_a_browser(stack, choices_project, browser, 
 
 # ---- spans ----------------------------------------------------------------------------------------------------
 
+
 def test_span_reviews_count_exact_and_overlap_per_label(stack):
     """Span annotations kept or trimmed: the per-label span figures are the ones the trims imply."""
     api = stack["api"]
     project = api.create_project("Live quality: spans", NER_CONFIG)
     examples = json.loads((DATA / "ner_export.json").read_text())
-    api.rest("POST", f"/api/projects/{project['id']}/import",
-              json=[{"data": e["data"], "annotations": [{"result": e["annotations"][0]["result"]}]} for e in examples
-                    if e.get("annotations")])
+    api.rest(
+        "POST",
+        f"/api/projects/{project['id']}/import",
+        json=[
+            {"data": e["data"], "annotations": [{"result": e["annotations"][0]["result"]}]}
+            for e in examples
+            if e.get("annotations")
+        ],
+    )
     # Names the demonstrations hold, so the fake LLM (nearest demonstration) marks spans in them.
-    texts = ["Alice flew from Paris to Berlin with Lufthansa.", "Bob met Alice in Berlin.", "Microsoft hired Bob.",
-             "Satya Nadella flew to Paris.", "Zoë works for Apple in Köln.", "Lufthansa hired Alice in Redmond.",
-             "Bob met Zoë in Paris.", "Microsoft moved to Berlin.", "Paris Hilton met Bob in Köln.",
-             "Apple hired Satya Nadella."]
+    texts = [
+        "Alice flew from Paris to Berlin with Lufthansa.",
+        "Bob met Alice in Berlin.",
+        "Microsoft hired Bob.",
+        "Satya Nadella flew to Paris.",
+        "Zoë works for Apple in Köln.",
+        "Lufthansa hired Alice in Redmond.",
+        "Bob met Zoë in Paris.",
+        "Microsoft moved to Berlin.",
+        "Paris Hilton met Bob in Köln.",
+        "Apple hired Satya Nadella.",
+    ]
     task_ids = api.import_tasks(project["id"], [{"text": t} for t in texts])
     api.connect_ml(project["id"], stack["url"], is_interactive=False)
     api.retrieve_predictions(project["id"])

@@ -9,14 +9,13 @@ import time
 import redis as redis_lib
 from rq import Queue, Worker
 
-from backend.prelabel import prelabel
+from backend.commands.prelabel import prelabel
+from backend.pipeline.runs import project_runs
 from backend.processes import start_backend, start_redis
-from backend.runs import project_runs
 from tests.e2e.exactly_once import assert_exactly_once, make_project, prediction_counts
 
 
-def test_prelabel_writes_one_prediction_per_task_and_a_rerun_costs_nothing(studio, make_stack, redis_server,
-                                                                           capsys):
+def test_prelabel_writes_one_prediction_per_task_and_a_rerun_costs_nothing(studio, make_stack, redis_server, capsys):
     stack = make_stack()
     project = make_project(studio.api, "Prelabel", 60, 8)
     assert prelabel(stack["settings"], project["id"], missing=True) == 0
@@ -26,13 +25,16 @@ def test_prelabel_writes_one_prediction_per_task_and_a_rerun_costs_nothing(studi
     assert prelabel(stack["settings"], project["id"], missing=True) == 0  # nothing is missing
     assert prelabel(stack["settings"], project["id"], missing=False) == 0  # all again: from the cache
     assert stack["fake"].stats()["requests"] == calls
-    assert assert_exactly_once(studio.api, project, redis_server["url"], label="prelabel again, and --all")["version"] \
+    assert (
+        assert_exactly_once(studio.api, project, redis_server["url"], label="prelabel again, and --all")["version"]
         == version
+    )
 
 
 def test_a_predict_past_its_deadline_writes_the_rest_back(studio, make_stack, redis_server, logs_dir):
-    stack = make_stack(workers=1, fake_knobs={"latency_ms": 300}, PREDICT_DEADLINE=1, JOB_CHUNK_SIZE=2,
-                       LABEL_CONCURRENCY=2)
+    stack = make_stack(
+        workers=1, fake_knobs={"latency_ms": 300}, PREDICT_DEADLINE=1, JOB_CHUNK_SIZE=2, LABEL_CONCURRENCY=2
+    )
     backend, url = start_backend(logs_dir, stack["env"], workers=1)
     try:
         project = make_project(studio.api, "Deadline", 24, 4)
@@ -71,10 +73,10 @@ def busy_worker(stack: dict, connection) -> object:
     raise AssertionError("no worker took a labeling job within 30 s")
 
 
-def test_a_worker_killed_mid_batch_loses_no_task_and_prelabel_says_what_it_waits_for(studio, make_stack,
-                                                                                       redis_server, capsys):
-    stack = make_stack(workers=2, fake_knobs={"latency_ms": 250}, JOB_TIMEOUT=4, JOB_CHUNK_SIZE=4,
-                       LABEL_CONCURRENCY=2)
+def test_a_worker_killed_mid_batch_loses_no_task_and_prelabel_says_what_it_waits_for(
+    studio, make_stack, redis_server, capsys
+):
+    stack = make_stack(workers=2, fake_knobs={"latency_ms": 250}, JOB_TIMEOUT=4, JOB_CHUNK_SIZE=4, LABEL_CONCURRENCY=2)
     project = make_project(studio.api, "Killed worker", 48, 4)
     done = {}
     runner = threading.Thread(target=lambda: done.update(code=prelabel(stack["settings"], project["id"], True)))
@@ -110,8 +112,9 @@ def test_redis_restarted_mid_run_loses_and_duplicates_nothing(studio, make_stack
     assert_exactly_once(studio.api, project, redis_server["url"], label="Redis restarted mid-run")
 
 
-def test_rate_limit_and_server_error_storms_end_with_a_prediction_or_a_recorded_failure(studio, make_stack,
-                                                                                       redis_server):
+def test_rate_limit_and_server_error_storms_end_with_a_prediction_or_a_recorded_failure(
+    studio, make_stack, redis_server
+):
     stack = make_stack(workers=2, fake_knobs={"rate_429": 0.2, "rate_500": 0.1, "retry_after": 0.05, "seed": 4})
     project = make_project(studio.api, "Storm", 60, 6)
     code = prelabel(stack["settings"], project["id"], missing=True)

@@ -34,7 +34,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backend.local_studio import default_cache_dir
+from backend.devtools.local_studio import default_cache_dir
 from backend.processes import free_port
 from tests.conftest import REPO
 from tests.e2e.exactly_once import make_project
@@ -47,6 +47,7 @@ PAID_API = re.compile(r"api\.openai\.com")
 
 
 # ---- reading the README ------------------------------------------------------------------------------------
+
 
 def fenced_blocks(text: str) -> list[tuple[str, int, list[str]]]:
     """(language, first line number, lines) of every fenced block."""
@@ -112,6 +113,7 @@ def test_the_reader_finds_the_readme_commands():
 
 # ---- processes ---------------------------------------------------------------------------------------------
 
+
 def descendants(pid: int) -> set[int]:
     """pid's live descendants, from /proc."""
     children: dict[int, list[int]] = {}
@@ -167,8 +169,9 @@ def read_until(proc: subprocess.Popen, pattern: str, timeout: float, seen: list[
         seen.append(line.rstrip("\n"))
         if match := re.search(pattern, line):
             return match
-    raise AssertionError(f"no line matching {pattern!r} within {timeout:.0f} s (exit {proc.poll()}):\n"
-                         + "\n".join(seen[-40:]))
+    raise AssertionError(
+        f"no line matching {pattern!r} within {timeout:.0f} s (exit {proc.poll()}):\n" + "\n".join(seen[-40:])
+    )
 
 
 _READERS: dict[int, queue.Queue] = {}
@@ -218,16 +221,24 @@ class Session:
     def run(self, command: str) -> subprocess.CompletedProcess | None:
         command = self.rewrite(command)
         if command.endswith("&"):
-            proc = subprocess.Popen(["bash", "-c", f"exec {command[:-1].strip()}"], cwd=self.cwd, env=self.env,
-                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                ["bash", "-c", f"exec {command[:-1].strip()}"],
+                cwd=self.cwd,
+                env=self.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                start_new_session=True,
+            )
             self.background.append(proc)
             read_until(proc, r"http://127\.0\.0\.1:\d+", 30, [])  # its banner: it is listening
             return None
-        done = subprocess.run(["bash", "-c", command], cwd=self.cwd, env=self.env, capture_output=True, text=True,
-                              timeout=900)
-        assert done.returncode == 0, f"`{command}` exited {done.returncode}:\n{done.stdout[-3000:]}\n" \
-                                     f"{done.stderr[-3000:]}"
+        done = subprocess.run(
+            ["bash", "-c", command], cwd=self.cwd, env=self.env, capture_output=True, text=True, timeout=900
+        )
+        assert done.returncode == 0, (
+            f"`{command}` exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
         assert "Traceback" not in done.stderr, done.stderr
         return done
 
@@ -238,6 +249,7 @@ class Session:
 
 
 # ---- the README's commands ---------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def project_stack(studio, make_stack):
@@ -334,8 +346,13 @@ def start_run(tmp_path: Path, argv: list[str]) -> tuple[subprocess.Popen, dict, 
     """`run` started by argv (make, a script, itself) with its own Redis port, backend port, temp dir and home;
     returned once its backend answers /health: the process, its environment, its output and its log dir."""
     port, redis_port = free_port(), free_port()
-    env = fresh_env(tmp_path, BACKEND_PORT=str(port), REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
-                    OPENAI_BASE_URL="http://127.0.0.1:9/v1", OPENAI_API_KEY="x")
+    env = fresh_env(
+        tmp_path,
+        BACKEND_PORT=str(port),
+        REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
+        OPENAI_BASE_URL="http://127.0.0.1:9/v1",
+        OPENAI_API_KEY="x",
+    )
     proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen: list[str] = []
     try:
@@ -386,8 +403,9 @@ def test_what_run_started_stops_even_when_run_itself_is_killed(tmp_path):
 
 def test_make_demo_prints_url_login_and_token_and_sigterm_to_make_stops_everything(tmp_path):
     env = fresh_env(tmp_path)
-    make = subprocess.Popen(["make", "demo"], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    make = subprocess.Popen(
+        ["make", "demo"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     seen: list[str] = []
     try:
         elapsed = read_until(make, r"Pre-labels visible after ([\d.]+) s", 600, seen)
@@ -400,16 +418,20 @@ def test_make_demo_prints_url_login_and_token_and_sigterm_to_make_stops_everythi
         assert who.status_code == 200 and who.json()["email"] == user
         login = httpx.Client(base_url=url, timeout=30, follow_redirects=True)
         page = login.get("/user/login/")
-        form = {"email": user, "password": password,
-                "csrfmiddlewaretoken": login.cookies.get("csrftoken", "")}
-        assert login.post("/user/login/", data=form, headers={"Referer": f"{url}/user/login/"},
-                          cookies=page.cookies).url.path != "/user/login/"
+        form = {"email": user, "password": password, "csrfmiddlewaretoken": login.cookies.get("csrftoken", "")}
+        assert (
+            login.post(
+                "/user/login/", data=form, headers={"Referer": f"{url}/user/login/"}, cookies=page.cookies
+            ).url.path
+            != "/user/login/"
+        )
         stop_make_and_check_nothing_is_left(make, env, logs)
     finally:
         kill_leftovers(make)
 
 
 # ---- docker-compose.yml ------------------------------------------------------------------------------------
+
 
 def test_the_compose_services_commands_run_and_pass_their_health_checks(tmp_path, logs_dir):
     from tests.test_compose import environment, example_env, healthcheck_argv, service
@@ -418,12 +440,19 @@ def test_the_compose_services_commands_run_and_pass_their_health_checks(tmp_path
     redis_cmd = service("redis")["command"]
     assert redis_cmd[0] == "redis-server"
     # The container's own port is 6379; here that one is taken, so the port is the one thing added.
-    redis = subprocess.Popen([*redis_cmd, "--port", str(redis_port), "--bind", "127.0.0.1", "--dir", str(tmp_path)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    redis = subprocess.Popen(
+        [*redis_cmd, "--port", str(redis_port), "--bind", "127.0.0.1", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     started = [redis]
     try:
-        base = {k: v for k, v in os.environ.items()
-                if not k.startswith(("OPENAI_", "LLM_", "REDIS_", "QUEUE_", "BACKEND_", "LABEL_STUDIO_"))}
+        base = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("OPENAI_", "LLM_", "REDIS_", "QUEUE_", "BACKEND_", "LABEL_STUDIO_"))
+        }
         base["PATH"] = f"{VENV_BIN}{os.pathsep}{base['PATH']}"
         for name in ("backend", "worker", "fake-llm"):
             svc = service(name)
@@ -434,15 +463,23 @@ def test_the_compose_services_commands_run_and_pass_their_health_checks(tmp_path
                 env["BACKEND_PORT"] = str(backend_port)
             if name == "fake-llm":
                 command[command.index("--port") + 1] = str(fake_port)
-            proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                                    stderr=open(tmp_path / f"{name}.log", "w"), start_new_session=True)
+            proc = subprocess.Popen(
+                command,
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=open(tmp_path / f"{name}.log", "w"),
+                start_new_session=True,
+            )
             started.append(proc)
             test = list(svc["healthcheck"]["test"])
             test = [t.replace("127.0.0.1:8000", f"127.0.0.1:{fake_port}") for t in test]
             deadline = time.monotonic() + 90
             while True:
-                assert proc.poll() is None, f"{name}: `{' '.join(command)}` exited {proc.returncode}:\n" \
-                                            f"{(tmp_path / f'{name}.log').read_text()[-3000:]}"
+                assert proc.poll() is None, (
+                    f"{name}: `{' '.join(command)}` exited {proc.returncode}:\n"
+                    f"{(tmp_path / f'{name}.log').read_text()[-3000:]}"
+                )
                 check = subprocess.run(healthcheck_argv(test), cwd=REPO, env=env, capture_output=True, timeout=30)
                 if check.returncode == 0:
                     break

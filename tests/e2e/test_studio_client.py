@@ -1,4 +1,4 @@
-"""backend.studio against a real Label Studio 1.23.2: paging, bulk predictions, errors that say what to fix.
+"""backend.studio.client against a real Label Studio 1.23.2: paging, bulk predictions, errors that say what to fix.
 
 What these tests (and reading the SDK 2.1.2 and server 1.23.2 sources) established:
 
@@ -66,16 +66,14 @@ from backend.labeling.examples import examples_from_tasks
 from backend.labeling.spec import parse_spec
 from backend.processes import free_port
 from backend.settings import Secret
-from backend.studio import Studio, StudioAuthError, StudioError, studio_from
-
-from tests.e2e.conftest import SENTIMENT_CONFIG as CONFIG, sentiment_choice as choice
+from backend.studio.client import Studio, StudioAuthError, StudioError, studio_from
+from tests.e2e.conftest import SENTIMENT_CONFIG as CONFIG
+from tests.e2e.conftest import sentiment_choice as choice
 
 
 def new_project(studio, title: str, n_tasks: int) -> tuple[int, list[int]]:
     project = studio.api.create_project(title, CONFIG)
-    return project["id"], studio.api.import_tasks(
-        project["id"], [{"text": f"review {i}"} for i in range(n_tasks)]
-    )
+    return project["id"], studio.api.import_tasks(project["id"], [{"text": f"review {i}"} for i in range(n_tasks)])
 
 
 @pytest.fixture(scope="module")
@@ -111,9 +109,7 @@ def test_annotated_tasks_pages_through_exactly_the_annotated_tasks(client, revie
 
     started = time.perf_counter()
     tasks = list(client.annotated_tasks(project_id, page_size=50))
-    print(
-        f"\nannotated_tasks: {len(tasks)} of 250 tasks, page_size 50: {time.perf_counter() - started:.2f} s"
-    )
+    print(f"\nannotated_tasks: {len(tasks)} of 250 tasks, page_size 50: {time.perf_counter() - started:.2f} s")
 
     assert [t["id"] for t in tasks] == sorted(ids[i] for i in labels)  # ordered by id, each once
     assert requests_seen == ["GET /api/tasks/"] * 3  # 130 tasks in pages of 50, no extra request
@@ -126,8 +122,15 @@ def test_annotated_tasks_pages_through_exactly_the_annotated_tasks(client, revie
         (choice("Negative"), True),
     ]
     assert [a["was_cancelled"] for a in by_id[ids[2]]["annotations"]] == [True]
-    assert set(first[0]) == {"id", "result", "was_cancelled", "ground_truth", "created_at", "updated_at",
-                             "parent_prediction"}  # which prediction the annotator started from (live quality)
+    assert set(first[0]) == {
+        "id",
+        "result",
+        "was_cancelled",
+        "ground_truth",
+        "created_at",
+        "updated_at",
+        "parent_prediction",
+    }  # which prediction the annotator started from (live quality)
     assert first[0]["created_at"].endswith("Z") and first[0]["created_at"] < first[1]["created_at"]
 
 
@@ -137,7 +140,7 @@ def test_annotated_tasks_become_demonstrations(client, reviewed):
     examples, skipped = examples_from_tasks(client.annotated_tasks(project_id), parse_spec(CONFIG))
 
     assert len(examples) == 129 and sum(skipped.values()) == 1  # task 2 was only skipped
-    assert {(e.ref, e.labels) for e in examples} == {(str(ids[i]), (l,)) for i, l in labels.items() if i != 2}
+    assert {(e.ref, e.labels) for e in examples} == {(str(ids[i]), (label,)) for i, label in labels.items() if i != 2}
 
 
 def test_tasks_lists_every_task_cheaply(client, reviewed, requests_seen):
@@ -215,9 +218,7 @@ def test_create_predictions_writes_in_chunks(client, studio, predicted):
     assert created == 600
     assert len(studio.api.list_predictions(project_id=project_id)) == 600
     shown = studio.api.get_task(ids[7])["predictions"]
-    assert [(p["result"], p["score"], p["model_version"]) for p in shown] == [
-        (choice("Positive"), 0.007, "fewshot-a")
-    ]
+    assert [(p["result"], p["score"], p["model_version"]) for p in shown] == [(choice("Positive"), 0.007, "fewshot-a")]
     assert studio.api.get_task(ids[600])["predictions"] == []
 
 
@@ -235,9 +236,7 @@ def test_predicted_task_ids_finds_exactly_that_version(client, predicted, reques
 
     started = time.perf_counter()
     whole = client.predicted_task_ids(project_id, "fewshot-a")
-    print(
-        f"\npredicted_task_ids, whole project: {len(whole)} of 650 in {time.perf_counter() - started:.3f} s"
-    )
+    print(f"\npredicted_task_ids, whole project: {len(whole)} of 650 in {time.perf_counter() - started:.3f} s")
     started = time.perf_counter()
     selected = client.predicted_task_ids(project_id, "fewshot-a", ids)
     print(f"predicted_task_ids: {len(selected)} of 650 given task ids: {time.perf_counter() - started:.3f} s")
@@ -267,7 +266,7 @@ def test_predictions_that_do_not_fit_the_config_are_counted_out(client, studio, 
         for t, label in zip(ids, ["Positive", "Nope", "Negative"])
     ]
 
-    with caplog.at_level(logging.WARNING, logger="backend.studio"):
+    with caplog.at_level(logging.WARNING, logger="backend.studio.client"):
         assert client.create_predictions(project_id, predictions) == 2
     assert "created 2 of 3" in caplog.text
 
@@ -308,9 +307,7 @@ def test_forged_and_expired_personal_tokens_raise_auth_errors(studio):
 
 
 def test_a_personal_access_token_works(studio, reviewed):
-    answer = httpx.post(
-        f"{studio.url}/api/token/", headers={"Authorization": f"Token {studio.token}"}, timeout=30
-    )
+    answer = httpx.post(f"{studio.url}/api/token/", headers={"Authorization": f"Token {studio.token}"}, timeout=30)
     if answer.status_code == 409:
         pytest.skip("the admin already has a personal access token (one per user), made by another test")
     assert answer.status_code == 201, answer.text
@@ -329,13 +326,9 @@ def test_an_unreachable_url_says_so():
     started = time.perf_counter()
     with Studio(url, "some-token-123456") as client, pytest.raises(StudioError) as caught:
         client.project(1)
-    print(
-        f"\nunreachable: failed after {time.perf_counter() - started:.1f} s (the SDK retries connects twice)"
-    )
+    print(f"\nunreachable: failed after {time.perf_counter() - started:.1f} s (the SDK retries connects twice)")
     assert caught.value.status is None and not isinstance(caught.value, StudioAuthError)
-    assert f"cannot reach Label Studio at {url}" in str(caught.value) and "LABEL_STUDIO_URL" in str(
-        caught.value
-    )
+    assert f"cannot reach Label Studio at {url}" in str(caught.value) and "LABEL_STUDIO_URL" in str(caught.value)
     assert "some-token-123456" not in str(caught.value)
 
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..errors import BadExamples, LabelingError, UnsupportedConfig
-from ..interface import load_interface
-from ..matching import Label
-from .values import is_true
+from backend.labeling.controls.values import is_true
+from backend.labeling.errors import BadExamples, LabelingError, UnsupportedConfig
+from backend.labeling.interface import load_interface
+from backend.labeling.matching import Label
 
 if TYPE_CHECKING:
     from label_studio_sdk.label_interface.control_tags import ControlTag
@@ -59,8 +59,14 @@ class Control:
     @classmethod
     def common(cls, interface: LabelInterface, tag: ControlTag, obj: ObjectTag) -> dict[str, Any]:
         """The constructor arguments every kind reads the same way."""
-        return {"name": tag.name, "tag": cls.TAG, "to_name": obj.name, "object_tag": obj.tag,
-                "required": is_true((tag.attr or {}).get("required")), "config": interface.config}
+        return {
+            "name": tag.name,
+            "tag": cls.TAG,
+            "to_name": obj.name,
+            "object_tag": obj.tag,
+            "required": is_true((tag.attr or {}).get("required")),
+            "config": interface.config,
+        }
 
     @property
     def label_values(self) -> tuple[str, ...]:
@@ -97,9 +103,14 @@ class Control:
         BadExamples when the annotation holds something this config cannot express (a label it no longer
         has, offsets outside the text): such an annotation makes a wrong demonstration.
         """
-        values = [item["value"] for item in result or []
-                  if isinstance(item, dict) and item.get("from_name") == self.name
-                  and item.get("to_name", self.to_name) == self.to_name and isinstance(item.get("value"), dict)]
+        values = [
+            item["value"]
+            for item in result or []
+            if isinstance(item, dict)
+            and item.get("from_name") == self.name
+            and item.get("to_name", self.to_name) == self.to_name
+            and isinstance(item.get("value"), dict)
+        ]
         if not values:
             return None
         return self.read(values, text, f"annotation of {self.tag} {self.name!r}")
@@ -154,6 +165,6 @@ def config_labels(tag: ControlTag, where: str, what: str) -> tuple[Label, ...]:
         attr = child.attr or {}
         labels.append(Label(value=value, name=attr.get("value", value), hint=attr.get("hint", "")))
     if not labels:
-        dynamic = " (labels from task data, value=\"$...\", are not supported)" if (tag.attr or {}).get("value") else ""
+        dynamic = ' (labels from task data, value="$...", are not supported)' if (tag.attr or {}).get("value") else ""
         raise UnsupportedConfig(f"{where} has no {what}{dynamic}")
     return tuple(labels)

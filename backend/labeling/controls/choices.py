@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BadExamples, InvalidAnswer
-from ..matching import match_label
-from .base import Control, Made, Notes, config_labels
-from .values import as_list, unwrap
+from backend.labeling.controls.base import Control, Made, Notes, config_labels
+from backend.labeling.controls.values import as_list, unwrap
+from backend.labeling.errors import BadExamples, InvalidAnswer
+from backend.labeling.matching import match_label
 
 if TYPE_CHECKING:
     from label_studio_sdk.label_interface.control_tags import ControlTag
@@ -23,13 +23,17 @@ class ChoicesControl(Control):
 
     @classmethod
     def from_tag(cls, interface: LabelInterface, tag: ControlTag, obj: ObjectTag, where: str) -> Control:
-        return cls(**cls.common(interface, tag, obj), labels=config_labels(tag, where, "choices"),
-                   multiple=(tag.attr or {}).get("choice") == "multiple")
+        return cls(
+            **cls.common(interface, tag, obj),
+            labels=config_labels(tag, where, "choices"),
+            multiple=(tag.attr or {}).get("choice") == "multiple",
+        )
 
     def describe(self) -> str:
         what = "every label that applies (a list)" if self.multiple else "exactly one label"
-        return "\n".join([f"Field {self.name!r}: " + what + " from: " + "; ".join(self.label_values),
-                          *self.label_lines()])
+        return "\n".join(
+            [f"Field {self.name!r}: " + what + " from: " + "; ".join(self.label_values), *self.label_lines()]
+        )
 
     def schema(self) -> dict[str, Any]:
         enum = {"type": "string", "enum": list(self.label_values)}
@@ -62,7 +66,9 @@ class ChoicesControl(Control):
         if value is None or value == []:
             raise InvalidAnswer("empty", f"no label for {self.name!r}")
         if not isinstance(value, list) or not all(isinstance(v, (str, int, float)) for v in value):
-            raise InvalidAnswer("malformed", f"{self.name!r} must be a label or a list of labels, got {str(value)[:80]}")
+            raise InvalidAnswer(
+                "malformed", f"{self.name!r} must be a label or a list of labels, got {str(value)[:80]}"
+            )
         labels = []
         for raw in value:
             label = match_label(str(raw), self)

@@ -6,13 +6,14 @@ and stored as Label Studio's `start`/`end` offsets, which are Python's str index
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..errors import BadExamples, InvalidAnswer, UnsupportedConfig
-from ..matching import match_label
-from ..spans import find_spans
-from .base import Control, Made, Notes, config_labels
-from .values import as_list, is_int, unwrap
+from backend.labeling.controls.base import Control, Made, Notes, config_labels
+from backend.labeling.controls.values import as_list, is_int, unwrap
+from backend.labeling.errors import BadExamples, InvalidAnswer, UnsupportedConfig
+from backend.labeling.matching import match_label
+from backend.labeling.spans import find_spans
 
 if TYPE_CHECKING:
     from label_studio_sdk.label_interface.control_tags import ControlTag
@@ -35,18 +36,23 @@ class LabelsControl(Control):
     def from_tag(cls, interface: LabelInterface, tag: ControlTag, obj: ObjectTag, where: str) -> Control:
         if obj.tag not in (cls.OBJECTS or ()):
             raise UnsupportedConfig(f"{where} labels <{obj.tag} name={obj.name!r}>: {SPAN_OBJECTS_HELP}")
-        return cls(**cls.common(interface, tag, obj), labels=config_labels(tag, where, "labels"),
-                   multiple=(tag.attr or {}).get("choice") == "multiple")
+        return cls(
+            **cls.common(interface, tag, obj),
+            labels=config_labels(tag, where, "labels"),
+            multiple=(tag.attr or {}).get("choice") == "multiple",
+        )
 
     def describe(self) -> str:
-        return "\n".join([
-            f"Field {self.name!r}: "
-            'a list of the entities in the text, each {"text": ..., "label": ..., "occurrence": ...}; '
-            "quote each entity exactly as it appears in the text; when the same text appears more than once, "
-            '"occurrence" says which appearance (1 = the first), null means every appearance; '
-            "an empty list when there is none. Labels: " + "; ".join(self.label_values),
-            *self.label_lines(),
-        ])
+        return "\n".join(
+            [
+                f"Field {self.name!r}: "
+                'a list of the entities in the text, each {"text": ..., "label": ..., "occurrence": ...}; '
+                "quote each entity exactly as it appears in the text; when the same text appears more than once, "
+                '"occurrence" says which appearance (1 = the first), null means every appearance; '
+                "an empty list when there is none. Labels: " + "; ".join(self.label_values),
+                *self.label_lines(),
+            ]
+        )
 
     def schema(self) -> dict[str, Any]:
         entity = {
@@ -72,8 +78,10 @@ class LabelsControl(Control):
                 raise BadExamples(f"{where}: span {start!r}..{end!r} is not inside the text ({len(text)} characters)")
             stored = value.get("text")
             if isinstance(stored, str) and stored.split() != text[start:end].split():
-                raise BadExamples(f"{where}: span {start}..{end} is {text[start:end]!r} in the task text, "
-                                  f"its stored text is {stored!r}")
+                raise BadExamples(
+                    f"{where}: span {start}..{end} is {text[start:end]!r} in the task text, "
+                    f"its stored text is {stored!r}"
+                )
             labels = as_list(value.get("labels"))
             self.known(labels, where)
             spans.extend((start, end, label) for label in labels)
@@ -128,13 +136,18 @@ class LabelsControl(Control):
 
     def make_regions(self, control: ControlTag, value: Any, text: str) -> Made:
         """One region per entity occurrence, with the text it covers."""
-        return [(control.label([label], to_name=self.to_name, start=start, end=end), {"text": text[start:end]})
-                for start, end, label in self.spans(value, text)]
+        return [
+            (control.label([label], to_name=self.to_name, start=start, end=end), {"text": text[start:end]})
+            for start, end, label in self.spans(value, text)
+        ]
 
     def spans(self, entities: list[dict[str, Any]], text: str) -> list[Span]:
         """(start, end, label) of a Labels value, in text order: its stated offsets, else where its quotes are."""
-        spans = {(start, end, e["label"]) for e in entities
-                 for start, end in _stated_span(e, e["text"], text) or find_spans(text, e["text"], e.get("occurrence"))}
+        spans = {
+            (start, end, e["label"])
+            for e in entities
+            for start, end in _stated_span(e, e["text"], text) or find_spans(text, e["text"], e.get("occurrence"))
+        }
         order = {value: index for index, value in enumerate(self.label_values)}
         return sorted(spans, key=lambda s: (s[0], s[1], order[s[2]]))
 

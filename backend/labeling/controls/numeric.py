@@ -6,9 +6,9 @@ import math
 import re
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BadExamples, InvalidAnswer, LabelingError, UnsupportedConfig
-from .base import Control, Made, Notes
-from .values import finite_float, fmt, plain, positive_int, unwrap
+from backend.labeling.controls.base import Control, Made, Notes
+from backend.labeling.controls.values import finite_float, fmt, plain, positive_int, unwrap
+from backend.labeling.errors import BadExamples, InvalidAnswer, LabelingError, UnsupportedConfig
 
 if TYPE_CHECKING:
     from label_studio_sdk.label_interface.control_tags import ControlTag
@@ -62,7 +62,7 @@ class NumericControl(Control):
             finite = False
         if not finite:
             raise LabelingError(f"{str(raw)[:40]!r} is not a finite number")
-        number = int(raw) if float(raw).is_integer() and abs(raw) < 2 ** 53 else float(raw)
+        number = int(raw) if float(raw).is_integer() and abs(raw) < 2**53 else float(raw)
         self.in_range(number, raw)
         return number
 
@@ -154,8 +154,11 @@ class NumberControl(NumericControl):
 
     def _integer_only(self) -> bool:
         # An explicit integer step from an integer (or no) minimum only reaches integers.
-        return (self.step is not None and float(self.step).is_integer()
-                and (self.minimum is None or float(self.minimum).is_integer()))
+        return (
+            self.step is not None
+            and float(self.step).is_integer()
+            and (self.minimum is None or float(self.minimum).is_integer())
+        )
 
     def make_regions(self, control: ControlTag, value: Any, text: str) -> Made:
         return [(control.label(to_name=self.to_name, number=value), {})]
@@ -173,4 +176,3 @@ def _number_in(raw: str, maximum: float | None) -> float | str:
     if len(numbers) == 1 and re.fullmatch(r"[^\d]{0,3}" + re.escape(numbers[0]) + r"\s*[a-zA-Z%]{0,8}\.?", text):
         return float(numbers[0])
     return raw
-

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 
-from ..errors import BadExamples, InvalidAnswer, UnsupportedConfig
-from ..matching import Label, LabelOptions, match_label, normalize
-from .base import Control, Made, Notes
-from .values import as_list, is_true, positive_int, unique, unwrap
+from backend.labeling.controls.base import Control, Made, Notes
+from backend.labeling.controls.values import as_list, is_true, positive_int, unique, unwrap
+from backend.labeling.errors import BadExamples, InvalidAnswer, UnsupportedConfig
+from backend.labeling.matching import Label, LabelOptions, match_label, normalize
 
 if TYPE_CHECKING:
     from label_studio_sdk.label_interface.control_tags import ControlTag
@@ -35,14 +35,22 @@ class TaxonomyControl(Control):
         attr = tag.attr or {}
         if attr.get("apiUrl") or is_true(attr.get("labeling")):
             what = "apiUrl" if attr.get("apiUrl") else 'labeling="true"'
-            raise UnsupportedConfig(f"{where} has {what}: only a taxonomy written out in the config with "
-                                    f"<Choice> tags, classifying the whole object, is supported")
+            raise UnsupportedConfig(
+                f"{where} has {what}: only a taxonomy written out in the config with "
+                f"<Choice> tags, classifying the whole object, is supported"
+            )
         tree, labels = _taxonomy(interface, tag.name or "")
         if not tree:
             raise UnsupportedConfig(f"{where} has no <Choice> nodes")
         most = positive_int(attr.get("maxUsages"), where, "maxUsages")
-        return cls(**cls.common(interface, tag, obj), labels=labels, tree=tree, multiple=most != 1,
-                   max_submissions=most, leafs_only=is_true(attr.get("leafsOnly")))
+        return cls(
+            **cls.common(interface, tag, obj),
+            labels=labels,
+            tree=tree,
+            multiple=most != 1,
+            max_submissions=most,
+            leafs_only=is_true(attr.get("leafsOnly")),
+        )
 
     def describe(self) -> str:
         if self.multiple:
@@ -50,8 +58,9 @@ class TaxonomyControl(Control):
         else:
             many = "exactly one path"
         end = ", each ending at a leaf" if self.leafs_only else ""
-        lines = [f"Field {self.name!r}: {many} through this tree{end}, each a list of node names from the top "
-                 "level down:"]
+        lines = [
+            f"Field {self.name!r}: {many} through this tree{end}, each a list of node names from the top level down:"
+        ]
         lines.extend(_tree_lines(self.tree, self._by_value(), depth=1))
         return "\n".join(lines)
 
@@ -199,8 +208,11 @@ def _tree_lines(nodes: Tree, labels: dict[str, Label], depth: int) -> list[str]:
     lines = []
     for value, children in nodes:
         label = labels.get(value)
-        described = [part for part in ((label.name if label and label.name != value else ""),
-                                       (label.hint if label else "")) if part]
+        described = [
+            part
+            for part in ((label.name if label and label.name != value else ""), (label.hint if label else ""))
+            if part
+        ]
         lines.append("  " * depth + f"- {value}" + (f": {' - '.join(described)}" if described else ""))
         lines.extend(_tree_lines(children, labels, depth + 1))
     return lines

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidAnswer
-from .base import Control, Made, Notes
-from .values import as_list, fmt, positive_int, unwrap
+from backend.labeling.controls.base import Control, Made, Notes
+from backend.labeling.controls.values import as_list, fmt, positive_int, unwrap
+from backend.labeling.errors import InvalidAnswer
 
 if TYPE_CHECKING:
     from label_studio_sdk.label_interface.control_tags import ControlTag
@@ -22,8 +22,11 @@ class TextAreaControl(Control):
     @classmethod
     def from_tag(cls, interface: LabelInterface, tag: ControlTag, obj: ObjectTag, where: str) -> Control:
         attr = tag.attr or {}
-        return cls(**cls.common(interface, tag, obj), placeholder=attr.get("placeholder", "").strip(),
-                   max_submissions=positive_int(attr.get("maxSubmissions"), where, "maxSubmissions"))
+        return cls(
+            **cls.common(interface, tag, obj),
+            placeholder=attr.get("placeholder", "").strip(),
+            max_submissions=positive_int(attr.get("maxSubmissions"), where, "maxSubmissions"),
+        )
 
     def describe(self) -> str:
         count = f"at most {self.max_submissions} " if self.max_submissions else ""

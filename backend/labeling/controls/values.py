@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Hashable, Iterable, TypeGuard, TypeVar
+from collections.abc import Hashable, Iterable
+from typing import Any, TypeGuard, TypeVar
 
-from ..errors import UnsupportedConfig
+from backend.labeling.errors import UnsupportedConfig
 
 H = TypeVar("H", bound=Hashable)
 

@@ -1,0 +1,1 @@
+"""The `fewshot-prelabel` commands, one module per command, and the processes `run` and `demo` start."""

@@ -1,0 +1,1 @@
+"""Development equipment: the FAKE stand-in LLM server and the local Label Studio harness."""

@@ -1,5 +1,0 @@
-"""Fake OpenAI-compatible LLM STAND-IN for tests, benchmarks and demos; it is not a model."""
-
-from .server import KNOBS, FakeLLM, FakeLLMProcess, KnobError, main, spawn_fake_llm
-
-__all__ = ["KNOBS", "FakeLLM", "FakeLLMProcess", "KnobError", "main", "spawn_fake_llm"]

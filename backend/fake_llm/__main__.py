@@ -1,8 +1,0 @@
-"""Entry point of `python -m backend.fake_llm`: run the fake LLM stand-in server until SIGTERM/Ctrl-C."""
-
-import sys
-
-from .server import main
-
-if __name__ == "__main__":
-    sys.exit(main())

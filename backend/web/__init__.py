@@ -1,0 +1,1 @@
+"""The HTTP side: the label-studio-ml adapter, what each endpoint does, webhooks, OpenAPI, the WSGI entry."""
