@@ -51,5 +51,15 @@ def test_the_skip_variable_skips(tmp_path):
 
 
 def test_make_test_runs_it_before_anything_else():
-    dry = subprocess.run([shutil.which("make"), "-n", "test"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    # As a user types it: not as a sub-make of the `make test` that may be running this test (no "Entering
+    # directory" lines, no inherited flags).
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+    dry = subprocess.run(
+        [shutil.which("make"), "--no-print-directory", "-n", "test"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert dry.stdout.splitlines()[0] == "tools/system-deps"
