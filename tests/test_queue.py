@@ -24,7 +24,7 @@ def support_rows():
     return [json.loads(line) for line in (SUPPORT / "tasks.jsonl").read_text().splitlines()]
 
 
-def run_label(tmp_path, rows, redis_url=None, name="out"):
+def run_label(tmp_path, rows, redis_url=None, name="out", extra=()):
     source = tmp_path / f"{name}-in.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / f"{name}.jsonl"
@@ -40,7 +40,7 @@ def run_label(tmp_path, rows, redis_url=None, name="out"):
         str(out),
         "--no-progress",
     ]
-    code = main(argv + (["--redis-url", redis_url] if redis_url else []))
+    code = main(argv + (["--redis-url", redis_url] if redis_url else []) + list(extra))
     return code, [json.loads(line) for line in out.read_text().splitlines()]
 
 
@@ -227,26 +227,7 @@ def test_the_rate_limit_is_kept_per_model_the_project_asks_for(client_env, redis
     workers = start_workers(1, logs_dir, env, prefix="per-model-worker")
     try:
         wait_for_workers(redis_url, 1)
-        source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-        source.write_text("".join(json.dumps(r) + "\n" for r in support_rows()[:3]))
-        code = main(
-            [
-                "label",
-                "--config",
-                str(SUPPORT / "config.xml"),
-                "--seeds",
-                str(SUPPORT),
-                "--input",
-                str(source),
-                "--output",
-                str(out),
-                "--no-progress",
-                "--redis-url",
-                redis_url,
-                "--model",
-                "fake-llm-large",
-            ]
-        )
+        code, _ = run_label(tmp_path, support_rows()[:3], redis_url, extra=["--model", "fake-llm-large"])
     finally:
         stop_all(workers)
     assert code == 0
