@@ -9,7 +9,7 @@ import argparse
 import time
 
 from backend.devtools.fake_llm import spawn_fake_llm
-from backend.labeling.spec import parse_spec
+from backend.labeling.parser import parse_spec
 from backend.model.client import LLMClient
 from backend.model.labeler import Labeler, label_many
 from benchmarks.common import as_examples, choices_config, fake_settings, read_jsonl, split_seeds

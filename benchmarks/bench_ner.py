@@ -19,10 +19,10 @@ from backend.devtools.fake_llm import spawn_fake_llm
 from backend.evaluation.baselines import StructuredBaseline
 from backend.evaluation.control_metrics import summarize
 from backend.labeling.examples import Example, canonical
+from backend.labeling.parser import parse_spec
 from backend.labeling.prompt import DEFAULT_TEMPLATE, SPAN_TEMPLATE
 from backend.labeling.results import structured_regions
 from backend.labeling.rows import read_values
-from backend.labeling.spec import parse_spec
 from backend.model.client import LLMClient
 from backend.model.labeler import Labeler, label_many
 from benchmarks.common import fake_settings, read_jsonl

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from backend.evaluation.live import controls_of, figures, reviews_from_tasks
-from backend.labeling.spec import parse_spec
+from backend.labeling.parser import parse_spec
 from backend.pipeline import quality
 from backend.processes import start_redis
 from backend.settings import Settings

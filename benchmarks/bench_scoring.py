@@ -23,7 +23,7 @@ import time
 from backend.devtools.fake_llm import spawn_fake_llm
 from backend.devtools.fake_llm.reference import Truth, analyse
 from backend.labeling.examples import Example
-from backend.labeling.spec import parse_spec
+from backend.labeling.parser import parse_spec
 from backend.model.client import LLMClient
 from backend.model.labeler import Labeler, label_many
 from benchmarks.common import choices_config, fake_settings, read_jsonl

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from backend.devtools.fake_llm import FakeLLM, spawn_fake_llm
-from backend.labeling.spec import parse_spec
+from backend.labeling.parser import parse_spec
 from backend.model import local_embeddings
 from backend.model.client import LLMClient
 from backend.model.embeddings import Embedder, MemoryVectorCache

@@ -3,7 +3,7 @@
 import pytest
 
 from backend.labeling.answers import InvalidAnswer, locate_json, match_label, parse_json_answer, parse_text_answer
-from backend.labeling.spec import parse_spec
+from backend.labeling.parser import parse_spec
 from tests.conftest import MULTI_CONFIG, SEEDS, SENTIMENT_CONFIG
 
 SPEC = parse_spec(SENTIMENT_CONFIG)

@@ -15,7 +15,7 @@ import pytest
 from backend.labeling.auto_selection import choose_selection, comfortable_room, demonstration_tokens
 from backend.labeling.budget import Budget
 from backend.labeling.examples import load_seeds
-from backend.labeling.spec import parse_spec
+from backend.labeling.parser import parse_spec
 from backend.model.client import LLMClient
 from backend.model.labeler import Labeler
 from backend.model.local_embeddings import model_id

@@ -24,8 +24,8 @@ from backend.labeling.budget import (
     offline_encodings,
 )
 from backend.labeling.examples import Example
+from backend.labeling.parser import parse_spec
 from backend.labeling.prompt import PromptSettings, build_messages
-from backend.labeling.spec import parse_spec
 from tests.conftest import MULTI_CONFIG, SENTIMENT_CONFIG
 
 SAMPLES = {

@@ -7,7 +7,7 @@ import pytest
 
 from backend.labeling.calibration import agreement, average, calibrate
 from backend.labeling.examples import Example
-from backend.labeling.spec import parse_spec
+from backend.labeling.parser import parse_spec
 from backend.model.client import LLMClient
 from backend.model.labeler import Labeler, label_many
 from tests.conftest import EVAL_DATA, SENTIMENT_CONFIG, llm_settings

@@ -17,8 +17,8 @@ from backend.labeling.echo import (
     echo_request,
 )
 from backend.labeling.examples import Example
+from backend.labeling.parser import parse_spec
 from backend.labeling.prompt import PromptSettings, build_messages
-from backend.labeling.spec import parse_spec
 
 
 def config(*labels: str) -> str:

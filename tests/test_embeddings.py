@@ -8,7 +8,7 @@ from backend.devtools.fake_llm import answers
 from backend.labeling.examples import Example
 from backend.labeling.similarity import cosine_top_k, mmr
 from backend.model import local_embeddings
-from backend.model.client import LLMClient, LLMError
+from backend.model.client import LLMClient
 from backend.model.embeddings import (
     VECTOR_TTL,
     Embedder,
@@ -20,6 +20,7 @@ from backend.model.embeddings import (
     similarity_model,
     text_key,
 )
+from backend.model.errors import LLMError
 from tests.conftest import llm_settings
 
 MODEL = "fake-embed"

@@ -9,7 +9,7 @@ from nervaluate import Evaluator
 from backend.evaluation.compare import compare, compare_paths, compare_spans, compare_texts, span_counts, token_f1
 from backend.evaluation.control_metrics import span_scores, summarize
 from backend.evaluation.structured import StructuredItem, compare_task, evaluate_structured
-from backend.labeling.spec import parse_spec
+from backend.labeling.parser import parse_spec
 
 LABELS = ["PER", "LOC", "ORG"]
 

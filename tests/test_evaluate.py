@@ -5,6 +5,7 @@ import json
 import pytest
 
 from backend.commands.cli import main
+from backend.labeling.parser import parse_spec
 from tests.conftest import EVAL_DATA
 
 SST2_CONFIG = (
@@ -110,7 +111,6 @@ def test_seeds_that_copy_evaluated_tasks_never_show_a_task_its_own_text(env, tmp
     opposite label): a task's prompt and its baseline's training side never hold its own text."""
     from backend.commands.evaluate import cross_validate, fold_of
     from backend.labeling.examples import Example, load_seed_file
-    from backend.labeling.spec import parse_spec
     from backend.model.client import LLMClient
     from tests.conftest import llm_settings
 

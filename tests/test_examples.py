@@ -6,7 +6,7 @@ import pytest
 
 from backend.labeling.errors import BadExamples
 from backend.labeling.examples import example_from_task, examples_from_tasks, load_seed_file, load_seeds
-from backend.labeling.spec import parse_spec
+from backend.labeling.parser import parse_spec
 from tests.conftest import MULTI_CONFIG, SEEDS, SENTIMENT_CONFIG
 
 SPEC = parse_spec(SENTIMENT_CONFIG)

@@ -19,8 +19,8 @@ from backend.commands.export import (
     run_export,
     write_export,
 )
+from backend.labeling.parser import parse_spec
 from backend.labeling.prompt import PromptSettings, answer_text, build_messages, instruction, render_query
-from backend.labeling.spec import parse_spec
 from tests.conftest import MULTI_CONFIG, SEEDS, SENTIMENT_CONFIG
 
 SPEC = parse_spec(SENTIMENT_CONFIG)

@@ -7,8 +7,8 @@ from pathlib import Path
 from backend.commands.cli import main
 from backend.commands.export import render_row, rows_from_labeled, rows_from_tasks
 from backend.labeling.examples import read_seed_file
+from backend.labeling.parser import parse_spec
 from backend.labeling.prompt import PromptSettings, build_messages, for_config
-from backend.labeling.spec import parse_spec
 from tests.test_export import openai_chat_problems
 
 DATA = Path(__file__).parent / "data"

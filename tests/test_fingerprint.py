@@ -75,9 +75,9 @@ from dataclasses import fields, replace  # noqa: E402
 
 from backend.labeling.examples import Example  # noqa: E402
 from backend.labeling.fingerprint import fingerprint  # noqa: E402
+from backend.labeling.parser import parse_spec  # noqa: E402
 from backend.labeling.prompt import PromptSettings  # noqa: E402
 from backend.labeling.selection import Selection  # noqa: E402
-from backend.labeling.spec import parse_spec  # noqa: E402
 from backend.model.labeler import Labeler  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 

@@ -44,9 +44,9 @@ from backend.labeling.answers import (
     parse_text_answer,
 )
 from backend.labeling.errors import LabelingError
+from backend.labeling.parser import parse_spec
 from backend.labeling.probabilities import score_answer
 from backend.labeling.results import prediction_errors, result_regions
-from backend.labeling.spec import parse_spec
 from backend.processes import free_port, start_backend, start_workers, stop_all
 from backend.settings import Settings
 from backend.web import openapi

@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backend.commands.cli import main
+from backend.labeling.parser import parse_spec
 from backend.labeling.results import prediction_errors
 from backend.labeling.rows import read_values, row_value
-from backend.labeling.spec import parse_spec
 from tests.conftest import SEEDS
 
 DATA = Path(__file__).parent / "data"

@@ -6,7 +6,7 @@ import random
 import pytest
 
 from backend.labeling.examples import Example, load_seeds
-from backend.labeling.spec import parse_spec
+from backend.labeling.parser import parse_spec
 from backend.model.client import LLMClient
 from backend.model.labeler import Labeler, label_many
 from backend.settings import Settings

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from backend.model import local_embeddings
-from backend.model.client import LLMError
+from backend.model.errors import LLMError
 from tests.conftest import REPO
 from tests.no_network import read_attempts
 

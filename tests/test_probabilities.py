@@ -9,8 +9,8 @@ import math
 import pytest
 
 from backend.labeling.answers import TokenLogprob
+from backend.labeling.parser import parse_spec
 from backend.labeling.probabilities import Reading, consistent_labels, json_slots, label_forms, score_answer, text_slots
-from backend.labeling.spec import parse_spec
 from tests.conftest import MULTI_CONFIG
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from backend.labeling.errors import BadTemplate
 from backend.labeling.examples import Example
+from backend.labeling.parser import parse_spec
 from backend.labeling.prompt import (
     DEFAULT_TEMPLATE,
     PromptSettings,
@@ -15,7 +16,6 @@ from backend.labeling.prompt import (
     render_demonstration,
     render_query,
 )
-from backend.labeling.spec import parse_spec
 from tests.conftest import MULTI_CONFIG, SENTIMENT_CONFIG
 
 SPEC = parse_spec(SENTIMENT_CONFIG)

@@ -16,7 +16,7 @@ from rq import Queue
 from backend.commands.cli import main
 from backend.evaluation.live import auto_threshold, controls_of, figures, review, reviews_from_tasks, seen_prediction
 from backend.evaluation.quality_report import html, lines
-from backend.labeling.spec import parse_spec
+from backend.labeling.parser import parse_spec
 from backend.model.options import BadOptions, parse_options
 from backend.pipeline import quality
 from backend.settings import Settings

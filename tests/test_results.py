@@ -3,8 +3,8 @@
 import pytest
 
 from backend.labeling.errors import LabelingError
+from backend.labeling.parser import parse_spec
 from backend.labeling.results import prediction_errors, result_regions
-from backend.labeling.spec import parse_spec
 from tests.conftest import MULTI_CONFIG, SENTIMENT_CONFIG
 
 

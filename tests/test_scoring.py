@@ -12,7 +12,7 @@ import pytest
 from backend.devtools.fake_llm import FakeLLM
 from backend.labeling.examples import Example
 from backend.labeling.fingerprint import fingerprint
-from backend.labeling.spec import parse_spec
+from backend.labeling.parser import parse_spec
 from backend.model.client import LLMClient
 from backend.model.labeler import Labeler
 from backend.model.options import BadOptions, parse_options, prompt_for

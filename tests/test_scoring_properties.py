@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from backend.devtools.fake_llm import FakeLLM
 from backend.devtools.fake_llm.reference import Truth, analyse
 from backend.labeling.examples import Example
-from backend.labeling.spec import parse_spec
+from backend.labeling.parser import parse_spec
 from backend.model.client import LLMClient
 from backend.model.labeler import Labeler
 from tests.conftest import llm_settings

@@ -13,8 +13,8 @@ import pytest
 from backend.commands.cli import main
 from backend.labeling.errors import BadExamples
 from backend.labeling.examples import read_seed_file
+from backend.labeling.parser import parse_spec
 from backend.labeling.prompt import SPAN_TEMPLATE, render_query
-from backend.labeling.spec import parse_spec
 from tests.conftest import SEEDS as SEEDS_DIR
 
 DATA = Path(__file__).parent / "data"

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from backend.labeling.spec import parse_spec
+from backend.labeling.parser import parse_spec
 from backend.model.client import LLMClient
 from backend.model.labeler import Labeler
 from backend.model.local_embeddings import model_id

@@ -3,7 +3,7 @@
 import pytest
 
 from backend.labeling.errors import MissingText, UnsupportedConfig
-from backend.labeling.spec import parse_spec
+from backend.labeling.parser import parse_spec
 from tests.conftest import MULTI_CONFIG, SEEDS, SENTIMENT_CONFIG
 
 

@@ -163,7 +163,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _label(args) -> int:
     from backend.labeling.examples import read_seeds
-    from backend.labeling.spec import parse_spec
+    from backend.labeling.parser import parse_spec
 
     settings = Settings.from_env(
         model=args.model,

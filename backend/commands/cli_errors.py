@@ -45,7 +45,7 @@ def clean_message(exc: BaseException) -> str | None:
         return f"the LLM server is unreachable at {redacted(url)} (OPENAI_BASE_URL): start it or fix OPENAI_BASE_URL"
     if isinstance(exc, openai.AuthenticationError):
         return "the LLM server refused the API key (HTTP 401): check OPENAI_API_KEY"
-    from backend.model.client import LLMError
+    from backend.model.errors import LLMError
 
     if isinstance(exc, LLMError):
         return str(exc).splitlines()[0]

@@ -24,8 +24,8 @@ from rq import Queue, Worker
 from backend.devtools.fake_llm import FakeLLMProcess, spawn_fake_llm
 from backend.devtools.local_studio import REPO_ROOT, LocalStudio, default_cache_dir, ensure_installed, installed_venv
 from backend.labeling.examples import Example, load_seed_file
+from backend.labeling.parser import parse_spec
 from backend.labeling.results import result_regions
-from backend.labeling.spec import parse_spec
 from backend.lifetime import die_with_parent, ignore_stop_signals, stop_signals
 from backend.processes import (
     Proc,

@@ -7,6 +7,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -21,11 +22,14 @@ from backend.evaluation.report_files import write_reports
 from backend.evaluation.structured import StructuredItem, evaluate_structured
 from backend.labeling.examples import Example, examples_from_tasks, load_seeds, read_seed_file
 from backend.labeling.matching import normalize
+from backend.labeling.parser import parse_spec
 from backend.labeling.selection import TfidfIndex
-from backend.labeling.spec import LabelingSpec, parse_spec
 from backend.model.client import LLMClient
 from backend.model.labeler import Labeler, Outcome, label_many
-from backend.settings import Settings
+
+if TYPE_CHECKING:
+    from backend.labeling.spec import LabelingSpec
+    from backend.settings import Settings
 
 
 def fold_of(example: Example, folds: int, seed: int) -> int:

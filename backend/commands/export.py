@@ -31,12 +31,16 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from backend.labeling.errors import BadExamples, LabelingError, MissingText
 from backend.labeling.examples import Example, annotation_labels, canonical, normalize_labels, structured_answer
+from backend.labeling.parser import parse_spec
 from backend.labeling.prompt import PromptSettings, demonstration_answer, for_config, instruction, render_query
 from backend.labeling.rows import read_values, row_label
-from backend.labeling.spec import LabelingSpec, parse_spec
+
+if TYPE_CHECKING:
+    from backend.labeling.spec import LabelingSpec
 
 FORMATS = ("openai-chat", "alpaca", "jsonl")
 AUTO = "auto"  # --min-score auto: the live quality's recommended threshold

@@ -15,9 +15,9 @@ from tqdm import tqdm
 from backend.commands.label_output import Output, output_format, row_data
 from backend.costs import estimate_cost
 from backend.labeling import jsonl
-from backend.labeling.spec import LabelingSpec
 
 if TYPE_CHECKING:  # not loaded before `label --redis-url` has handed its tasks to the workers
+    from backend.labeling.spec import LabelingSpec
     from backend.model.labeler import Outcome
 
 

@@ -23,9 +23,9 @@ from backend.labeling.errors import LabelingError, MissingText
 from backend.labeling.prompt import stable_hash
 from backend.labeling.results import answer_regions
 from backend.labeling.rows import row_label
-from backend.labeling.spec import LabelingSpec
 
 if TYPE_CHECKING:  # the module is read before the labeler is loaded (label --redis-url submits first)
+    from backend.labeling.spec import LabelingSpec
     from backend.model.labeler import Outcome
 
 FORMATS = ("jsonl", "label-studio")

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from backend.evaluation.live import auto_threshold, controls_of, figures
 from backend.evaluation.quality_report import lines
 from backend.labeling.errors import LabelingError
-from backend.labeling.spec import parse_spec
+from backend.labeling.parser import parse_spec
 from backend.pipeline.quality import read_reviews
-from backend.settings import Settings
+
+if TYPE_CHECKING:
+    from backend.settings import Settings
 
 
 class QualityError(LabelingError):

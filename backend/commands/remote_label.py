@@ -14,15 +14,15 @@ import redis
 from rq import Queue, Worker
 from rq.job import Job
 
-from backend.labeling.examples import Example
 from backend.pipeline import dispatch, failures
 from backend.pipeline.projects import Contexts, demonstration_from_example, register
 from backend.pipeline.waiting import WorkerWatch
-from backend.settings import Settings
 from backend.state import store
 
 if TYPE_CHECKING:
+    from backend.labeling.examples import Example
     from backend.model.labeler import Labeler, Outcome
+    from backend.settings import Settings
 
 FILE_PROJECT_BASE = 2_000_000_000  # far above any Label Studio project id
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from typing import TYPE_CHECKING
 
-from backend.labeling.examples import Example
+if TYPE_CHECKING:
+    from backend.labeling.examples import Example
 
 
 class StructuredBaseline:

@@ -18,14 +18,16 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backend.evaluation.control_metrics import share, summarize
 from backend.evaluation.metrics import coverage_curve, expected_calibration_error, recommended_threshold, usable_score
 from backend.evaluation.structured import compare_task, predicted_value
 from backend.labeling.errors import LabelingError
 from backend.labeling.examples import annotation_labels, normalize_labels, structured_answer
-from backend.labeling.spec import LabelingSpec
+
+if TYPE_CHECKING:
+    from backend.labeling.spec import LabelingSpec
 
 OWN_VERSION_PREFIX = "fsp-"  # every model_version this backend stamps (labeling/fingerprint.py)
 DEFAULT_TARGET = 0.95

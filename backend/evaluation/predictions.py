@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backend.evaluation.compare import compare_choices
 from backend.evaluation.structured import compare_task
-from backend.labeling.examples import Example
 from backend.labeling.rows import row_label
-from backend.labeling.spec import LabelingSpec
+
+if TYPE_CHECKING:
+    from backend.labeling.examples import Example
+    from backend.labeling.spec import LabelingSpec
 
 SHOWN = 10  # tasks per list in the report
 

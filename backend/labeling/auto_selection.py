@@ -10,13 +10,15 @@ for every one of them on every request, while the k most similar carry most of t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backend.labeling.budget import REPLY_PRIMING, Budget, TokenCounter
-from backend.labeling.examples import Example
 from backend.labeling.prompt import PromptSettings, build_messages
 from backend.labeling.selection import SIMILARITY_STRATEGIES, TFIDF, Selection
-from backend.labeling.spec import LabelingSpec
+
+if TYPE_CHECKING:
+    from backend.labeling.examples import Example
+    from backend.labeling.spec import LabelingSpec
 
 
 @dataclass(frozen=True)

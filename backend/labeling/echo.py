@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from backend.labeling.matching import Label
-from backend.labeling.spec import LabelingSpec
+if TYPE_CHECKING:
+    from backend.labeling.matching import Label
+    from backend.labeling.spec import LabelingSpec
 
 SEPARATOR = "\n\n"
 MAX_TOKENS = 1  # vLLM refuses 0; the one generated token is not read

@@ -7,12 +7,14 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backend.labeling import jsonl
 from backend.labeling.errors import BadExamples, LabelingError
 from backend.labeling.rows import EMPTY, read_values
-from backend.labeling.spec import LabelingSpec
+
+if TYPE_CHECKING:
+    from backend.labeling.spec import LabelingSpec
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, fields, is_dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from backend.labeling.examples import Example
 from backend.labeling.prompt import PROMPT_FORMAT, PromptSettings, describe_scoring, instruction, stable_hash
-from backend.labeling.spec import LabelingSpec
+
+if TYPE_CHECKING:
+    from backend.labeling.examples import Example
+    from backend.labeling.spec import LabelingSpec
 
 # Spec and control fields that do not shape answers or results: the raw XML (its layout and styling are
 # not read; what is read is in the other fields).

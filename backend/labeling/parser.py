@@ -1,4 +1,5 @@
-"""The one labeling-config parser: a Label Studio config to the Controls the labeler answers, or an error.
+"""The one labeling-config parser: a Label Studio config to its LabelingSpec and the Controls the labeler answers,
+or an error.
 
 The supported control kinds are the classes in labeling/controls/; the supported list and its help text are
 made from them here, once. UnsupportedConfig names the tag the labeler cannot serve and what is supported.
@@ -7,20 +8,24 @@ made from them here, once. UnsupportedConfig names the tag the labeler cannot se
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from backend.labeling.controls.base import Control
 from backend.labeling.controls.choices import ChoicesControl
 from backend.labeling.controls.labels import LabelsControl
 from backend.labeling.controls.numeric import NumberControl, RatingControl
 from backend.labeling.controls.taxonomy import TaxonomyControl
 from backend.labeling.controls.textarea import TextAreaControl
 from backend.labeling.errors import UnsupportedConfig
+from backend.labeling.interface import load_interface
+from backend.labeling.spec import LabelingSpec
 
 if TYPE_CHECKING:
     from label_studio_sdk.label_interface.control_tags import ControlTag
     from label_studio_sdk.label_interface.interface import LabelInterface
     from label_studio_sdk.label_interface.object_tags import ObjectTag
+
+    from backend.labeling.controls.base import Control
 
 # In the order the supported list names them.
 KINDS: tuple[type[Control], ...] = (
@@ -44,6 +49,31 @@ SUPPORTED_HELP = (
     f"supported: {_listed(SUPPORTED_CONTROLS, 'and')} controls, all on one {_listed(SUPPORTED_OBJECTS, 'or')} object"
     + "".join(f" ({kind.TAG} on {_listed(kind.OBJECTS, 'or')} only)" for kind in KINDS if kind.OBJECTS)
 )
+
+
+def parse_spec(config: str) -> LabelingSpec:
+    """Parse a labeling config; UnsupportedConfig names the tag the labeler cannot serve."""
+    return _parse_spec_cached(config)
+
+
+@lru_cache(maxsize=256)
+def _parse_spec_cached(config: str) -> LabelingSpec:
+    controls, obj = parse_config(load_interface(config))
+    first, attr = controls[0], obj.attr or {}
+    common = {
+        "config": config,
+        "control_name": first.name,
+        "control_tag": first.tag,
+        "object_name": obj.name,
+        "object_tag": obj.tag,
+        "data_key": _data_key(obj),
+        "paragraph_name_key": attr.get("nameKey", "author"),
+        "paragraph_text_key": attr.get("textKey", "text"),
+    }
+    if len(controls) == 1 and isinstance(first, ChoicesControl):
+        return LabelingSpec(**common, multiple=first.multiple, labels=first.labels)
+    # Several controls, or one that is not Choices: each gets a field of one JSON answer.
+    return LabelingSpec(**common, multiple=False, labels=(), structured=True, controls=controls)
 
 
 def parse_controls(interface: LabelInterface) -> tuple[Control, ...]:
@@ -113,3 +143,13 @@ def _object_of(interface: LabelInterface, tag: ControlTag, where: str) -> Object
             "task URLs; store the text itself in the task data"
         )
     return obj
+
+
+def _data_key(obj: ObjectTag) -> str:
+    value = str(obj.value or "")
+    if not value.startswith("$") or len(value) < 2:
+        raise UnsupportedConfig(
+            f"object <{obj.tag} name={obj.name!r}> must read its text from task data "
+            f'(value="$key"), got value={value!r}'
+        )
+    return value[1:]

@@ -21,10 +21,13 @@ import math
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from backend.labeling.answers import TokenLogprob, locate_json
 from backend.labeling.matching import Label, match_label
-from backend.labeling.spec import LabelingSpec
+
+if TYPE_CHECKING:
+    from backend.labeling.spec import LabelingSpec
 
 END = "\x00"  # the end of the answer, when a position shows it (never part of a label)
 TEXT_OPENERS = " \t\r\n\"'*`"  # what may stand before a label in a plain answer: space, quotes, markdown

@@ -7,12 +7,14 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backend.labeling.errors import BadTemplate
-from backend.labeling.examples import Example
 from backend.labeling.selection import SIMILARITY_STRATEGIES, TFIDF, Selection
-from backend.labeling.spec import LabelingSpec
+
+if TYPE_CHECKING:
+    from backend.labeling.examples import Example
+    from backend.labeling.spec import LabelingSpec
 
 DEFAULT_TEMPLATE = "{text} [SEP] The label of the above text is {label}"
 # The classic template asks for "the label"; an answer that lists entities, or fills several fields, reads

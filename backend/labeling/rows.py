@@ -21,14 +21,15 @@ as Label Studio annotations (`Control.from_result`), so a file cannot teach what
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from backend.labeling.controls.base import Control
-from backend.labeling.controls.labels import LabelsControl
 from backend.labeling.controls.values import is_int
 from backend.labeling.errors import BadExamples
 from backend.labeling.spans import find_spans
-from backend.labeling.spec import LabelingSpec
+
+if TYPE_CHECKING:
+    from backend.labeling.controls.base import Control
+    from backend.labeling.spec import LabelingSpec
 
 EMPTY: tuple[Any, ...] = (None, "", [], {})  # values that say "no value"
 
@@ -73,17 +74,7 @@ def row_label(spec: LabelingSpec, labels: tuple[str, ...] | None, values: dict[s
 
 def row_value(control: Control, value: Any, text: str) -> Any:
     """One control's value in the row form (spans with offsets, text and labels, as Label Studio has them)."""
-    if control.tag == "Choices":
-        return list(value) if control.multiple else value[0]
-    if isinstance(control, LabelsControl):
-        merged: dict[tuple[int, int], list[str]] = {}
-        for start, end, label in control.spans(value, text):
-            merged.setdefault((start, end), []).append(label)
-        return [
-            {"start": start, "end": end, "text": text[start:end], "labels": labels}
-            for (start, end), labels in merged.items()
-        ]
-    return value
+    return control.row_value(value, text)
 
 
 def _by_control(raw: Any, spec: LabelingSpec, where: str) -> dict[str, Any]:

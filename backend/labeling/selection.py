@@ -7,9 +7,10 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from backend.labeling.examples import Example
+if TYPE_CHECKING:
+    from backend.labeling.examples import Example
 
 STRATEGIES = ("auto", "all", "first-k", "balanced-k", "nearest-k", "mmr-k")
 SIMILARITY_STRATEGIES = ("nearest-k", "mmr-k")  # per-query choices; mmr-k needs embeddings

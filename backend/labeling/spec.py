@@ -1,24 +1,22 @@
-"""LabelingSpec: what a Label Studio labeling config asks for, as far as the labeler can serve it."""
+"""LabelingSpec: what a Label Studio labeling config asks for, as far as the labeler can serve it, and the text a
+task gives the model. labeling/parser.py makes one from a config (parse_spec)."""
 
 from __future__ import annotations
 
 import html
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any
 
-from backend.labeling.controls.base import Control
-from backend.labeling.controls.choices import ChoicesControl
-from backend.labeling.errors import MissingText, UnsupportedConfig
+from backend.labeling.errors import MissingText
 from backend.labeling.interface import load_interface
-from backend.labeling.matching import Label
-from backend.labeling.parser import parse_config
 
 if TYPE_CHECKING:
     from label_studio_sdk.label_interface.interface import LabelInterface
-    from label_studio_sdk.label_interface.object_tags import ObjectTag
+
+    from backend.labeling.controls.base import Control
+    from backend.labeling.matching import Label
 
 
 @dataclass(frozen=True)
@@ -63,44 +61,9 @@ class LabelingSpec:
         return text
 
 
-def parse_spec(config: str) -> LabelingSpec:
-    """Parse a labeling config; UnsupportedConfig names the tag the labeler cannot serve."""
-    return _parse_spec_cached(config)
-
-
-@lru_cache(maxsize=256)
-def _parse_spec_cached(config: str) -> LabelingSpec:
-    controls, obj = parse_config(load_interface(config))
-    first, attr = controls[0], obj.attr or {}
-    common = {
-        "config": config,
-        "control_name": first.name,
-        "control_tag": first.tag,
-        "object_name": obj.name,
-        "object_tag": obj.tag,
-        "data_key": _data_key(obj),
-        "paragraph_name_key": attr.get("nameKey", "author"),
-        "paragraph_text_key": attr.get("textKey", "text"),
-    }
-    if len(controls) == 1 and isinstance(first, ChoicesControl):
-        return LabelingSpec(**common, multiple=first.multiple, labels=first.labels)
-    # Several controls, or one that is not Choices: each gets a field of one JSON answer.
-    return LabelingSpec(**common, multiple=False, labels=(), structured=True, controls=controls)
-
-
 def interface_of(spec: LabelingSpec) -> LabelInterface:
     """The SDK's LabelInterface for a spec (cached), used to build and validate regions."""
     return load_interface(spec.config)
-
-
-def _data_key(obj: ObjectTag) -> str:
-    value = str(obj.value or "")
-    if not value.startswith("$") or len(value) < 2:
-        raise UnsupportedConfig(
-            f"object <{obj.tag} name={obj.name!r}> must read its text from task data "
-            f'(value="$key"), got value={value!r}'
-        )
-    return value[1:]
 
 
 def _paragraphs_text(value: Any, name_key: str, text_key: str) -> str:

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import openai
 from openai._constants import RAW_RESPONSE_HEADER
@@ -18,7 +18,10 @@ from openai.types.chat import ChatCompletion
 
 from backend.labeling.answers import TokenLogprob
 from backend.labeling.echo import EchoChoice
-from backend.settings import Settings
+from backend.model.errors import LLMError
+
+if TYPE_CHECKING:
+    from backend.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +32,6 @@ MAX_RETRY_AFTER_S = 120.0
 RAW: RequestOptions = {"headers": {RAW_RESPONSE_HEADER: "true"}}
 
 _T = TypeVar("_T")
-
-
-class LLMError(Exception):
-    """A request that finally failed; `kind` is rate_limited, server_error, timeout, connection, auth or bad_request."""
-
-    def __init__(self, kind: str, message: str):
-        super().__init__(f"{kind}: {message}")
-        self.kind = kind
 
 
 @dataclass

@@ -13,17 +13,19 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import redis
 
-from backend.labeling.examples import Example
 from backend.labeling.selection import LOCAL, TFIDF
 from backend.labeling.similarity import cosine_top_k, mmr, normalize, normalize_rows
 from backend.model import local_embeddings
 from backend.state.bounded import put_bounded
 from backend.state.store import PREFIX
+
+if TYPE_CHECKING:
+    from backend.labeling.examples import Example
 
 VECTOR_TTL = 30 * 24 * 3600  # seconds a cached vector is kept (30 days)
 VECTOR_MAX_ENTRIES = 200_000  # default bound of the Redis vector cache (EMBEDDING_CACHE_MAX_ENTRIES)

@@ -9,7 +9,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import islice
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from backend.labeling.answers import parse_batch_answer, parse_json_answer, parse_structured_answer, parse_text_answer
 from backend.labeling.auto_selection import choose_selection
@@ -17,7 +17,6 @@ from backend.labeling.budget import TRUNCATION_MARKER, Budget, BudgetExceeded, F
 from backend.labeling.calibration import CONTENT_FREE, agreement, average, calibrate
 from backend.labeling.echo import EchoUnusable, echo_distribution, echo_request
 from backend.labeling.errors import InvalidAnswer, MissingText
-from backend.labeling.examples import Example
 from backend.labeling.fingerprint import fingerprint
 from backend.labeling.probabilities import Scored, score_answer
 from backend.labeling.prompt import (
@@ -34,12 +33,16 @@ from backend.labeling.prompt import (
     stable_hash,
 )
 from backend.labeling.selection import Selector
-from backend.labeling.spec import LabelingSpec
-from backend.model.client import LLMClient, LLMError
 from backend.model.embeddings import Embedder, EmbeddingSelector, MissingEmbeddings, embedder_for, process_vectors
+from backend.model.errors import LLMError
 from backend.model.options import prompt_for
 from backend.model.spend import BudgetReached, SpendGuard
-from backend.settings import Settings
+
+if TYPE_CHECKING:
+    from backend.labeling.examples import Example
+    from backend.labeling.spec import LabelingSpec
+    from backend.model.client import LLMClient
+    from backend.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.model.client import LLMError
+from backend.model.errors import LLMError
 
 log = logging.getLogger(__name__)
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import redis
 
 from backend.labeling.errors import LabelingError
 from backend.labeling.examples import example_from_task, newest_annotation
-from backend.labeling.spec import LabelingSpec
 from backend.pipeline.projects import apply_version_policy, demonstration_from_example
-from backend.settings import Settings
 from backend.state import store
 from backend.studio.client import Studio, StudioError
+
+if TYPE_CHECKING:
+    from backend.labeling.spec import LabelingSpec
+    from backend.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from rq.exceptions import AbandonedJobError
 
 from backend.labeling.budget import BudgetExceeded
 from backend.labeling.errors import MissingText
+from backend.labeling.parser import parse_spec
 from backend.labeling.results import structured_regions
-from backend.labeling.spec import parse_spec
 from backend.model.client import LLMClient
 from backend.model.labeler import PreparedCall
 from backend.model.ratelimit import ModelRateLimits
@@ -70,7 +70,6 @@ def preload() -> WorkerState:
     """Pay a worker's start-up once, before its first job: the labeling stack, the LLM client, the token
     counter and the config parser (a project's context is then built once per fingerprint, by Contexts)."""
     from backend.labeling.budget import TokenCounter
-    from backend.labeling.spec import parse_spec
 
     state = _state()
     TokenCounter(state.settings.model).text("warm up")

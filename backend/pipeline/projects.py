@@ -14,17 +14,18 @@ import redis
 
 from backend.labeling.errors import BadExamples, LabelingError, UnsupportedConfig
 from backend.labeling.examples import Example, load_seed_file
+from backend.labeling.parser import parse_spec
 from backend.labeling.prompt import stable_hash
 from backend.labeling.results import result_regions
-from backend.labeling.spec import LabelingSpec, parse_spec
 from backend.model.spend import SpendGuard
 from backend.pipeline import quality
-from backend.settings import Settings
 from backend.state import store
 
 if TYPE_CHECKING:
+    from backend.labeling.spec import LabelingSpec
     from backend.model.client import LLMClient
     from backend.model.labeler import Labeler
+    from backend.settings import Settings
 
 # The labeler, the embeddings and the LLM client (openai) are imported where a context is built: `label
 # --redis-url` imports this module to register its file as a project and submits its tasks before it loads

@@ -11,14 +11,17 @@ from __future__ import annotations
 import json
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import redis
 
 from backend.evaluation.live import auto_threshold, controls_of, figures, reviews_from_tasks
-from backend.labeling.spec import LabelingSpec
-from backend.settings import Settings
 from backend.state import redis_replies
 from backend.state.store import PREFIX
+
+if TYPE_CHECKING:
+    from backend.labeling.spec import LabelingSpec
+    from backend.settings import Settings
 
 log = logging.getLogger(__name__)
 

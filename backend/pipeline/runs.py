@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from redis.typing import EncodableT
@@ -18,7 +18,9 @@ from backend.pipeline.demonstrations import read_project
 from backend.pipeline.projects import Contexts, register
 from backend.state import store
 from backend.state.redis_replies import fields, text, text_hash
-from backend.studio.client import Studio
+
+if TYPE_CHECKING:
+    from backend.studio.client import Studio
 
 PREFIX = store.PREFIX
 RUN_TTL = 7 * 24 * 3600

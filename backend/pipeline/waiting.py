@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import redis
 from rq import Queue, Worker
@@ -17,9 +18,11 @@ from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 from rq.utils import parse_composite_key
 
 from backend.pipeline import outbox
-from backend.settings import Settings
 from backend.state.redis_replies import scored, text
 from backend.state.store import PREFIX
+
+if TYPE_CHECKING:
+    from backend.settings import Settings
 
 WORKER_PREFIX = "fsp-"  # names of `fewshot-prelabel worker` processes, which keep an alive key
 ALIVE_TTL = 10  # seconds an alive key outlives its worker's last refresh

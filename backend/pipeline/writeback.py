@@ -21,14 +21,17 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import redis
 
 from backend.pipeline import failures, outbox
 from backend.pipeline.claims import DONE, Claims, claim_ttl
 from backend.pipeline.runs import mark
-from backend.settings import Settings
 from backend.studio.client import Studio, StudioError
+
+if TYPE_CHECKING:
+    from backend.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import redis
 from rq import Queue, Worker
@@ -15,9 +16,8 @@ from backend import __version__
 from backend.evaluation.live import controls_of, figures, summary
 from backend.labeling.budget import BudgetExceeded, TokenCounter
 from backend.labeling.errors import MissingText, UnsupportedConfig
-from backend.labeling.spec import parse_spec
+from backend.labeling.parser import parse_spec
 from backend.model.embeddings import MissingEmbeddings
-from backend.model.labeler import PreparedCall
 from backend.model.options import BadOptions, parse_options
 from backend.pipeline import dispatch, failures, outbox, quality
 from backend.pipeline.claims import Claims, claim_ttl
@@ -26,6 +26,9 @@ from backend.pipeline.waiting import waiting_for
 from backend.settings import Settings, redacted
 from backend.state import cache, store
 from backend.web.webhooks import BadEvent, enqueue_sync, handle_event
+
+if TYPE_CHECKING:
+    from backend.model.labeler import PreparedCall
 
 log = logging.getLogger(__name__)
 

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import redis
 from rq import Queue, Retry
 
 from backend.labeling.errors import LabelingError
 from backend.labeling.examples import example_from_task
-from backend.labeling.spec import LabelingSpec
 from backend.pipeline import quality
 from backend.pipeline.projects import apply_version_policy, demonstration_from_example
-from backend.settings import Settings
 from backend.state import store
+
+if TYPE_CHECKING:
+    from backend.labeling.spec import LabelingSpec
+    from backend.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from backend.devtools.fake_llm import spawn_fake_llm
+from backend.labeling.parser import parse_spec
 from backend.labeling.results import prediction_errors
-from backend.labeling.spec import parse_spec
 from backend.processes import start_backend, start_workers, stop_all
 from tests.conftest import EVAL_DATA, MULTI_CONFIG, stack_env, wait_for_workers
 

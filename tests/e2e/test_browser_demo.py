@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from backend.commands.demo import SEEDS, Demo
-from backend.labeling.spec import parse_spec
+from backend.labeling.parser import parse_spec
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts"

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from backend.commands.export import add_parser, run_export
+from backend.labeling.parser import parse_spec
 from backend.labeling.prompt import PromptSettings, instruction, render_query
-from backend.labeling.spec import parse_spec
 from backend.studio.client import Studio
 
 CONFIG = """<View>

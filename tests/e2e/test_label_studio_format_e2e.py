@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 from backend.commands.cli import main
+from backend.labeling.parser import parse_spec
 from backend.labeling.results import prediction_errors
-from backend.labeling.spec import parse_spec
 from tests.conftest import EVAL_DATA, SEEDS
 from tests.test_label_output import MIXED_CONFIG, MIXED_SEEDS, write_rows
 

@@ -63,7 +63,7 @@ import jwt
 import pytest
 
 from backend.labeling.examples import examples_from_tasks
-from backend.labeling.spec import parse_spec
+from backend.labeling.parser import parse_spec
 from backend.processes import free_port
 from backend.settings import Secret
 from backend.studio.client import Studio, StudioAuthError, StudioError, studio_from

@@ -134,6 +134,10 @@ class Control:
 
     # -- results ------------------------------------------------------------------------------------
 
+    def row_value(self, value: Any, text: str) -> Any:
+        """A checked value in the row form of `label` output and seed files (Label Studio's shape for spans)."""
+        return value
+
     def regions(self, value: Any, text: str) -> list[dict[str, Any]]:
         """Label Studio result items (no "id") for a value; the value is checked again first, so nothing
         outside the config is ever emitted."""

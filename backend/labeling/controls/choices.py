@@ -79,5 +79,9 @@ class ChoicesControl(Control):
             raise InvalidAnswer("malformed", f"{len(set(labels))} labels for the single-choice control {self.name!r}")
         return [v for v in self.label_values if v in labels], {}
 
+    def row_value(self, value: Any, text: str) -> Any:
+        """One choice as a string, several as a list (a row's "label" as the seed files write it)."""
+        return list(value) if self.multiple else value[0]
+
     def make_regions(self, control: ControlTag, value: Any, text: str) -> Made:
         return [(control.label(value if self.multiple else value[0], to_name=self.to_name), {})]

@@ -134,6 +134,16 @@ class LabelsControl(Control):
             raise InvalidAnswer(kind, f"no usable entity for {self.name!r} ({notes})")
         return self.canonical(spans, text), notes
 
+    def row_value(self, value: Any, text: str) -> Any:
+        """Spans with offsets, text and labels, one per (start, end), as Label Studio has them."""
+        merged: dict[tuple[int, int], list[str]] = {}
+        for start, end, label in self.spans(value, text):
+            merged.setdefault((start, end), []).append(label)
+        return [
+            {"start": start, "end": end, "text": text[start:end], "labels": labels}
+            for (start, end), labels in merged.items()
+        ]
+
     def make_regions(self, control: ControlTag, value: Any, text: str) -> Made:
         """One region per entity occurrence, with the text it covers."""
         return [
