@@ -175,6 +175,15 @@ def test_packages_import_only_down_their_layers_and_stay_shallow():
     )
 
 
+def test_the_module_graph_stays_at_most_ten_layers_deep():
+    """A chain of imports longer than this means a module reaches through others for something that belongs lower
+    (a type-only import that runs, a helper in the wrong module, orchestration mixed with records)."""
+    assert import_graph.layers(BACKEND) <= import_graph.MAX_LAYERS, (
+        f"the module graph is {import_graph.layers(BACKEND)} layers deep (at most {import_graph.MAX_LAYERS}); "
+        "the deepest chain: " + " -> ".join(import_graph.longest_chain(BACKEND))
+    )
+
+
 def test_the_compatibility_aliases_only_reexport_what_rq_may_hold():
     import importlib
 

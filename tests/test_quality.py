@@ -18,7 +18,7 @@ from backend.evaluation.live import auto_threshold, controls_of, figures, review
 from backend.evaluation.quality_report import html, lines
 from backend.labeling.parser import parse_spec
 from backend.model.options import BadOptions, parse_options
-from backend.pipeline import quality
+from backend.pipeline import quality, thresholds
 from backend.settings import Settings
 from backend.web.webhooks import handle_event
 from tests.conftest import MULTI_CONFIG
@@ -231,7 +231,7 @@ def test_an_updated_annotation_replaces_its_review_and_a_deleted_one_leaves(redi
     with caplog.at_level(logging.INFO, logger="backend.pipeline.quality"):
         found = quality.refresh(redis_conn, settings, 7, spec, auto=True)
     assert (found["reviewed"], found["accepted_share"]) == (2, 1.0)
-    assert quality.applied_threshold(redis_conn, 7)["threshold"] == 0.8
+    assert thresholds.applied_threshold(redis_conn, 7)["threshold"] == 0.8
     assert "threshold auto moves from SCORE_THRESHOLD to 0.8: 2 scored reviews" in caplog.text
     # The annotator of task 1 changes their mind: the same annotation, updated, now disagrees.
     updated = records_for([("LOC", "HUM", 0.9, "fsp-v1")])
@@ -239,7 +239,7 @@ def test_an_updated_annotation_replaces_its_review_and_a_deleted_one_leaves(redi
         quality.put_task_reviews(redis_conn, 7, [1], updated)
         found = quality.refresh(redis_conn, settings, 7, spec, auto=True)
     assert (found["reviewed"], found["accepted"]) == (2, 1)
-    assert quality.applied_threshold(redis_conn, 7)["threshold"] is None  # 0.5 at 0.8, 0.0 at 0.9: none backed
+    assert thresholds.applied_threshold(redis_conn, 7)["threshold"] is None  # 0.5 at 0.8, 0.0 at 0.9: none backed
     assert quality.remove_annotations(redis_conn, 7, {100}) == 1
     assert quality.refresh(redis_conn, settings, 7, spec)["reviewed"] == 1
 

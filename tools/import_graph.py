@@ -5,8 +5,9 @@
 Every `import` and `from ... import` counts, also those inside functions (a deferred import still ties two
 modules together); imports under `if TYPE_CHECKING:` do not (they never run). Only edges between modules of
 the package are kept. Prints the figures (modules, edges, layers, circles), each circle and each import against
-the declared layers (LAYERS); exit 1 when there is one, or when a module that may not talk HTTP imports an HTTP
-client. tests/test_architecture.py runs the same checks in the suite.
+the declared layers (LAYERS); exit 1 when there is one, when the module graph stands deeper than MAX_LAYERS, or
+when a module that may not talk HTTP imports an HTTP client. tests/test_architecture.py runs the same checks in
+the suite.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ HTTP_ALLOWED = {
     "backend.devtools.fake_llm.server": "the stand-in LLM server's own client (development equipment)",
 }
 
+
+# How deep the module graph may stand (the longest chain of imports, in modules); deeper means a module reaches
+# through others for something that belongs lower.
+MAX_LAYERS = 10
 
 # Old module paths kept for one release so that rq jobs already queued under them still run; they only
 # re-export, so they stand outside the graph.
@@ -308,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
         print("circle: " + " <-> ".join(group))
     for edge in upward_imports(graph):
         print(f"upward: {edge}")
+    too_deep = layers(graph) > MAX_LAYERS
+    if too_deep:
+        print(f"deep: the module graph is {layers(graph)} layers deep, at most {MAX_LAYERS} allowed")
     violations = http_violations(graph)
     for module, clients in violations.items():
         print(f"http: {module} imports {', '.join(clients)} but is not one of the modules allowed to")
@@ -315,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         for module in graph.modules:
             for target in sorted(graph.edges[module]):
                 print(f"{module} -> {target}")
-    return 1 if circles(graph) or violations or upward_imports(graph) else 0
+    return 1 if circles(graph) or violations or upward_imports(graph) or too_deep else 0
 
 
 if __name__ == "__main__":

@@ -13,8 +13,9 @@ from tqdm import tqdm
 
 from backend.pipeline import failures
 from backend.pipeline.jobs import enqueue_flush
+from backend.pipeline.launch import start_run
 from backend.pipeline.projects import Contexts
-from backend.pipeline.runs import failed_tasks, run_status, start_run
+from backend.pipeline.runs import failed_tasks, run_status
 from backend.pipeline.waiting import WorkerWatch, waiting_for
 from backend.settings import Settings, redacted
 from backend.state import store

@@ -22,7 +22,7 @@ from backend.labeling.results import structured_regions
 from backend.model.client import LLMClient
 from backend.model.labeler import PreparedCall
 from backend.model.ratelimit import ModelRateLimits
-from backend.pipeline import callpool, dispatch, failures, outbox, quality
+from backend.pipeline import callpool, dispatch, failures, outbox, quality, thresholds
 from backend.pipeline.callpool import CallPool
 from backend.pipeline.claims import claim_ttl
 from backend.pipeline.demonstrations import read_project, read_task
@@ -448,7 +448,7 @@ def _quality_spec(state: WorkerState, studio: Studio, project_id: int):
 
 def _auto(state: WorkerState, project_id: int) -> bool:
     record = store.load_project(state.connection, project_id)
-    return quality.uses_auto(record.options if record else None)
+    return thresholds.uses_auto(record.options if record else None)
 
 
 def refresh_task(project_id: int, task_id: int) -> dict:

@@ -18,7 +18,7 @@ from backend.labeling.parser import parse_spec
 from backend.labeling.prompt import stable_hash
 from backend.labeling.results import result_regions
 from backend.model.spend import SpendGuard
-from backend.pipeline import quality
+from backend.pipeline import thresholds
 from backend.state import store
 
 if TYPE_CHECKING:
@@ -158,9 +158,9 @@ class Contexts:
 
     def _live_threshold(self, context: ProjectContext, options: dict) -> ProjectContext:
         """With "threshold": "auto", the threshold the live quality backs now (it moves without a rebuild)."""
-        if not quality.uses_auto(options):
+        if not thresholds.uses_auto(options):
             return context
-        applied = quality.applied_threshold(self.connection, context.project_id) or {}
+        applied = thresholds.applied_threshold(self.connection, context.project_id) or {}
         live = applied.get("threshold")
         return replace(context, threshold=self.settings.score_threshold if live is None else float(live))
 
@@ -189,7 +189,7 @@ class Contexts:
             len(labeler.examples),
             threshold=float(
                 self.settings.score_threshold
-                if quality.uses_auto(options)
+                if thresholds.uses_auto(options)
                 else options.get("threshold", self.settings.score_threshold)
             ),
             low_score_action=options.get("low_score", self.settings.low_score_action),

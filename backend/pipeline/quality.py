@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from backend.evaluation.live import auto_threshold, controls_of, figures, reviews_from_tasks
+from backend.pipeline import thresholds
 from backend.state import redis_replies
 from backend.state.store import PREFIX
 
@@ -128,20 +129,12 @@ def stored_figures(connection: redis.Redis, project_id: int) -> dict | None:
     return json.loads(raw) if raw else None
 
 
-def applied_threshold(connection: redis.Redis, project_id: int) -> dict | None:
-    """{threshold (None while not backed), evidence, since} of the automatic threshold, None before any figure."""
-    raw = connection.get(_key(project_id, "threshold"))
-    return json.loads(raw) if raw else None
-
-
 def _move_threshold(connection, settings: Settings, project_id: int, found: dict, auto: bool) -> None:
     threshold, evidence = auto_threshold(found, settings.auto_threshold_min_reviews)
-    before = applied_threshold(connection, project_id)
+    before = thresholds.applied_threshold(connection, project_id)
     if before is not None and before.get("threshold") == threshold:
         return
-    connection.set(
-        _key(project_id, "threshold"), json.dumps({"threshold": threshold, "evidence": evidence, "since": time.time()})
-    )
+    thresholds.store_threshold(connection, project_id, threshold, evidence)
     if auto:
         old = before.get("threshold") if before else None
         if threshold is None:
@@ -160,10 +153,6 @@ def _move_threshold(connection, settings: Settings, project_id: int, found: dict
                 threshold,
                 evidence,
             )
-
-
-def uses_auto(options: dict | None) -> bool:
-    return (options or {}).get("threshold") == "auto"
 
 
 # ---- reading Label Studio --------------------------------------------------------------------------------------

@@ -1,26 +1,18 @@
-"""Background runs: pre-label a whole Label Studio project through the workers, with progress for /status and
-the CLI."""
+"""Records of background runs (pre-label a whole Label Studio project through the workers): each task's state in
+a run, the counts and the figures for /status and the CLI. pipeline/launch.py starts runs."""
 
 from __future__ import annotations
 
 import time
-import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
 from redis.typing import EncodableT
-from rq import Queue
 
 from backend.costs import DEFAULT_PRICES, estimate_cost
-from backend.labeling.errors import MissingText
-from backend.pipeline import dispatch, failures
-from backend.pipeline.demonstrations import read_project
-from backend.pipeline.projects import Contexts, register
+from backend.pipeline import failures
 from backend.state import store
 from backend.state.redis_replies import fields, text, text_hash
-
-if TYPE_CHECKING:
-    from backend.studio.client import Studio
 
 PREFIX = store.PREFIX
 RUN_TTL = 7 * 24 * 3600
@@ -31,72 +23,16 @@ def _key(run_id: str) -> str:
     return f"{PREFIX}:run:{run_id}"
 
 
-def pending_tasks(studio: Studio, project_id: int, model_version: str, missing: bool) -> dict[int, dict]:
-    """Task id -> data of the unannotated tasks to label: all, or those without a prediction of this version."""
-    tasks = {int(t["id"]): t.get("data") or {} for t in studio.tasks(project_id) if not t.get("total_annotations")}
-    if missing and tasks:
-        done = studio.predicted_task_ids(project_id, model_version)
-        tasks = {t: d for t, d in tasks.items() if t not in done}
-    return tasks
-
-
-def start_run(
-    connection: redis.Redis,
-    queue: Queue,
-    contexts: Contexts,
-    studio: Studio,
-    project_id: int,
-    missing: bool = True,
-    chunk_size: int = 8,
-) -> dict:
-    """Register the project from Label Studio, find the tasks to label and enqueue them; returns the run."""
-    project = studio.project(project_id)
-    register(connection, project_id, project["label_config"], studio_url=studio.url)
-    stored = store.load_project(connection, project_id)
-    if stored is None or not stored.synced_at:  # first run, or Redis lost the demonstrations: read them first
-        read_project(connection, contexts.settings, contexts.get(project_id).spec, studio, project_id)
-    context = contexts.get(project_id)
-    tasks = pending_tasks(studio, project_id, context.model_version, missing)
-    labelable, unreadable = {}, []
-    for task_id, data in tasks.items():
-        try:
-            context.spec.text_of(data)
-            labelable[task_id] = data
-        except MissingText as exc:  # no prediction for it, and /status says why
-            unreadable.append(
-                {
-                    "task": task_id,
-                    "result": None,
-                    "error": "no_text",
-                    "detail": str(exc),
-                    "model_version": context.model_version,
-                }
-            )
-    run_id = uuid.uuid4().hex[:12]
-    fanout = dispatch.Fanout(project_id, waiter=False, run_id=run_id, model_version=context.model_version)
-    run = {
-        "run_id": run_id,
-        "project_id": project_id,
-        "model_version": context.model_version,
-        "model": context.labeler.prompt.model,
-        "request_id": fanout.request_id,
-        "total": len(tasks),
-        "started": time.time(),
-        "mode": "missing" if missing else "all",
-        **{c: 0 for c in COUNTERS},
-    }
+def open_run(connection: redis.Redis, run: dict) -> None:
+    """Store a new run's record (run_id, project_id, model_version, total, ... and COUNTERS at 0) and list it
+    among its project's runs (the newest 20)."""
+    run_id, project_id = run["run_id"], run["project_id"]
     with connection.pipeline(transaction=True) as pipe:
         pipe.hset(_key(run_id), mapping=fields(run))
         pipe.expire(_key(run_id), RUN_TTL)
         pipe.lpush(f"{PREFIX}:runs:{project_id}", run_id)
         pipe.ltrim(f"{PREFIX}:runs:{project_id}", 0, 19)
         pipe.execute()
-    if unreadable:
-        failures.record(connection, project_id, unreadable)
-        record_progress(connection, run_id, unreadable)
-    if labelable:
-        dispatch.submit(connection, queue, fanout, labelable, chunk_size, contexts.settings.job_timeout)
-    return run_status(connection, run_id)
 
 
 # Each task of a run holds one state, so counts stay exact however often a job runs, a row is written or a

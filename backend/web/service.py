@@ -19,7 +19,7 @@ from backend.labeling.errors import MissingText, UnsupportedConfig
 from backend.labeling.parser import parse_spec
 from backend.model.embeddings import MissingEmbeddings
 from backend.model.options import BadOptions, parse_options
-from backend.pipeline import dispatch, failures, outbox, quality
+from backend.pipeline import dispatch, failures, outbox, quality, thresholds
 from backend.pipeline.claims import Claims, claim_ttl
 from backend.pipeline.projects import Contexts, ProjectContext, UnknownProject, parse_project_id, register
 from backend.pipeline.waiting import waiting_for
@@ -323,7 +323,7 @@ class Service:
             "project_id": project_id,
             "rebuilding": rebuilding,
             "built_at": built,
-            "threshold_auto": quality.applied_threshold(self.connection, project_id),
+            "threshold_auto": thresholds.applied_threshold(self.connection, project_id),
             **found,
         }
 
@@ -363,7 +363,7 @@ class Service:
         found = quality.stored_figures(self.connection, project_id)
         if found is None:
             return None
-        applied = quality.applied_threshold(self.connection, project_id) or {}
+        applied = thresholds.applied_threshold(self.connection, project_id) or {}
         return {**summary(found), "threshold_auto": applied.get("threshold")}
 
     def _known(self, project_id: int) -> bool:
