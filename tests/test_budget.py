@@ -3,7 +3,6 @@
 import functools
 import random
 import re
-import time
 from collections import Counter
 
 import pytest
@@ -260,16 +259,30 @@ def test_fit_verifies_a_prompt_that_is_not_a_sum_of_demonstration_parts():
     assert counter.messages(joined(demos[fitted.dropped - 1 :], "slow refund")) > small.prompt_tokens
 
 
-def test_fit_is_fast_for_thousands_of_demonstrations():
+def test_fit_counts_each_message_once_and_renders_a_few_times_for_thousands_of_demonstrations():
+    # How fit() scales, by what it does rather than by a clock: each message's tokens are counted once and the
+    # prompt is rendered a constant number of times (all, none, the kept ones), whatever the number dropped.
     demos = pool(5000)
     counter, build = TokenCounter("gpt-4"), builder(SPEC3)
-    counter.text("warm up")
-    start = time.perf_counter()
-    fitted = fit(demos, "slow refund", build, counter, Budget(16384, 256), "balanced-k")
-    elapsed = time.perf_counter() - start
-    print(f"fit() over 5,000 demonstrations: {elapsed * 1000:.0f} ms, kept {len(fitted.demonstrations)}")
+    renders: list[int] = []
+    counted: list[str] = []
+    count_text = counter.text
+
+    def rendering(demonstrations, text):
+        renders.append(len(demonstrations))
+        return build(demonstrations, text)
+
+    def counting(text):
+        counted.append(text)
+        return count_text(text)
+
+    counter.text = counting  # type: ignore[method-assign]
+    fitted = fit(demos, "slow refund", rendering, counter, Budget(16384, 256), "balanced-k")
+    messages = build(demos, "slow refund")
+    print(f"fit() over 5,000 demonstrations: {len(renders)} renders, {len(counted)} token counts")
     assert fitted.prompt_tokens <= 16128 and fitted.dropped > 0
-    assert elapsed < 5.0
+    assert len(renders) == 3 and renders[:2] == [5000, 0]
+    assert len(counted) <= len({m["content"] for m in messages}) + 2  # the text once more, and the kept prompt
 
 
 # ---- the acceptance items --------------------------------------------------------------------

