@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -10,13 +11,17 @@ from backend.labeling.examples import Example
 from backend.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
-EVAL_DATA = REPO.parent / "shared" / "eval-data"
+# The human-labeled data sets, read in place: ../shared/eval-data beside the clone, or FEWSHOT_EVAL_DATA.
+EVAL_DATA = Path(os.environ.get("FEWSHOT_EVAL_DATA") or REPO.parent / "shared" / "eval-data")
 
 
 def read_jsonl(name: str) -> list[dict]:
     path = EVAL_DATA / name
     if not path.exists():
-        raise SystemExit(f"eval data not found: {path} (benchmarks read ../shared/eval-data in place)")
+        raise SystemExit(
+            f"eval data not found: {path} (benchmarks read ../shared/eval-data beside the clone; "
+            "set FEWSHOT_EVAL_DATA to the folder when it is elsewhere)"
+        )
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 

@@ -11,7 +11,8 @@ from backend.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = REPO / "seeds"
-EVAL_DATA = REPO.parent / "shared" / "eval-data"
+# The human-labeled data sets, read in place: ../shared/eval-data beside the clone, or FEWSHOT_EVAL_DATA.
+EVAL_DATA = Path(os.environ.get("FEWSHOT_EVAL_DATA") or REPO.parent / "shared" / "eval-data")
 
 SENTIMENT_CONFIG = (SEEDS / "sentiment" / "config.xml").read_text()
 MULTI_CONFIG = """<View>
@@ -151,3 +152,13 @@ def wait_for_workers(redis_url: str, count: int, queue: str = "fewshot-test", ti
             return
         time.sleep(0.1)
     raise RuntimeError(f"{count} rq workers did not register within {timeout} s")
+
+
+def pytest_report_header(config):
+    """Say where the eval data is read from, and how to point there when it is missing (tests that read it fail)."""
+    if EVAL_DATA.is_dir():
+        return f"eval data: {EVAL_DATA}"
+    return (
+        f"eval data: NOT FOUND at {EVAL_DATA}: clone the repo beside ../shared, or set FEWSHOT_EVAL_DATA to the "
+        "eval-data folder; the tests that read it fail until then"
+    )

@@ -15,6 +15,7 @@ from backend.labeling.errors import BadExamples
 from backend.labeling.examples import read_seed_file
 from backend.labeling.parser import parse_spec
 from backend.labeling.prompt import SPAN_TEMPLATE, render_query
+from tests.conftest import EVAL_DATA
 from tests.conftest import SEEDS as SEEDS_DIR
 
 DATA = Path(__file__).parent / "data"
@@ -132,7 +133,7 @@ def test_jsonl_seeds_give_spans_as_offsets_quotes_or_tokens(tmp_path):
 
 
 def test_the_wnut17_file_reads_as_seeds():
-    path = Path(__file__).resolve().parents[2] / "shared" / "eval-data" / "wnut17_test.jsonl"
+    path = EVAL_DATA / "wnut17_test.jsonl"
     examples, skipped = read_seed_file(
         path,
         parse_spec(
