@@ -18,7 +18,6 @@ import redis
 from backend.evaluation.live import auto_threshold, controls_of, figures, reviews_from_tasks
 from backend.pipeline import thresholds
 from backend.state import redis_replies
-from backend.state.store import PREFIX
 
 if TYPE_CHECKING:
     from backend.labeling.spec import LabelingSpec
@@ -29,8 +28,7 @@ log = logging.getLogger(__name__)
 LOCK_TIMEOUT_S = 120
 
 
-def _key(project_id: int, what: str) -> str:
-    return f"{PREFIX}:project:{project_id}:quality:{what}"
+_key = thresholds.quality_key
 
 
 def _by_task(found: list[dict]) -> dict[str, str]:

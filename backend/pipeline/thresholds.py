@@ -12,8 +12,9 @@ import redis
 from backend.state.store import PREFIX
 
 
-def key(project_id: int) -> str:
-    return f"{PREFIX}:project:{project_id}:quality:threshold"
+def quality_key(project_id: int, what: str) -> str:
+    """The Redis key of one piece of a project's live quality (reviews, figures, threshold, ...)."""
+    return f"{PREFIX}:project:{project_id}:quality:{what}"
 
 
 def uses_auto(options: dict | None) -> bool:
@@ -22,9 +23,12 @@ def uses_auto(options: dict | None) -> bool:
 
 def applied_threshold(connection: redis.Redis, project_id: int) -> dict | None:
     """{threshold (None while not backed), evidence, since} of the automatic threshold, None before any figure."""
-    raw = connection.get(key(project_id))
+    raw = connection.get(quality_key(project_id, "threshold"))
     return json.loads(raw) if raw else None
 
 
 def store_threshold(connection: redis.Redis, project_id: int, threshold: float | None, evidence: str) -> None:
-    connection.set(key(project_id), json.dumps({"threshold": threshold, "evidence": evidence, "since": time.time()}))
+    connection.set(
+        quality_key(project_id, "threshold"),
+        json.dumps({"threshold": threshold, "evidence": evidence, "since": time.time()}),
+    )
